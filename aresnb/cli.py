@@ -1,0 +1,100 @@
+"""The `aresnb` command: run the pipeline, serve the local Teacher, write a run's report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from aresnb.config import ConfigError, describe, load_config
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from aresnb.runner import RunError, parse_stage_selection, run_pipeline
+
+    try:
+        cfg = load_config(args.params, args.set)  # validation happens before any work starts
+        stages = parse_stage_selection(args.stages)
+    except (ConfigError, RunError) as e:
+        print(f"aresnb run: {e}", file=sys.stderr)
+        return 2
+    try:
+        run_pipeline(cfg, stages=stages, force=args.force, log_output=not args.quiet)
+    except RunError as e:
+        print(f"\naresnb run: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\naresnb run: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_serve_teacher(args: argparse.Namespace) -> int:
+    from aresnb.teacher.server import main as serve_main
+
+    return serve_main(args.server_args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from aresnb.report import write_report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "manifest.json").exists():
+        print(f"aresnb report: {run_dir} is not a run directory (no manifest.json)", file=sys.stderr)
+        return 2
+    out = write_report(run_dir)
+    print(out)
+    return 0
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    if args.params:
+        try:
+            cfg = load_config(args.params, args.set)
+        except ConfigError as e:
+            print(f"aresnb params: {e}", file=sys.stderr)
+            return 2
+        print(f"{args.params}: valid (hash {cfg.hash()})")
+        return 0
+    for key, default, doc in describe():
+        print(f"{key:<36} {default!r:<28} {doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aresnb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the notebook pipeline on a parameter file")
+    run.add_argument("params", help="YAML parameter file, e.g. params/smoke.yaml")
+    run.add_argument("--stages", help="stages to run, e.g. 01,03-05 (default: all)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a parameter with a dotted key, e.g. --set ppo.lr=1e-5 (repeatable)")
+    run.add_argument("--force", action="store_true", help="re-run stages that completed before")
+    run.add_argument("--quiet", action="store_true", help="do not stream cell outputs to the terminal")
+    run.set_defaults(func=_cmd_run)
+
+    serve = sub.add_parser("serve-teacher", help="serve the OpenAI-compatible local Teacher on 127.0.0.1",
+                           add_help=False)
+    serve.add_argument("server_args", nargs=argparse.REMAINDER,
+                       help="options of the server (aresnb serve-teacher --help)")
+    serve.set_defaults(func=_cmd_serve_teacher)
+
+    report = sub.add_parser("report", help="write one self-contained HTML report of a finished run")
+    report.add_argument("run_dir", help="outputs/<run>")
+    report.set_defaults(func=_cmd_report)
+
+    params = sub.add_parser("params", help="print every parameter with its default and doc, or validate a file")
+    params.add_argument("params", nargs="?", help="a YAML file to validate")
+    params.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    params.set_defaults(func=_cmd_params)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""`aresnb run`: execute the numbered notebooks with papermill, in order, resumably.
+
+The schedule is 01, 02, then (03, 04, 05) once per ARES round, then 06, 07. Each executed
+notebook lands in ``outputs/<run>/notebooks/``; ``manifest.json`` records the resolved
+parameters and their hash, the git commit, package versions and each stage's status and wall
+time. A stage is skipped when it completed before with the same *key*: the hash of the
+parameters, of the notebook's source, and of the completions of the stages it depends on — so a
+crashed run resumes where it stopped, and re-running an upstream stage re-runs what follows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from aresnb.config import Config
+from aresnb.paths import ROUND_STAGES, STAGES, RunPaths, read_json, write_json
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+TRACKED_PACKAGES = (
+    "aresnb", "torch", "transformers", "tokenizers", "peft", "trl", "datasets", "accelerate",
+    "openai", "papermill", "numpy", "pandas",
+)
+
+
+class RunError(RuntimeError):
+    """A run cannot start or a stage failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One scheduled execution of a stage's notebook (round stages run once per round)."""
+
+    stage: str
+    round_index: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.stage if self.round_index is None else f"round_{self.round_index}/{self.stage}"
+
+    @property
+    def notebook(self) -> Path:
+        return NOTEBOOKS_DIR / f"{self.stage}.ipynb"
+
+    @property
+    def output_name(self) -> str:
+        suffix = "" if self.round_index is None else f".round_{self.round_index}"
+        return f"{self.stage}{suffix}.ipynb"
+
+
+# --------------------------------------------------------------------------------------------
+# Schedule
+# --------------------------------------------------------------------------------------------
+
+
+def parse_stage_selection(text: str | None) -> list[str]:
+    """``'01,03-05'`` -> ['01_data', '03_teacher_scores', '04_ppo', '05_correction_sft']."""
+    if not text:
+        return list(STAGES)
+    numbers = {s[:2]: s for s in STAGES}
+
+    def number(token: str) -> int:
+        token = token.strip()
+        key = token[:2] if token[:2].isdigit() else token.zfill(2)
+        if key not in numbers or (len(token) > 2 and token not in STAGES):
+            raise RunError(f"--stages: unknown stage {token!r}; stages are {', '.join(STAGES)}")
+        return int(key)
+
+    chosen: set[int] = set()
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        if "-" in part:
+            lo, hi = (number(t) for t in part.split("-", 1))
+            if lo > hi:
+                raise RunError(f"--stages: empty range {part!r}")
+            chosen.update(range(lo, hi + 1))
+        else:
+            chosen.add(number(part))
+    return [s for s in STAGES if int(s[:2]) in chosen]
+
+
+def build_schedule(rounds: int) -> list[Step]:
+    """Every step of a full run, in execution order."""
+    steps = [Step("01_data"), Step("02_baseline")]
+    for r in range(1, rounds + 1):
+        steps += [Step(stage, r) for stage in ROUND_STAGES]
+    return steps + [Step("06_answer_lora"), Step("07_evaluation")]
+
+
+def upstream_of(step: Step, schedule: list[Step]) -> list[Step]:
+    """The steps whose outputs this step reads: everything scheduled before it."""
+    return schedule[: schedule.index(step)]
+
+
+# --------------------------------------------------------------------------------------------
+# Manifest
+# --------------------------------------------------------------------------------------------
+
+
+def _git_state() -> dict:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def _package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _sha(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def notebook_source_hash(path: Path) -> str:
+    """Hash of the code cells only: re-saving a notebook in Jupyter does not invalidate a run."""
+    nb = json.loads(path.read_text())
+    cells = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+             for c in nb["cells"] if c.get("cell_type") == "code"]
+    return _sha(*cells)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Manifest:
+    """``manifest.json``: what ran, with which parameters, code and packages, and how it went."""
+
+    def __init__(self, paths: RunPaths, cfg: Config):
+        self.path = paths.manifest
+        old = read_json(self.path) if self.path.exists() else {}
+        self.data = {
+            "run": cfg.run.name,
+            "run_dir": str(paths.run_dir),
+            "created": old.get("created", _now()),
+            "updated": _now(),
+            "params_hash": cfg.hash(),
+            "params": cfg.to_dict(),
+            "rounds": cfg.ares.rounds,
+            "git": _git_state(),
+            "packages": _package_versions(),
+            "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:]),
+            "stages": old.get("stages", {}),
+        }
+
+    def stage(self, step: Step) -> dict:
+        return self.data["stages"].get(step.label, {})
+
+    def set_stage(self, step: Step, **fields) -> None:
+        entry = self.data["stages"].setdefault(step.label, {})
+        entry.update(stage=step.stage, round=step.round_index, **fields)
+        self.save()
+
+    def save(self) -> None:
+        self.data["updated"] = _now()
+        write_json(self.path, self.data)
+
+
+# --------------------------------------------------------------------------------------------
+# Execution
+# --------------------------------------------------------------------------------------------
+
+
+# The parameter sections each stage reads. Upstream sections need not be listed: a change there
+# re-runs the upstream stage, whose new completion id changes every downstream key.
+STAGE_SECTIONS = {
+    "01_data": ("data", "features"),
+    "02_baseline": ("model", "baseline"),
+    "03_teacher_scores": ("rollout", "teacher"),
+    "04_ppo": ("ppo", "teacher"),
+    "05_correction_sft": ("correction", "teacher"),
+    "06_answer_lora": ("answer",),
+    "07_evaluation": ("evaluation", "teacher"),
+}
+
+
+def step_key(cfg: Config, step: Step, manifest: Manifest, schedule: list[Step]) -> str:
+    """What decides whether a completed step can be skipped: its parameters, code and inputs."""
+    values = cfg.to_dict()
+    # Throughput-only teacher settings never change a reply (the cache sees to that).
+    for k in ("concurrency", "max_retries", "timeout_s", "backoff_base_s", "backoff_max_s", "cassette"):
+        values["teacher"].pop(k, None)
+    relevant = {s: values[s] for s in STAGE_SECTIONS[step.stage]}
+    relevant["seed"] = cfg.run.seed
+    upstream = [manifest.stage(s).get("completion_id", "missing") for s in upstream_of(step, schedule)]
+    return _sha(json.dumps(relevant, sort_keys=True, default=str), notebook_source_hash(step.notebook),
+                step.label, *upstream)
+
+
+def mirror_round_summary(paths: RunPaths, step: Step) -> None:
+    """``<stage>/summary.json`` = the latest round's summary plus every round's under ``rounds``."""
+    src = paths.stage_dir(step.stage, step.round_index) / "summary.json"
+    if not src.exists():
+        return
+    dst = paths.run_dir / step.stage / "summary.json"
+    rounds = read_json(dst).get("rounds", {}) if dst.exists() else {}
+    latest = read_json(src)
+    rounds[str(step.round_index)] = latest
+    write_json(dst, {**latest, "latest_round": step.round_index, "rounds": rounds})
+
+
+def _print(msg: str) -> None:
+    print(f"[aresnb] {msg}", flush=True)
+
+
+def _report_failure(step: Step, error: Exception, out_nb: Path) -> str:
+    """The failing cell and its error, for the terminal and the manifest."""
+    lines = [f"stage {step.label} failed"]
+    cell_source = None
+    try:
+        nb = json.loads(out_nb.read_text())
+        for cell in nb["cells"]:
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "error":
+                    cell_source = "".join(cell["source"])
+    except (OSError, ValueError, KeyError):
+        pass
+    if cell_source:
+        lines += ["--- failing cell ---", cell_source, "--------------------"]
+    ename = getattr(error, "ename", type(error).__name__)
+    evalue = getattr(error, "evalue", str(error))
+    lines.append(f"{ename}: {evalue}")
+    lines.append(f"executed notebook: {out_nb}")
+    return "\n".join(lines)
+
+
+def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = False,
+                 log_output: bool = True) -> dict:
+    """Run the selected stages of the schedule; return the manifest data."""
+    import papermill  # heavy import: only when something runs
+
+    paths = RunPaths(cfg)
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    paths.notebooks_dir.mkdir(parents=True, exist_ok=True)
+    paths.params_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    manifest = Manifest(paths, cfg)
+    manifest.save()
+
+    selected = set(stages or STAGES)
+    schedule = build_schedule(cfg.ares.rounds)
+    missing = [s.notebook for s in schedule if s.stage in selected and not s.notebook.exists()]
+    if missing:
+        raise RunError("missing notebooks: " + ", ".join(str(m) for m in sorted(set(missing))))
+
+    todo = [s for s in schedule if s.stage in selected]
+    _print(f"run {cfg.run.name!r} -> {paths.run_dir} ({len(todo)} steps, params {cfg.hash()})")
+    for i, step in enumerate(todo, 1):
+        for up in upstream_of(step, schedule):
+            if up.stage not in selected and manifest.stage(up).get("status") != "done":
+                raise RunError(f"{step.label} needs {up.label}, which has not completed in this run: "
+                               f"run it first (e.g. --stages {up.stage[:2]}-{step.stage[:2]})")
+        key = step_key(cfg, step, manifest, schedule)
+        prev = manifest.stage(step)
+        if not force and prev.get("status") == "done" and prev.get("key") == key:
+            _print(f"[{i}/{len(todo)}] {step.label}: done before with the same parameters and inputs, skipped")
+            continue
+        out_nb = paths.notebooks_dir / step.output_name
+        _print(f"[{i}/{len(todo)}] {step.label}: running {step.notebook.name} -> {out_nb}")
+        manifest.set_stage(step, status="running", started=_now(), key=key, notebook=str(out_nb))
+        start = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(step.notebook), str(out_nb),
+                parameters={"params": cfg.to_dict(), "round_index": step.round_index or 1},
+                kernel_name="python3", cwd=str(NOTEBOOKS_DIR), progress_bar=False,
+                log_output=log_output, stdout_file=None, stderr_file=None,
+            )
+        except BaseException as error:  # noqa: BLE001 - KeyboardInterrupt must be recorded too
+            wall = time.perf_counter() - start
+            message = _report_failure(step, error, out_nb)
+            manifest.set_stage(step, status="failed", wall_time_s=round(wall, 2), error=message, finished=_now())
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            raise RunError(message) from None
+        wall = time.perf_counter() - start
+        if step.round_index is not None:
+            mirror_round_summary(paths, step)
+        manifest.set_stage(step, status="done", wall_time_s=round(wall, 2), finished=_now(),
+                           completion_id=uuid.uuid4().hex[:12], error=None)
+        _print(f"[{i}/{len(todo)}] {step.label}: done in {wall:.1f} s")
+    total = sum(v.get("wall_time_s", 0) for v in manifest.data["stages"].values())
+    _print(f"run {cfg.run.name!r} complete; stage wall time {total:.1f} s; manifest {paths.manifest}")
+    return manifest.data

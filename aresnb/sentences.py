@@ -1,0 +1,135 @@
+"""Sentence spans of a rationale and the index of each sentence's last token.
+
+ARES rewards a rationale sentence by sentence: the Teacher scores sentence j and PPO adds
+``score_j - 0.5`` at the token that ends sentence j. Both sides must agree on where sentences
+are, so this is the one splitter of the project.
+
+Rules (design notes, section 2): a sentence ends at ``.``, ``!``, ``?``, ``...`` (a run of them,
+plus closing quotes/brackets) or at the end of the text, but not
+
+- after an abbreviation such as ``Dr.``, ``Mr.``, ``St.`` (see ``ABBREVIATIONS``),
+- after a dotted acronym such as ``D.C.``, ``U.S.A.``, ``e.g.`` (another ``.`` within the word),
+- inside a number such as ``1.9`` or any other ``.`` not followed by whitespace,
+
+except that ``word.Next`` (a lowercase word of two or more letters, a dot, then an uppercase
+letter) is a boundary: detokenizers sometimes drop the space.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple, Sequence
+
+# Not "no": "The answer is no." ends far more sentences than "No. 5" continues.
+ABBREVIATIONS = frozenset("dr mr mrs ms st jr sr prof mt ft vs approx fig".split())
+_TERMINALS = ".!?"
+_CLOSERS = "\"')]}»”’"
+_DOTTED_ACRONYM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]$")  # "U.S.A", "D.C", "e.g" (before the last dot)
+
+
+class Sentence(NamedTuple):
+    text: str
+    start: int  # character offset of the first character
+    end: int  # exclusive: text == source[start:end]
+
+
+def _word_before(text: str, i: int) -> str:
+    """The whitespace-delimited word that ends right before position ``i``."""
+    j = i
+    while j > 0 and not text[j - 1].isspace():
+        j -= 1
+    return text[j:i].lstrip(_CLOSERS + "(\"'[")
+
+
+def _is_boundary(text: str, punct_start: int, punct_end: int) -> bool:
+    """Does the terminal run text[punct_start:punct_end] (closers included) end a sentence?"""
+    if punct_end >= len(text):
+        return True
+    nxt = text[punct_end]
+    run = text[punct_start:punct_end].rstrip(_CLOSERS)
+    if not nxt.isspace():
+        # "1.9", "U.S.A", "a.b" are inside a token; "cold.It" lost its space and is a boundary.
+        word = _word_before(text, punct_start)
+        return run == "." and nxt.isupper() and len(word) >= 2 and word.isalpha() and word[-1].islower()
+    if run != ".":
+        return True  # "!", "?", "...", "?!" end a sentence
+    word = _word_before(text, punct_start)
+    if word.lower() in ABBREVIATIONS:
+        return False
+    if _DOTTED_ACRONYM.search(word):
+        return False
+    return True
+
+
+def split_sentences(text: str) -> list[Sentence]:
+    """Sentences of ``text`` with character spans; an unterminated tail is the last sentence."""
+    out: list[Sentence] = []
+    n, i, start = len(text), 0, 0
+    while i < n:
+        if text[i] in _TERMINALS:
+            j = i
+            while j < n and text[j] in _TERMINALS:
+                j += 1
+            while j < n and text[j] in _CLOSERS:
+                j += 1
+            if _is_boundary(text, i, j):
+                _append(out, text, start, j)
+                start = j
+            i = j
+        else:
+            i += 1
+    _append(out, text, start, n)
+    return out
+
+
+def _append(out: list[Sentence], text: str, start: int, end: int) -> None:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if end > start:
+        out.append(Sentence(text[start:end], start, end))
+
+
+def sentence_texts(text: str) -> list[str]:
+    return [s.text for s in split_sentences(text)]
+
+
+def is_terminated(sentence: str) -> bool:
+    """Does the sentence end with terminal punctuation (else it was cut off)?"""
+    return sentence.rstrip(_CLOSERS + " ")[-1:] in tuple(_TERMINALS)
+
+
+def sentence_last_token_indices(
+    text: str,
+    tokenizer: Any,
+    spans: Sequence[Sentence | tuple[int, int]] | None = None,
+    char_offset: int = 0,
+    *,
+    add_special_tokens: bool = False,
+    offsets: Sequence[tuple[int, int]] | None = None,
+) -> list[int]:
+    """Index of the token holding each sentence's last character, for any fast tokenizer.
+
+    ``spans`` are (start, end) character spans relative to ``text[char_offset:]`` (the rationale
+    inside a longer tokenized text such as ``"Solution: " + rationale``); None splits
+    ``text[char_offset:]``. Indices refer to ``tokenizer(text, add_special_tokens=...)["input_ids"]``
+    (or to ``offsets`` when given). A sentence beyond the tokenized text (truncation) maps to the
+    last token.
+    """
+    if spans is None:
+        spans = split_sentences(text[char_offset:])
+    if offsets is None:
+        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
+        offsets = enc["offset_mapping"]
+    real = [(k, a, b) for k, (a, b) in enumerate(offsets) if b > a]  # special tokens have (0, 0)
+    if not real:
+        return [0 for _ in spans]
+    out, t = [], 0
+    for span in spans:
+        end = (span.end if isinstance(span, Sentence) else span[1]) + char_offset
+        # advance to the last real token that starts before the sentence's end
+        while t + 1 < len(real) and real[t + 1][1] < end:
+            t += 1
+        out.append(real[t][0])
+    return out

@@ -1,0 +1,37 @@
+"""Shared fixtures. `smoke_run` runs the whole pipeline once per test session on smoke.yaml."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aresnb.paths import RunPaths
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+# A distinctive key: tests grep every output for it (API keys must never reach a file).
+SMOKE_SECRET = "sk-aresnb-test-SECRET-4c1d7e"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.exists():
+        pytest.skip(f"../shared is absent ({SHARED}): the real-data sample and the Flan-T5 tokenizer live there")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> RunPaths:
+    """The full notebook pipeline on params/smoke.yaml through the CLI, as `make reproduce` runs it."""
+    out = tmp_path_factory.mktemp("smoke_outputs")
+    env = {**os.environ, "ARESNB_TEACHER_KEY": SMOKE_SECRET}
+    cmd = [sys.executable, "-m", "aresnb.cli", "run", str(ROOT / "params" / "smoke.yaml"),
+           "--set", f"run.output_dir={out}", "--quiet"]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    log = out / "aresnb_run.log"
+    log.write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
+    if result.returncode != 0:
+        pytest.fail(f"smoke pipeline failed (exit {result.returncode}); log {log}\n{result.stderr[-6000:]}")
+    return RunPaths(run_dir=out / "smoke")

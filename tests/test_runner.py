@@ -1,0 +1,141 @@
+"""The papermill runner on tiny stand-in notebooks: order, rounds, skipping, --force, failures."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from aresnb import runner
+from aresnb.config import load_config
+from aresnb.paths import STAGES, RunPaths, read_json
+from aresnb.runner import RunError, build_schedule, parse_stage_selection, run_pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+
+STAGE_BODY = """
+import json, pathlib
+from aresnb.config import load_config
+from aresnb.paths import RunPaths, ROUND_STAGES, write_summary
+cfg = load_config(params)
+paths = RunPaths(cfg)
+stage = "{stage}"
+log = paths.run_dir / "executions.log"
+log.open("a").write(f"{{stage}} {{round_index}}\\n")
+if (paths.run_dir / "fail_{stage}").exists():
+    raise ValueError("boom in {stage}")
+d = paths.stage_dir(stage, round_index if stage in ROUND_STAGES else None)
+write_summary(d, {{"stage": stage, "round": round_index, "value": round_index * 10}})
+"""
+
+
+@pytest.fixture
+def fake_notebooks(tmp_path, monkeypatch):
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    for stage in STAGES:
+        nb = nbformat.v4.new_notebook()
+        params = nbformat.v4.new_code_cell("params = None\nround_index = 1")
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [params, nbformat.v4.new_code_cell(STAGE_BODY.format(stage=stage))]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, nb_dir / f"{stage}.ipynb")
+    monkeypatch.setattr(runner, "NOTEBOOKS_DIR", nb_dir)
+    return nb_dir
+
+
+def _cfg(tmp_path, *extra):
+    return load_config(None, [f"run.output_dir={tmp_path / 'out'}", "run.name=fake", *extra])
+
+
+def _executions(cfg):
+    return (RunPaths(cfg).run_dir / "executions.log").read_text().split("\n")[:-1]
+
+
+def test_stage_selection_parsing():
+    assert parse_stage_selection("01,03-05") == ["01_data", "03_teacher_scores", "04_ppo", "05_correction_sft"]
+    assert parse_stage_selection("07_evaluation") == ["07_evaluation"]
+    assert parse_stage_selection(None) == list(STAGES)
+    for bad in ("08", "05-03", "1x"):
+        with pytest.raises(RunError):
+            parse_stage_selection(bad)
+
+
+def test_schedule_repeats_round_stages():
+    labels = [s.label for s in build_schedule(2)]
+    assert labels == ["01_data", "02_baseline",
+                      "round_1/03_teacher_scores", "round_1/04_ppo", "round_1/05_correction_sft",
+                      "round_2/03_teacher_scores", "round_2/04_ppo", "round_2/05_correction_sft",
+                      "06_answer_lora", "07_evaluation"]
+
+
+@pytest.mark.slow
+def test_run_resume_force_and_failure(tmp_path, fake_notebooks):
+    cfg = _cfg(tmp_path, "ares.rounds=2")
+    paths = RunPaths(cfg)
+    manifest = run_pipeline(cfg, log_output=False)
+    assert len(_executions(cfg)) == 10
+    assert all(v["status"] == "done" for v in manifest["stages"].values())
+    assert manifest["params_hash"] == cfg.hash() and manifest["packages"]["torch"]
+    assert (paths.notebooks_dir / "04_ppo.round_2.ipynb").exists()
+    # round stages are mirrored: latest round at top level, every round under "rounds"
+    mirrored = read_json(paths.run_dir / "04_ppo" / "summary.json")
+    assert mirrored["latest_round"] == 2 and mirrored["value"] == 20 and set(mirrored["rounds"]) == {"1", "2"}
+
+    # same parameters and inputs: everything is skipped
+    run_pipeline(cfg, log_output=False)
+    assert len(_executions(cfg)) == 10
+
+    # a change in one stage's section re-runs that stage and everything downstream of it only
+    cfg2 = _cfg(tmp_path, "ares.rounds=2", "answer.r=8")
+    run_pipeline(cfg2, log_output=False)
+    assert _executions(cfg2)[10:] == ["06_answer_lora 1", "07_evaluation 1"]
+
+    # --force re-runs the selected stages
+    run_pipeline(cfg2, stages=["01_data"], force=True, log_output=False)
+    assert _executions(cfg2)[-1] == "01_data 1"
+
+    # a failing notebook stops the run, names the cell and the error, and records it
+    (paths.run_dir / "fail_02_baseline").touch()
+    with pytest.raises(RunError) as e:
+        run_pipeline(cfg2, log_output=False)
+    assert "02_baseline" in str(e.value) and "boom in 02_baseline" in str(e.value)
+    assert 'raise ValueError("boom in 02_baseline")' in str(e.value)
+    manifest = read_json(paths.manifest)
+    assert manifest["stages"]["02_baseline"]["status"] == "failed"
+    # and it resumes there once fixed: 01 is not repeated (its upstream-independent key is unchanged)
+    (paths.run_dir / "fail_02_baseline").unlink()
+    n = len(_executions(cfg2))
+    run_pipeline(cfg2, log_output=False)
+    assert _executions(cfg2)[n] == "02_baseline 1"
+    assert "01_data 1" not in _executions(cfg2)[n:]
+
+
+@pytest.mark.slow
+def test_stage_needing_an_unfinished_upstream_is_refused(tmp_path, fake_notebooks):
+    cfg = _cfg(tmp_path)
+    with pytest.raises(RunError, match="needs 01_data"):
+        run_pipeline(cfg, stages=["03_teacher_scores"], log_output=False)
+
+
+def test_cli_reports_bad_parameters_with_exit_code_2(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("ppo:\n  lr: fast\n")
+    r = subprocess.run([sys.executable, "-m", "aresnb.cli", "run", str(f)], capture_output=True, text=True)
+    assert r.returncode == 2 and "ppo.lr" in r.stderr and str(f) in r.stderr
+    assert not (ROOT / "outputs" / "smoke" / "bad").exists()
+
+
+def test_committed_notebooks_have_no_outputs_and_a_parameters_cell():
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert notebooks, "no notebooks committed"
+    for path in notebooks:
+        nb = json.loads(path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert not any(c.get("outputs") for c in code), f"{path.name} has outputs"
+        assert not any(c.get("execution_count") for c in code), f"{path.name} has execution counts"
+        assert "parameters" in code[0].get("metadata", {}).get("tags", []), f"{path.name}: first code cell is not tagged parameters"
+        long_cells = [i for i, c in enumerate(code) if len("".join(c["source"]).splitlines()) > 15]
+        assert not long_cells, f"{path.name}: code cells {long_cells} are longer than 15 lines (move them into aresnb/)"
