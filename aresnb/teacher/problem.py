@@ -46,7 +46,8 @@ class ProblemView:
         return cls(
             qid=qid, question=question, choices=choices, answer=answer,
             hint=str(row.get("hint") or ""), caption=str(row.get("caption") or ""),
-            image=str(row.get("image") or "") if row.get("has_image", True) else "",
+            # a referenced but absent image (kept with zero features) is not sent
+            image=str(row.get("image") or "") if row.get("has_image", True) and not row.get("features_zeroed") else "",
             solution=str(row.get("solution") or ""), image_record=str(row.get("image_record") or ""),
         )
 

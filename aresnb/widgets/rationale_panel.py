@@ -32,14 +32,14 @@ NO_SCORE = "\u2014"
 CSS = """
 .ares-panel{font-family:system-ui,-apple-system,Segoe UI,sans-serif;font-size:13px;line-height:1.45;color:#1b1b1b}
 .ares-problem{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin-bottom:8px;background:#fafafa}
-.ares-problem img{max-height:160px;float:right;margin-left:12px;image-rendering:pixelated;border:1px solid #ccc}
+.ares-problem img{height:120px;width:auto;float:right;margin-left:12px;image-rendering:pixelated;border:1px solid #ccc}
 .ares-problem .ares-gold-choice{font-weight:600;color:#1a7f37}
 .ares-grid{display:grid;gap:8px;align-items:start}
 .ares-col{border:1px solid #ddd;border-radius:6px;padding:6px 10px;background:#fff}
 .ares-col h4{margin:0 0 4px 0;font-size:13px}
 .ares-col .ares-note{color:#777;font-size:11px;margin-bottom:4px}
-.ares-sent{border-radius:3px;padding:1px 2px}
-.ares-score{font-size:10px;font-weight:600;color:#444;background:#eee;border-radius:3px;padding:0 3px;margin-left:2px;vertical-align:super}
+.ares-sent{padding-bottom:1px}
+.ares-score{font-size:10px;font-weight:600;color:#222;border-radius:3px;padding:0 3px;margin-left:2px;vertical-align:super}
 ins.ares-ins{background:#c8f5c8;text-decoration:none}
 del.ares-del{background:#ffd0d0;color:#8a1f1f}
 .ares-missing{color:#999;font-style:italic}
@@ -50,12 +50,12 @@ del.ares-del{background:#ffd0d0;color:#8a1f1f}
 # ---- HTML builders (pure) ----------------------------------------------------------------------
 
 
-def score_color(score: Optional[float]) -> str:
-    """Background for a sentence score: red (0.0) -> yellow (0.5) -> green (1.0); grey if unknown."""
+def score_color(score: Optional[float], lightness: int = 50) -> str:
+    """Colour of a sentence score: red (0.0) -> yellow (0.5) -> green (1.0); None if unknown."""
     if score is None:
         return "transparent"
     s = min(1.0, max(0.0, float(score)))
-    return f"hsl({round(120 * s)},70%,88%)"
+    return f"hsl({round(120 * s)},70%,{lightness}%)"
 
 
 def _format_score(score: Optional[float]) -> str:
@@ -108,8 +108,14 @@ def rationale_html(text: Optional[str], reference: Optional[str] = None,
             out.append(body)
             continue
         score = scores[k] if scores is not None else None
-        badge = f'<span class="ares-score">{_format_score(score)}</span>' if show_scores else ""
-        out.append(f'<span class="ares-sent" style="background:{score_color(score)}">{body}</span>{badge}')
+        if not show_scores:
+            out.append(body)
+            continue
+        # Scores underline the sentence and colour its badge; backgrounds are left to the diff.
+        underline = "none" if score is None else f"3px solid {score_color(score)}"
+        badge_bg = "#e4e4e4" if score is None else score_color(score, 80)
+        out.append(f'<span class="ares-sent" style="border-bottom:{underline}">{body}</span>'
+                   f'<span class="ares-score" style="background:{badge_bg}">{_format_score(score)}</span>')
     if trailing:
         out.append(" ".join(trailing))
     return " ".join(out) if out else '<span class="ares-missing">(empty)</span>'
@@ -154,6 +160,7 @@ class Column:
     reference: Optional[str] = None
     scores: Optional[list] = None
     note: str = ""
+    scored: bool = True  # False for text the Teacher never scores (the dataset's gold)
 
 
 def columns_html(columns: Sequence[Column], show_scores: bool = True) -> str:
@@ -161,16 +168,17 @@ def columns_html(columns: Sequence[Column], show_scores: bool = True) -> str:
     cells = []
     for c in columns:
         note = f'<div class="ares-note">{html.escape(c.note)}</div>' if c.note else ""
-        body = rationale_html(c.text, c.reference, c.scores, show_scores=show_scores and c.text is not None)
+        body = rationale_html(c.text, c.reference, c.scores, show_scores=show_scores and c.scored and c.text is not None)
         cells.append(f'<div class="ares-col"><h4>{html.escape(c.name)}</h4>{note}<div>{body}</div></div>')
     return f'<div class="ares-grid" style="grid-template-columns:repeat({max(1, len(columns))},minmax(0,1fr))">{"".join(cells)}</div>'
 
 
 LEGEND = (
     '<div class="ares-legend"><ins class="ares-ins">added</ins> / <del class="ares-del">removed</del> '
-    "words relative to the compared column; sentence tint and badge = Teacher score "
-    '(<span style="background:hsl(0,70%,88%)">0.0 wrong</span> · <span style="background:hsl(60,70%,88%)">0.5 neutral</span> '
-    f'· <span style="background:hsl(120,70%,88%)">1.0 correct</span>; {NO_SCORE} = not scored).</div>'
+    "words relative to the compared column; underline and badge = the sentence's Teacher score "
+    '(<span class="ares-score" style="background:hsl(0,70%,80%)">0.0</span> wrong · '
+    '<span class="ares-score" style="background:hsl(60,70%,80%)">0.5</span> neutral · '
+    f'<span class="ares-score" style="background:hsl(120,70%,80%)">1.0</span> correct; {NO_SCORE} = not scored).</div>'
 )
 
 
@@ -282,7 +290,7 @@ class RationaleSources:
                 scores = self.scored.get((qid, _score_key(text)))
                 if scores is None and scorer is not None:
                     scores = scorer(self.problems[qid], text)
-            out.append(Column(name, text, reference, scores, note))
+            out.append(Column(name, text, reference, scores, note, scored=name != "gold"))
             if text is not None:
                 previous = text
         return out
@@ -338,3 +346,28 @@ def rationale_panel(sources_by_split: dict[str, RationaleSources], scorer=None, 
     compare_box.observe(render, names="value")
     on_split()
     return w.VBox([w.HBox([split_box, compare_box]), problem_box, out])
+
+
+def teacher_callbacks(cfg, paths, force: bool = False):
+    """(scorer, corrector, teacher) for on-demand Teacher calls when they are cheap, else Nones.
+
+    Cheap = the project's local reference Teacher (milliseconds, no cost); a paid endpoint is
+    only called when ``force`` is set. Replies go through the Teacher's cache like any other.
+    Close the returned teacher when done.
+    """
+    if not (force or (cfg.teacher.serve_local and cfg.teacher.local_backend == "reference")):
+        return None, None, None
+    from aresnb.rationale_metrics import dedupe_sentences
+    from aresnb.teacher import CorrectionItem, ProblemView, ScoreItem, open_teacher
+
+    teacher = open_teacher(cfg, paths)
+
+    def scorer(problem: dict, text: str) -> Optional[list]:
+        sentences = [s.text for s in split_sentences(text)]
+        return teacher.score_sentences([ScoreItem(ProblemView.from_row(problem), sentences)])[0].scores
+
+    def corrector(problem: dict, rl_text: str) -> Optional[str]:
+        item = CorrectionItem(ProblemView.from_row(problem), dedupe_sentences(rl_text)[0])
+        return teacher.correct([item])[0].text
+
+    return scorer, corrector, teacher

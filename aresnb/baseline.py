@@ -1,0 +1,97 @@
+"""Stage 02: the MM-CoT baseline, SFT of the rationale model on QCM-E; its greedy rationales.
+
+Writes ``02_baseline/model/`` (model + tokenizer, save_pretrained), ``checkpoints/``,
+``metrics.jsonl``, ``rationales_{val,test}.jsonl`` ({"qid", "rationale"}) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from aresnb.generation import generate_rationales
+from aresnb.models import build_rationale_model, describe_model
+from aresnb.paths import RunPaths, write_jsonl, write_summary
+from aresnb.sft import evaluate_seq2seq, make_examples, train_seq2seq
+from aresnb.tokenizer import build_or_load_tokenizer
+
+RATIONALE_SPLITS = ("val", "test")
+
+
+def tokenizer_corpus(problems: list[dict], use_caption: bool) -> list[str]:
+    """What a locally trained tokenizer learns from: every train prompt and target we will feed it."""
+    texts = []
+    for fmt in ("QCM-E", "QCM-A"):
+        texts += [e["source"] + "\n" + e["target"] for e in make_examples(problems, fmt, use_caption=use_caption)]
+    return texts
+
+
+def run_baseline_stage(cfg: Any, paths: RunPaths) -> dict:
+    """Train the baseline, write its rationales for val and test; returns summary + curves."""
+    from aresnb.data import load_features, load_problems
+
+    t0 = time.time()
+    stage_dir = paths.stage_dir("02_baseline")
+    ds = load_problems(paths)
+    features = {split: load_features(paths, split) for split in ("train", *RATIONALE_SPLITS)}
+    train = ds["train"].to_list()
+    use_caption = cfg.data.use_caption
+
+    tokenizer = build_or_load_tokenizer(cfg, tokenizer_corpus(train, use_caption), paths.baseline_model_dir)
+    model = build_rationale_model(cfg, tokenizer, features["train"].shape[1:])
+    examples = make_examples(train, "QCM-E", use_caption=use_caption)
+    lengths = {"source": _token_lengths(tokenizer, [e["source"] for e in examples]),
+               "target": _token_lengths(tokenizer, [e["target"] for e in examples])}
+    result = train_seq2seq(
+        model, tokenizer, examples, features["train"], cfg.baseline, stage_dir,
+        model_dir=paths.baseline_model_dir,
+        max_source_length=cfg.model.max_source_length, max_target_length=cfg.model.max_target_length,
+        seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision, desc="baseline SFT (QCM-E)",
+    )
+    model = result.model
+
+    val_examples = make_examples(ds["val"].to_list(), "QCM-E", use_caption=use_caption)
+    val_metrics = evaluate_seq2seq(model, tokenizer, val_examples, features["val"], batch_size=cfg.baseline.gen_batch_size,
+                                   max_source_length=cfg.model.max_source_length, max_target_length=cfg.model.max_target_length)
+
+    t_gen = time.time()
+    rationales = {}
+    for split in RATIONALE_SPLITS:
+        rows = generate_rationales(
+            model, tokenizer, ds[split].to_list(), features[split],
+            max_new_tokens=cfg.baseline.gen_max_new_tokens, batch_size=cfg.baseline.gen_batch_size,
+            max_source_length=cfg.model.max_source_length, seed=cfg.run.seed, use_caption=use_caption,
+        )
+        rationales[split] = [{"qid": r["qid"], "rationale": r["rationale"]} for r in rows]
+        write_jsonl(paths.rationales_file("baseline", split), rationales[split])
+    gen_time = time.time() - t_gen
+
+    summary = {
+        "stage": "02_baseline",
+        "wall_time_s": time.time() - t0,
+        "train": {**result.summary(), "examples": len(examples)},
+        "val": {"teacher_forced_loss": val_metrics["loss"], "token_accuracy": val_metrics["token_accuracy"],
+                "tokens": val_metrics["tokens"]},
+        "model": describe_model(model),
+        "tokenizer": {"source": cfg.model.tokenizer, "vocab_size": len(tokenizer)},
+        "token_lengths": {k: {"mean": float(np.mean(v)), "max": int(np.max(v)),
+                              "truncated": int(sum(x > getattr(cfg.model, f"max_{k}_length") for x in v))}
+                          for k, v in lengths.items()},
+        "rationales": {split: {"n": len(rows), "mean_words": float(np.mean([len(r["rationale"].split()) for r in rows])),
+                               "empty": sum(not r["rationale"] for r in rows)} for split, rows in rationales.items()},
+        "generation_time_s": gen_time,
+        "model_dir": paths.baseline_model_dir,
+    }
+    write_summary(stage_dir, summary)
+    test = ds["test"].to_list()
+    examples_shown = [
+        {"qid": p["qid"], "question": p["question"], "gold": p["solution"], "generated": r["rationale"]}
+        for p, r in zip(test[:4], rationales["test"][:4])
+    ]
+    return {"summary": summary, "metrics": result.metrics, "examples": examples_shown}
+
+
+def _token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
+    return [len(ids) for ids in tokenizer(texts)["input_ids"]]

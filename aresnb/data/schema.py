@@ -1,0 +1,184 @@
+"""The one problem schema every dataset is converted to, its validation and its categories.
+
+A loader turns raw records (ScienceQA ``problems.json`` entries, A-OKVQA rows, the synthetic
+generator's files) into plain dicts with exactly the :data:`FEATURES` columns; bad input raises a
+:class:`DataError` naming the qid and the file, never a silently wrong row.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import datasets
+
+SPLITS = ("train", "val", "test")
+CATEGORY_COLUMNS = ("NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12")
+
+FEATURES = datasets.Features(
+    {
+        "qid": datasets.Value("string"),
+        "question": datasets.Value("string"),
+        "choices": datasets.Sequence(datasets.Value("string")),
+        "answer": datasets.Value("int64"),
+        "hint": datasets.Value("string"),
+        "image": datasets.Value("string"),  # absolute path to the image file, "" if none
+        "has_image": datasets.Value("bool"),
+        "caption": datasets.Value("string"),
+        "lecture": datasets.Value("string"),
+        "solution": datasets.Value("string"),
+        "subject": datasets.Value("string"),
+        "grade": datasets.Value("string"),
+        "category": datasets.Value("string"),
+        "topic": datasets.Value("string"),
+        "skill": datasets.Value("string"),
+        "task": datasets.Value("string"),
+        "split": datasets.Value("string"),
+        "image_record": datasets.Value("string"),  # JSON of what a synthetic image shows; "" for real data
+        "features_zeroed": datasets.Value("bool"),  # referenced image absent, kept with zero features
+    }
+)
+COLUMNS = tuple(FEATURES)
+
+
+class DataError(ValueError):
+    """Bad dataset input; the message names the file and, where there is one, the qid."""
+
+
+def where(qid: str | None, file: str | Path) -> str:
+    return f"{file}: problem {qid!r}" if qid is not None else str(file)
+
+
+def read_json_file(path: str | Path, what: str = "file") -> Any:
+    """Read a JSON file or raise a DataError naming it (missing file, malformed JSON)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"missing {what}: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e})") from None
+
+
+def make_problem(raw: dict, *, qid: str, file: str | Path, required: Iterable[str], **fixed: Any) -> dict:
+    """Validate a raw record and return a row with every schema column.
+
+    ``required`` keys must be present in ``raw``; ``fixed`` values (split, image path, ...) override
+    ``raw``; other columns default to "" / False.
+    """
+    if not isinstance(raw, dict):
+        raise DataError(f"{where(qid, file)}: expected a JSON object, got {type(raw).__name__}")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise DataError(f"{where(qid, file)}: missing field(s) {', '.join(missing)}")
+    row: dict[str, Any] = {}
+    for name in COLUMNS:
+        value = fixed[name] if name in fixed else raw.get(name)
+        row[name] = _default(name) if value is None else value
+    row["qid"] = str(qid)
+    for name in ("question", "hint", "caption", "lecture", "solution", "subject", "grade",
+                 "category", "topic", "skill", "task", "split", "image", "image_record"):
+        if not isinstance(row[name], str):
+            raise DataError(f"{where(qid, file)}: field {name!r} must be a string, got {row[name]!r}")
+    choices = row["choices"]
+    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+        raise DataError(f"{where(qid, file)}: field 'choices' must be a list of at least 2 strings, got {choices!r}")
+    answer = row["answer"]
+    if isinstance(answer, bool) or not isinstance(answer, int):
+        raise DataError(f"{where(qid, file)}: field 'answer' must be an integer index, got {answer!r}")
+    if not 0 <= answer < len(choices):
+        raise DataError(f"{where(qid, file)}: answer index {answer} out of range for {len(choices)} choices")
+    if not row["question"].strip():
+        raise DataError(f"{where(qid, file)}: empty question")
+    return row
+
+
+def _default(name: str) -> Any:
+    return False if name in ("has_image", "features_zeroed") else ""
+
+
+def apply_missing_image(rows: list[dict], policy: str, file: str | Path) -> tuple[list[dict], int, int]:
+    """Apply ``data.missing_image`` to rows whose referenced image file is absent.
+
+    Returns (rows kept, number skipped, number zero-filled). Zero-filled rows keep
+    ``has_image`` (the problem *has* an image; it is the IMG category) but get ``image=""`` so
+    nothing downstream tries to open it, and ``features_zeroed=True``.
+    """
+    kept, skipped, zeroed = [], 0, 0
+    for row in rows:
+        if row["has_image"] and not Path(row["image"]).is_file():
+            if policy == "error":
+                raise DataError(
+                    f"{where(row['qid'], file)}: image not found: {row['image']} "
+                    "(set data.missing_image to 'skip' or 'zeros' to load a partial download)"
+                )
+            if policy == "skip":
+                skipped += 1
+                continue
+            if policy == "zeros":
+                row = {**row, "image": "", "features_zeroed": True}
+                zeroed += 1
+            else:
+                raise ValueError(f"unknown missing_image policy {policy!r}")
+        kept.append(row)
+    return kept, skipped, zeroed
+
+
+def to_dataset_dict(rows_by_split: dict[str, list[dict]]) -> datasets.DatasetDict:
+    """Rows -> DatasetDict with the schema's features, splits in train/val/test order."""
+    out = {}
+    for split in SPLITS:
+        rows = rows_by_split.get(split, [])
+        out[split] = datasets.Dataset.from_list(rows, features=FEATURES) if rows else _empty_dataset()
+    return datasets.DatasetDict(out)
+
+
+def _empty_dataset() -> datasets.Dataset:
+    return datasets.Dataset.from_dict({k: [] for k in COLUMNS}, features=FEATURES)
+
+
+def grade_number(grade: str) -> int | None:
+    digits = "".join(ch for ch in str(grade) if ch.isdigit())
+    return int(digits) if digits else None
+
+
+def categories(problem: dict) -> list[str]:
+    """ScienceQA's accuracy columns a problem counts in (subset of NAT SOC LAN TXT IMG NO G1-6 G7-12)."""
+    cats = []
+    subject = str(problem.get("subject", "")).lower()
+    if subject.startswith("natural"):
+        cats.append("NAT")
+    elif subject.startswith("social"):
+        cats.append("SOC")
+    elif subject.startswith("language"):
+        cats.append("LAN")
+    has_text = bool(str(problem.get("hint", "")).strip())
+    has_image = bool(problem.get("has_image")) or bool(problem.get("image"))
+    if has_text:
+        cats.append("TXT")
+    if has_image:
+        cats.append("IMG")
+    if not has_text and not has_image:
+        cats.append("NO")
+    g = grade_number(problem.get("grade", ""))
+    if g is not None:
+        cats.append("G1-6" if g <= 6 else "G7-12")
+    return cats
+
+
+def category_counts(ds: datasets.DatasetDict | dict) -> dict[str, dict[str, int]]:
+    """{split: {category: count, ..., "total": n}} over every category column."""
+    out = {}
+    for split in ds:
+        counts = {c: 0 for c in CATEGORY_COLUMNS}
+        cols = ds[split]
+        rows = cols.to_list() if hasattr(cols, "to_list") else list(cols)
+        for row in rows:
+            for c in categories(row):
+                counts[c] += 1
+        counts["total"] = len(rows)
+        out[split] = counts
+    return out

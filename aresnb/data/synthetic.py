@@ -1,0 +1,569 @@
+"""The embedded default dataset: ScienceQA-style problems written in ScienceQA's original layout.
+
+``write_synthetic_scienceqa(out_dir, ...)`` writes ``problems.json``, ``pid_splits.json``,
+``captions.json`` and ``images/<split>/<qid>/image.png`` so the data goes through the same loader
+as the real dataset. Deterministic by seed (same seed -> byte-identical files).
+
+Three kinds of problem, spread over natural / social / language science and grades 1-12 so every
+ScienceQA category column (NAT SOC LAN TXT IMG NO G1-6 G7-12) is populated:
+
+- image problems (IMG): a flat-coloured big shape (or 1-3 circles) on white; the question asks
+  its colour, its shape or how many circles there are. Question, hint and caption do not reveal
+  the answer: only the image does.
+- text problems (TXT): the hint holds the facts the answer follows from.
+- knowledge problems (NO): no hint, no image; a small fixed world of facts.
+
+Every problem carries ``image_record``: a JSON record of what the image shows (or of the text
+problem's facts), and :func:`check_sentence` checks one rationale sentence against it. The
+reference Teacher scores sentences with it. This module does not import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 200, 30)}
+OTHER_COLOURS = ("purple", "orange", "pink", "brown", "grey", "gray", "black")  # never drawn: always wrong
+SHAPES = ("circle", "square", "triangle")
+OTHER_SHAPES = ("star", "hexagon", "pentagon", "oval", "diamond", "heart")
+COUNTS = (1, 2, 3)
+NUMBER_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+                "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+BACKGROUND = (255, 255, 255)
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+# ------------------------------------------------------------------------------------------
+# Problem families: each returns the raw ScienceQA fields + an image spec + a record
+# ------------------------------------------------------------------------------------------
+
+
+def _pick_choices(rng: random.Random, answer: str, pool: list[str], n: int) -> tuple[list[str], int]:
+    others = [x for x in pool if x != answer]
+    choices = rng.sample(others, n - 1) + [answer]
+    rng.shuffle(choices)
+    return choices, choices.index(answer)
+
+
+def _fixed_choices(answer: str, pool: list[str]) -> tuple[list[str], int]:
+    """All options in a fixed order (as many ScienceQA question types list them): the letter then
+    follows from the answer itself, which keeps the visual signal learnable by a tiny model."""
+    return list(pool), pool.index(answer)
+
+
+def _solution(rng: random.Random, specific: list[str], general: list[str], final: str) -> str:
+    """3-5 sentences: true image/problem-specific claims mixed with general ones, then the answer."""
+    spec = specific[:1] + rng.sample(specific[1:], k=rng.randint(0, min(1, len(specific) - 1)))
+    gen = rng.sample(general, k=rng.randint(1, min(2, len(general))))
+    body = [gen[0]] + spec + gen[1:] if rng.random() < 0.5 else spec + gen
+    return " ".join(body + [final])
+
+
+IMAGE_REFS = ["image", "picture", "shape", "shapes", "shown", "there", "it", "this", "object", "objects"]
+IMAGE_CAPTION = "A picture of a shape on a white background."
+
+
+def _shape_object(rng: random.Random, shape: str, colour: str) -> dict:
+    return {"shape": shape, "colour": colour, "cx": round(0.5 + rng.uniform(-0.06, 0.06), 3),
+            "cy": round(0.5 + rng.uniform(-0.06, 0.06), 3), "r": round(rng.uniform(0.3, 0.36), 3)}
+
+
+def family_colour(rng: random.Random) -> dict:
+    colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
+    choices, answer = _fixed_choices(colour, list(COLOURS))
+    specific = [f"The shape in the image is {colour}.", f"The {shape} is {colour}.",
+                f"The image shows one {shape}."]
+    general = ["Look closely at the picture to find the answer.", "Colour is how an object looks when light shines on it.",
+               "Only one of the options matches the picture.", "The colour of an object does not depend on its size."]
+    return {
+        "question": "What colour is the shape?", "choices": choices, "answer": answer, "hint": "",
+        "objects": [_shape_object(rng, shape, colour)], "caption": IMAGE_CAPTION,
+        "subject": "natural science", "topic": "physics", "category": "Colours of objects",
+        "skill": "Identify the colour of a shape",
+        "lecture": "Light that bounces off an object reaches your eyes. The colour you see is the part of "
+                   "that light the object does not absorb. Flat shapes have one colour all over.",
+        "solution": _solution(rng, specific, general, f"So the answer is {colour}."),
+        "facts": {"colour": colour, "shape": shape, "count": 1}, "answer_text": colour,
+    }
+
+
+def family_shape(rng: random.Random) -> dict:
+    colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
+    choices, answer = _fixed_choices(shape, list(SHAPES))
+    specific = [f"The shape in the image is a {shape}.", f"The picture shows a {colour} {shape}.",
+                f"The shape in the picture is {colour}."]
+    general = ["A word that names a shape is a noun.", "Look at the outline of the shape in the picture.",
+               "Count the corners and look at the sides to name a shape."]
+    return {
+        "question": "Which word names the shape in the picture?", "choices": choices, "answer": answer, "hint": "",
+        "objects": [_shape_object(rng, shape, colour)], "caption": IMAGE_CAPTION,
+        "subject": "language science", "topic": "vocabulary", "category": "Words for shapes",
+        "skill": "Name a shape from a picture",
+        "lecture": "A noun is a word that names a person, place, animal or thing. Shapes have names too. "
+                   "The number of corners and sides tells you which name fits.",
+        "solution": _solution(rng, specific, general, f"So the answer is {shape}."),
+        "facts": {"colour": colour, "shape": shape, "count": 1}, "answer_text": shape,
+    }
+
+
+GRID = [(x, y) for y in (0.2, 0.5, 0.8) for x in (0.2, 0.5, 0.8)]
+
+
+def family_count(rng: random.Random) -> dict:
+    colour, count = rng.choice(list(COLOURS)), rng.choice(COUNTS)
+    cells = rng.sample(GRID, count)
+    objects = [{"shape": "circle", "colour": colour, "cx": round(x + rng.uniform(-0.04, 0.04), 3),
+                "cy": round(y + rng.uniform(-0.04, 0.04), 3), "r": 0.14} for x, y in cells]
+    word = [k for k, v in NUMBER_WORDS.items() if v == count][0]
+    choices, answer = _fixed_choices(str(count), [str(c) for c in COUNTS])
+    noun = "circle" if count == 1 else "circles"
+    specific = [f"There {'is' if count == 1 else 'are'} {word} {noun} in the picture.",
+                f"The {noun} in the image {'is' if count == 1 else 'are'} {colour}.",
+                f"The picture shows {count} {colour} {noun}."]
+    general = ["Count each circle once.", "Counting means giving each object one number in order.",
+               "It helps to count from left to right."]
+    return {
+        "question": "How many circles are there?", "choices": choices, "answer": answer, "hint": "",
+        "objects": objects, "caption": "A picture of circles on a white background.",
+        "subject": "social science", "topic": "economics", "category": "Counting goods",
+        "skill": "Count objects in a picture",
+        "lecture": "Shops and markets count the goods they have. To count objects, point at each one and "
+                   "say the next number. The last number you say is how many there are.",
+        "solution": _solution(rng, specific, general, f"So the answer is {count}."),
+        "facts": {"colour": colour, "shape": "circle", "count": count}, "answer_text": str(count),
+    }
+
+
+THINGS = [("a cup of tea", "tea"), ("a glass of juice", "juice"), ("a bowl of soup", "soup"),
+          ("a glass of milk", "milk"), ("a mug of cocoa", "cocoa"), ("a jar of honey", "honey")]
+
+
+def family_temperature(rng: random.Random) -> dict:
+    (long_a, a), (long_b, b) = rng.sample(THINGS, 2)
+    ta, tb = rng.sample(range(2, 90), 2)
+    hotter = rng.random() < 0.5
+    winner = (a if ta > tb else b) if hotter else (a if ta < tb else b)
+    loser = b if winner == a else a
+    adj = "hotter" if hotter else "colder"
+    choices, answer = _pick_choices(rng, winner, [a, b], 2)
+    values = {a: ta, b: tb}
+    specific = [f"The {a} is {ta}°C.", f"The {b} is {tb}°C."]
+    general = ["Temperature measures how hot or cold something is.", "The hint gives the temperature of each object.",
+               "A higher temperature means more thermal energy."]
+    final = f"So the {winner} is {adj} than the {loser}."
+    solution = " ".join([rng.choice(general), specific[0], specific[1], final])
+    hot = a if ta > tb else b
+    cold = b if hot == a else a
+    return {
+        "question": f"Which object is {adj}?", "choices": choices, "answer": answer,
+        "hint": f"{long_a[0].upper() + long_a[1:]} is at {ta}°C. {long_b[0].upper() + long_b[1:]} is at {tb}°C.",
+        "objects": None, "caption": "",
+        "subject": "natural science", "topic": "physics", "category": "Temperature",
+        "skill": "Compare temperatures", "solution": solution,
+        "lecture": "Temperature tells you how hot or cold matter is. It is measured in degrees Celsius (°C). "
+                   "The higher the temperature, the hotter the object.",
+        "entities": [a, b], "values": values, "unit": "°C",
+        "predicates": {"is hotter": [hot], "is warmer": [hot], "has a higher temperature": [hot],
+                       "is colder": [cold], "is cooler": [cold], "has a lower temperature": [cold]},
+        "answer_text": winner,
+    }
+
+
+NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Max", "Ivy", "Ben", "Noa", "Eli"]
+
+
+def family_savings(rng: random.Random) -> dict:
+    a, b = rng.sample(NAMES, 2)
+    ma, mb = rng.sample(range(2, 60), 2)
+    more = rng.random() < 0.5
+    winner = (a if ma > mb else b) if more else (a if ma < mb else b)
+    loser = b if winner == a else a
+    word = "more" if more else "less"
+    choices, answer = _pick_choices(rng, winner, [a, b], 2)
+    rich = a if ma > mb else b
+    poor = b if rich == a else a
+    specific = [f"{a} saved ${ma}.", f"{b} saved ${mb}."]
+    general = ["Saving means keeping money instead of spending it.", "Compare the two amounts in the hint."]
+    solution = " ".join([rng.choice(general), specific[0], specific[1], f"So {winner} saved {word} money than {loser}."])
+    return {
+        "question": f"Who saved {word} money?", "choices": choices, "answer": answer,
+        "hint": f"{a} saved ${ma} this month. {b} saved ${mb} this month.",
+        "objects": None, "caption": "",
+        "subject": "social science", "topic": "economics", "category": "Saving and spending",
+        "skill": "Compare amounts of money", "solution": solution,
+        "lecture": "People earn money and can choose to spend it or save it. Money that is saved can be "
+                   "used later. A bigger amount saved means more money kept.",
+        "entities": [x.lower() for x in (a, b)], "values": {a.lower(): ma, b.lower(): mb}, "unit": "$",
+        "predicates": {"saved more": [rich.lower()], "saved less": [poor.lower()]},
+        "answer_text": winner,
+    }
+
+
+ITEMS = ["kite", "hat", "ball", "cup", "bag", "boat"]
+
+
+def family_reading(rng: random.Random) -> dict:
+    name, item, colour = rng.choice(NAMES), rng.choice(ITEMS), rng.choice(list(COLOURS))
+    choices, answer = _fixed_choices(colour, list(COLOURS))
+    general = ["Read the hint carefully.", "An adjective is a word that describes a noun."]
+    specific = [f"The hint says that {name} has a {colour} {item}.", f"{name}'s {item} is {colour}."]
+    solution = " ".join([rng.choice(general)] + specific + [f"So the answer is {colour}."])
+    return {
+        "question": f"What colour is {name}'s {item}?", "choices": choices, "answer": answer,
+        "hint": f"{name} has a {colour} {item}. {name} takes it to school every day.",
+        "objects": None, "caption": "",
+        "subject": "language science", "topic": "reading-comprehension", "category": "Read for details",
+        "skill": "Find a detail in a text", "solution": solution,
+        "lecture": "A text often answers a question directly. Words that describe things, like colour "
+                   "words, are adjectives. Find the sentence that names the thing the question asks about.",
+        "facts": {"colour": colour}, "refs": [name.lower(), item], "answer_text": colour,
+    }
+
+
+ANIMALS = {"can fly": ["eagle", "owl", "sparrow"], "lives in water": ["fish", "shark", "whale"]}
+LAND_ANIMALS = ["dog", "cow", "horse", "cat", "goat"]
+
+
+def family_animals(rng: random.Random) -> dict:
+    predicate = rng.choice(list(ANIMALS))
+    answer_text = rng.choice(ANIMALS[predicate])
+    pool = [answer_text] + LAND_ANIMALS + [a for p, xs in ANIMALS.items() if p != predicate for a in xs]
+    choices, answer = _pick_choices(rng, answer_text, pool, 3)
+    others = [c for c in choices if c != answer_text]
+    question = "Which animal can fly?" if predicate == "can fly" else "Which animal lives in water?"
+    fact = {"can fly": "has wings and can fly", "lives in water": "lives in water and breathes with gills or comes up for air"}
+    solution = " ".join([
+        "Think about where each animal lives and how it moves.",
+        f"A {answer_text} {fact[predicate]}.",
+        f"A {others[0]} {'can not fly' if predicate == 'can fly' else 'does not live in water'}.",
+        f"So the answer is {answer_text}.",
+    ])
+    entities = sorted({a for xs in ANIMALS.values() for a in xs} | set(LAND_ANIMALS))
+    return {
+        "question": question, "choices": choices, "answer": answer, "hint": "", "objects": None, "caption": "",
+        "subject": "natural science", "topic": "biology", "category": "Animal traits",
+        "skill": "Identify animals by their traits", "solution": solution,
+        "lecture": "Animals have traits that help them live where they do. Some animals have wings and "
+                   "feathers. Some animals have fins and live their whole life in water.",
+        "entities": entities, "predicates": {"can fly": ANIMALS["can fly"], "has wings": ANIMALS["can fly"],
+                                             "lives in water": ANIMALS["lives in water"],
+                                             "live in water": ANIMALS["lives in water"]},
+        "answer_text": answer_text,
+    }
+
+
+PLACES = {"continent": ["asia", "africa", "europe"], "ocean": ["pacific", "atlantic", "arctic"],
+          "city": ["paris", "tokyo", "cairo"]}
+
+
+def family_places(rng: random.Random) -> dict:
+    kind = rng.choice(list(PLACES))
+    answer_text = rng.choice(PLACES[kind])
+    pool = [answer_text] + [x for k, xs in PLACES.items() if k != kind for x in xs]
+    choices, answer = _pick_choices(rng, answer_text, pool, 3)
+    article = "an" if kind == "ocean" else "a"
+    names = [c.title() for c in choices]
+    other = next(c for c in choices if c != answer_text)
+    other_kind = next(k for k, xs in PLACES.items() if other in xs)
+    solution = " ".join([
+        "Use what you know about the places of the world.",
+        f"{answer_text.title()} is {article} {kind}.",
+        f"{other.title()} is {'an' if other_kind == 'ocean' else 'a'} {other_kind}.",
+        f"So the answer is {answer_text.title()}.",
+    ])
+    return {
+        "question": f"Which of these is {article} {kind}?", "choices": names, "answer": answer, "hint": "",
+        "objects": None, "caption": "",
+        "subject": "social science", "topic": "geography", "category": "Places of the world",
+        "skill": "Identify continents, oceans and cities", "solution": solution,
+        "lecture": "A continent is one of the seven large areas of land on Earth. An ocean is a very large "
+                   "body of salt water. A city is a large town where many people live.",
+        "entities": sorted(x for xs in PLACES.values() for x in xs),
+        "predicates": {f"is {'an' if k == 'ocean' else 'a'} {k}": xs for k, xs in PLACES.items()},
+        "answer_text": answer_text.title(),
+    }
+
+
+WORDS = ["apple", "bell", "cloud", "drum", "egg", "frog", "goat", "hill", "ink", "jam", "kite", "lamp",
+         "moon", "nest", "owl", "pig", "queen", "rope", "sun", "tree", "vase", "wolf"]
+
+
+def family_alphabet(rng: random.Random) -> dict:
+    words = rng.sample(WORDS, 3)
+    first = min(words)
+    choices = list(words)
+    answer = choices.index(first)
+    others = sorted(w for w in words if w != first)
+    solution = " ".join([
+        "Words in a dictionary are in alphabetical order.",
+        f"The word {first} starts with the letter {first[0]}.",
+        f"The word {others[0]} starts with the letter {others[0][0]}.",
+        f"So {first} comes first.",
+    ])
+    return {
+        "question": "Which word would you find first in a dictionary?", "choices": choices, "answer": answer,
+        "hint": "", "objects": None, "caption": "",
+        "subject": "language science", "topic": "reference-skills", "category": "Alphabetical order",
+        "skill": "Order words alphabetically", "solution": solution,
+        "lecture": "A dictionary lists words in alphabetical order. To put words in order, compare their "
+                   "first letters. If the first letters match, compare the second letters.",
+        "entities": list(WORDS), "predicates": {"comes first": [first], "is first": [first]},
+        "starts_with": {w: w[0] for w in WORDS}, "answer_text": first,
+    }
+
+
+# 12 slots: image 50% (IMG), text 25% (TXT), knowledge 25% (NO); each subject in each kind.
+SCHEDULE: list[Callable[[random.Random], dict]] = [
+    family_colour, family_shape, family_count, family_colour, family_shape, family_count,
+    family_temperature, family_savings, family_reading, family_animals, family_places, family_alphabet,
+]
+
+
+# ------------------------------------------------------------------------------------------
+# Rendering and writing
+# ------------------------------------------------------------------------------------------
+
+
+def render_image(objects: list[dict], size: int):
+    """Flat shapes on white; coordinates are fractions of the side so any size renders the same scene."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (size, size), BACKGROUND)
+    draw = ImageDraw.Draw(img)
+    for o in objects:
+        cx, cy, r, fill = o["cx"] * size, o["cy"] * size, o["r"] * size, COLOURS[o["colour"]]
+        if o["shape"] == "circle":
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        elif o["shape"] == "square":
+            s = r * 0.88
+            draw.rectangle([cx - s, cy - s, cx + s, cy + s], fill=fill)
+        elif o["shape"] == "triangle":
+            draw.polygon([(cx, cy - r), (cx - r, cy + r * 0.8), (cx + r, cy + r * 0.8)], fill=fill)
+        else:
+            raise ValueError(f"unknown shape {o['shape']!r}")
+    return img
+
+
+def make_record(p: dict) -> dict:
+    """The machine-readable truth a sentence is checked against."""
+    letter = LETTERS[p["answer"]]
+    record: dict[str, Any] = {"choices": p["choices"], "answer": p["answer_text"], "answer_letter": letter}
+    if p.get("objects"):
+        record.update(kind="image", objects=p["objects"], facts=p["facts"], refs=IMAGE_REFS)
+    else:
+        record["kind"] = "text" if p["hint"] else "knowledge"
+        for key in ("facts", "refs", "entities", "values", "unit", "predicates", "starts_with"):
+            if key in p:
+                record[key] = p[key]
+    return record
+
+
+def write_synthetic_scienceqa(out_dir: str | Path, n_train: int = 240, n_val: int = 48, n_test: int = 48,
+                              image_size: int = 32, seed: int = 0) -> Path:
+    """Write a synthetic dataset in ScienceQA's original layout; returns ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(f"aresnb-synthetic-{seed}")
+    problems: dict[str, dict] = {}
+    pid_splits: dict[str, list[str]] = {}
+    captions: dict[str, str] = {}
+    k = 0
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        # A shuffled repeating schedule (not i.i.d. draws) keeps every category populated even at n=12.
+        families = (SCHEDULE * (n // len(SCHEDULE) + 1))[:n]
+        grades = ([g for g in range(1, 13)] * (n // 12 + 1))[:n]
+        rng.shuffle(families)
+        rng.shuffle(grades)
+        pid_splits[split] = []
+        for family, grade in zip(families, grades):
+            k += 1
+            qid = f"s{k:05d}"
+            p = family(rng)
+            record = make_record(p)
+            has_image = bool(p.get("objects"))
+            problems[qid] = {
+                "question": p["question"], "choices": p["choices"], "answer": p["answer"], "hint": p["hint"],
+                "image": "image.png" if has_image else None, "task": "closed choice", "grade": f"grade{grade}",
+                "subject": p["subject"], "topic": p["topic"], "category": p["category"], "skill": p["skill"],
+                "lecture": p["lecture"], "solution": p["solution"], "split": split,
+                "image_record": json.dumps(record, sort_keys=True),
+            }
+            pid_splits[split].append(qid)
+            if has_image:
+                captions[qid] = p["caption"]
+                path = out / "images" / split / qid / "image.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                render_image(p["objects"], image_size).save(path, format="PNG")
+    _dump(out / "problems.json", problems)
+    _dump(out / "pid_splits.json", pid_splits)
+    _dump(out / "captions.json", {"captions": captions})
+    return out
+
+
+def _dump(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------
+# Checking a sentence against the record
+# ------------------------------------------------------------------------------------------
+
+NEGATIONS = ("not", "no", "never", "neither", "nor")
+_COLOUR_WORDS = tuple(COLOURS) + OTHER_COLOURS
+_SHAPE_RE = re.compile(r"\b(" + "|".join(SHAPES + OTHER_SHAPES) + r")s?\b")
+_COLOUR_RE = re.compile(r"\b(" + "|".join(_COLOUR_WORDS) + r")\b")
+_NUMBER = r"(\d+|" + "|".join(NUMBER_WORDS) + r")"
+_COUNT_RES = [
+    # "two red circles", "one triangle"
+    re.compile(r"\b" + _NUMBER + r"\s+(?:[a-z]+\s+)?(?:" + "|".join(SHAPES + OTHER_SHAPES + ("shape", "object")) + r")s?\b"),
+    re.compile(r"number of (?:circles|shapes|objects) is " + _NUMBER + r"\b"),
+]
+_ANSWER_RE = re.compile(r"answer\s+(?:is|would be|must be|should be)\s*:?\s*([^.!?;,]*(?:\.\d+)?)")
+
+
+def _normalise(text: str) -> str:
+    t = text.lower().replace("\u2019", "'")
+    t = re.sub(r"\bcan't\b|\bcannot\b", "can not", t)
+    t = re.sub(r"n't\b", " not", t)
+    t = re.sub(r"[\"“”]", " ", t)
+    return re.sub(r"\s+", " ", t).strip()
+
+
+def _negated(text: str, start: int, window: int = 3) -> bool:
+    """A negation word among the few words right before position ``start``."""
+    before = re.findall(r"[a-z']+", text[:start])[-window:]
+    return any(w in NEGATIONS for w in before)
+
+
+def _num(token: str) -> float | None:
+    if token in NUMBER_WORDS:
+        return float(NUMBER_WORDS[token])
+    try:
+        return float(token)
+    except ValueError:
+        return None
+
+
+def _attribute_verdicts(t: str, record: dict) -> list[bool]:
+    facts = record.get("facts") or {}
+    refs = record.get("refs") or []
+    if not facts:
+        return []
+    # An attribute word is a claim about *this* image/thing only when the sentence refers to it
+    # ("the shape", "the picture", "Ben's kite"); "A triangle has three sides." claims nothing here.
+    refers = any(re.search(rf"\b{re.escape(r)}\b", t) for r in refs) or bool(
+        re.search(r"\bthe (" + "|".join(SHAPES + OTHER_SHAPES) + r")s?\b", t))
+    verdicts: list[bool] = []
+    if refers and "colour" in facts:
+        verdicts += _value_verdicts(t, _COLOUR_RE, facts["colour"], skip_after=("background",))
+    if refers and "shape" in facts:
+        verdicts += _value_verdicts(t, _SHAPE_RE, facts["shape"])
+    if "count" in facts:
+        for rx in _COUNT_RES:
+            for m in rx.finditer(t):
+                n = _num(m.group(1))
+                if n is not None:
+                    verdicts.append((n == facts["count"]) != _negated(t, m.start()))
+    return verdicts
+
+
+def _value_verdicts(t: str, rx: re.Pattern, truth: str, skip_after: tuple[str, ...] = ()) -> list[bool]:
+    mentions = []
+    for m in rx.finditer(t):
+        after = t[m.end():m.end() + 15]
+        if any(after.strip().startswith(w) for w in skip_after):
+            continue
+        mentions.append((m.group(1), _negated(t, m.start())))
+    affirmed = {v for v, neg in mentions if not neg}
+    if len(affirmed) >= 2:  # "the options are red, blue and green": a list, not a claim
+        return []
+    return [(v == truth) != neg for v, neg in mentions]
+
+
+def _entity_spans(t: str, entities: list[str]) -> list[tuple[int, int, str]]:
+    spans = []
+    for e in entities:
+        for m in re.finditer(rf"\b{re.escape(e.lower())}(?:s|es|'s)?\b", t):
+            spans.append((m.start(), m.end(), e.lower()))
+    return sorted(spans)
+
+
+def _entity_verdicts(t: str, record: dict) -> list[bool]:
+    entities = record.get("entities") or []
+    if not entities:
+        return []
+    spans = _entity_spans(t, entities)
+    if not spans:
+        return []
+    verdicts: list[bool] = []
+
+    def subject_before(pos: int) -> str | None:
+        before = [e for s, _, e in spans if s < pos]
+        return before[-1] if before else None
+
+    values = {k.lower(): v for k, v in (record.get("values") or {}).items()}
+    if values:
+        for m in re.finditer(r"(?<![\w.])(\d+(?:\.\d+)?)", t):
+            ent = subject_before(m.start())
+            if ent in values:
+                verdicts.append((float(m.group(1)) == float(values[ent])) != _negated(t, m.start(), 2))
+    for phrase, true_for in (record.get("predicates") or {}).items():
+        words = phrase.lower().split()
+        rx = re.compile(r"\b" + r"\s+(not\s+)?".join(map(re.escape, words)) + r"\b")
+        for m in rx.finditer(t):
+            ent = subject_before(m.start())
+            if ent is None:
+                continue
+            neg = any(g for g in m.groups()) or _negated(t, m.start(), 2)
+            verdicts.append((ent in [x.lower() for x in true_for]) != neg)
+    starts = record.get("starts_with") or {}
+    for m in re.finditer(r"starts with (?:the letter |an? )?([a-z])\b", t):
+        ent = subject_before(m.start())
+        if ent in starts:
+            verdicts.append((starts[ent] == m.group(1)) != _negated(t, m.start(), 2))
+    return verdicts
+
+
+def _answer_verdicts(t: str, record: dict) -> list[bool]:
+    choices = [str(c).lower() for c in record.get("choices") or []]
+    answer = str(record.get("answer", "")).lower()
+    letter = str(record.get("answer_letter", "")).lower()
+    verdicts = []
+    for m in _ANSWER_RE.finditer(t):
+        claim = m.group(1).strip()
+        lm = re.match(r"^\(([a-z])\)|^([a-z])$", claim)
+        if lm:
+            verdicts.append((lm.group(1) or lm.group(2)) == letter)
+            continue
+        named = [c for c in choices if re.search(rf"(?<!\w){re.escape(c)}(?!\w)", claim)]
+        if named:
+            verdicts.append(answer in named and len(named) == 1)
+    return verdicts
+
+
+def check_sentence(sentence: str, record: dict | str | None) -> bool | None:
+    """Is one rationale sentence consistent with the problem's record?
+
+    True when its checkable claims (colour / shape / count words about the image or the thing the
+    problem is about, numbers and predicates about the problem's entities, "the answer is ...")
+    agree with the record; False when any claim contradicts it; None when it makes no checkable
+    claim (a general statement, or noise).
+    """
+    if isinstance(record, str):
+        if not record.strip():
+            return None
+        try:
+            record = json.loads(record)
+        except json.JSONDecodeError:
+            return None
+    if not record or not isinstance(sentence, str) or not sentence.strip():
+        return None
+    t = _normalise(sentence)
+    verdicts = _attribute_verdicts(t, record) + _entity_verdicts(t, record) + _answer_verdicts(t, record)
+    if not verdicts:
+        return None
+    return all(verdicts)

@@ -1,0 +1,136 @@
+"""Stage 03: sample k rationales per train problem, split them, have the Teacher score each sentence.
+
+Writes ``round_<i>/03_teacher_scores/samples.parquet`` (one row per (qid, sample_index); columns
+in docs/architecture.md) and ``summary.json``. A killed run resumes without one repeated Teacher
+call: the sampled rationales are kept in ``rollouts.jsonl`` (reused when the policy and the rollout
+parameters are unchanged) and every reply is in the cache the moment it arrives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .paths import read_jsonl, write_jsonl, write_summary
+from .sentences import split_sentences
+from .teacher import PROMPT_VERSION, ProblemView, ScoreItem, open_teacher
+
+SCORE_BINS = [round(0.1 * i, 1) for i in range(11)]
+
+
+def select_problems(n_total: int, max_problems: int | None, seed: int) -> list[int]:
+    """Row indices of the train problems sampled this round (seeded subset, sorted)."""
+    if max_problems is None or max_problems >= n_total:
+        return list(range(n_total))
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(n_total, size=max_problems, replace=False).tolist())
+
+
+def _fingerprint(policy_dir: Path, cfg: Any, round_index: int, qids: list[str]) -> str:
+    """Identity of one set of rollouts: the policy weights' files, the rollout section, the qids."""
+    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in policy_dir.iterdir() if p.is_file())
+    blob = json.dumps([str(policy_dir), files, asdict(cfg.rollout), cfg.model.max_source_length, cfg.run.seed,
+                       round_index, qids], default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def sample_rationales(cfg: Any, paths: Any, round_index: int, problems: list[dict], indices: list[int],
+                      stage_dir: Path) -> tuple[list[dict], bool]:
+    """k sampled rationales per problem from the policy entering this round (reused if saved)."""
+    policy_dir = Path(paths.policy_entering_round(round_index))
+    if not policy_dir.exists():
+        raise FileNotFoundError(f"stage 03 round {round_index}: the policy {policy_dir} does not exist; run the earlier stages first")
+    qids = [p["qid"] for p in problems]
+    fp = _fingerprint(policy_dir, cfg, round_index, qids)
+    saved = stage_dir / "rollouts.jsonl"
+    rows = read_jsonl(saved)
+    if rows and rows[0].get("fingerprint") == fp:
+        return rows[1:], True
+
+    from transformers import AutoTokenizer  # heavy imports only when we really generate
+
+    from .data import load_features
+    from .generation import generate_rationales
+    from .models import load_rationale_model
+
+    features = load_features(paths, "train")[indices]
+    model = load_rationale_model(policy_dir, feature_shape=features.shape[1:])
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    r = cfg.rollout
+    samples = generate_rationales(
+        model, tokenizer, problems, features, num_samples=r.samples_per_problem, do_sample=True, top_k=r.top_k,
+        temperature=r.temperature, max_new_tokens=r.max_new_tokens, batch_size=r.batch_size,
+        max_source_length=cfg.model.max_source_length, seed=cfg.run.seed * 1000 + round_index,
+        use_caption=cfg.data.use_caption)
+    write_jsonl(saved, [{"fingerprint": fp}, *samples])
+    return samples, False
+
+
+def score_samples(teacher: Any, problems: dict[str, dict], samples: list[dict]) -> pd.DataFrame:
+    """Split each rationale, score its sentences; one row per sample (columns of samples.parquet)."""
+    views = {qid: ProblemView.from_row(row) for qid, row in problems.items()}
+    spans = [split_sentences(s["rationale"]) for s in samples]
+    items = [ScoreItem(views[s["qid"]], [x.text for x in sp]) for s, sp in zip(samples, spans)]
+    results = teacher.score_sentences(items)
+    return pd.DataFrame([{
+        "qid": s["qid"], "sample_index": int(s["sample_index"]), "rationale": s["rationale"],
+        "sentences": [x.text for x in sp], "sentence_spans": [[x.start, x.end] for x in sp],
+        "scores": res.scores, "dropped": res.dropped, "drop_reason": res.drop_reason,
+        "raw_reply": res.raw_reply, "drop_detail": res.detail, "cached": res.cached,
+    } for s, sp, res in zip(samples, spans, results)])
+
+
+def score_summary(df: pd.DataFrame) -> dict:
+    kept = df[~df["dropped"]]
+    scores = np.array([x for s in kept["scores"] for x in s], dtype=float)
+    hist = {f"{b:.1f}": int(np.sum(np.isclose(scores, b))) for b in SCORE_BINS}
+    return {
+        "samples": len(df), "scored": len(kept), "dropped": int(df["dropped"].sum()),
+        "dropped_by_reason": {str(k): int(v) for k, v in df.loc[df["dropped"], "drop_reason"].value_counts().items()},
+        "sentences": int(len(scores)),
+        "sentences_per_sample": float(np.mean([len(s) for s in df["sentences"]])) if len(df) else 0.0,
+        "score_mean": float(scores.mean()) if len(scores) else None,
+        "score_std": float(scores.std()) if len(scores) else None,
+        "score_median": float(np.median(scores)) if len(scores) else None,
+        "reward_mean": float(scores.mean() - 0.5) if len(scores) else None,
+        "share_zero": float(np.mean(scores == 0.0)) if len(scores) else None,
+        "share_one": float(np.mean(scores == 1.0)) if len(scores) else None,
+        "score_histogram": hist,
+        "replies_from_cache": int(df["cached"].sum()),
+    }
+
+
+def run_teacher_scores_stage(cfg: Any, paths: Any, round_index: int) -> dict:
+    """Stage 03. Returns {"samples": DataFrame, "problems": {qid: row}, "summary": dict}."""
+    t0 = time.monotonic()
+    stage_dir = paths.stage_dir("03_teacher_scores", round_index)
+    from .data import load_problems
+
+    train = load_problems(paths)["train"]
+    indices = select_problems(len(train), cfg.rollout.max_problems, cfg.run.seed + round_index)
+    problems = train.select(indices).to_list()
+    samples, reused = sample_rationales(cfg, paths, round_index, problems, indices, stage_dir)
+    t_gen = time.monotonic() - t0
+    by_qid = {p["qid"]: p for p in problems}
+    with open_teacher(cfg, paths) as teacher:
+        df = score_samples(teacher, by_qid, samples)
+        usage = teacher.usage()
+    df.to_parquet(paths.samples_file(round_index), index=False)
+    summary = {
+        "stage": "03_teacher_scores", "round": round_index, "problems": len(problems),
+        "samples_per_problem": cfg.rollout.samples_per_problem, **score_summary(df),
+        "teacher": {"model": cfg.teacher.model, "prompt_version": PROMPT_VERSION,
+                    "endpoint": "local:" + cfg.teacher.local_backend if cfg.teacher.serve_local else cfg.teacher.base_url,
+                    **{k: v for k, v in usage.items() if k != "model"}},
+        "rollouts_reused": reused, "generation_s": round(t_gen, 3),
+        "scoring_s": round(time.monotonic() - t0 - t_gen, 3), "wall_time_s": round(time.monotonic() - t0, 3),
+    }
+    write_summary(stage_dir, summary)
+    return {"samples": df, "problems": by_qid, "summary": summary}

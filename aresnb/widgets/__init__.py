@@ -1,0 +1,1 @@
+"""ipywidgets panels for the notebooks (nothing in the core imports them)."""

@@ -1,0 +1,85 @@
+"""Teacher client throughput against the local server with an injected latency per request.
+
+For concurrency 1, 8 and 32: requests per second against the ideal (concurrency / latency) and
+their ratio; then the same requests again on the warm cache, where the number of API calls must
+be 0. Writes benchmarks/results/teacher_throughput.json. About a minute on 2 cores.
+
+    .venv/bin/python benchmarks/teacher_throughput.py [--latency-ms 200] [--seconds-per-level 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aresnb.paths import write_json  # noqa: E402
+from aresnb.teacher import ProblemView, ReplyCache, ScoreItem, Teacher, TeacherSettings, start_local_server  # noqa: E402
+
+
+def make_items(n: int, tag: str) -> list[ScoreItem]:
+    """n distinct scoring requests (distinct questions: nothing comes from the cache)."""
+    items = []
+    for i in range(n):
+        p = ProblemView(qid=f"{tag}-{i}", question=f"Which of these is a mammal ({tag}, {i})?",
+                        choices=("shark", "dog", "eagle"), answer=1, solution="A dog feeds its young milk.")
+        items.append(ScoreItem(p, ["A dog feeds its young milk.", "Sharks are fish.", "So the answer is (B)."]))
+    return items
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--latency-ms", type=float, default=200.0)
+    ap.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--seconds-per-level", type=float, default=4.0, help="ideal duration of each level")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "teacher_throughput.json"))
+    args = ap.parse_args(argv)
+    latency = args.latency_ms / 1000
+    work = Path(tempfile.mkdtemp(prefix="aresnb-bench-"))
+    rows, t_start = [], time.monotonic()
+    with start_local_server(None, latency_ms=args.latency_ms, log_path=work / "server.log") as server:
+        for c in args.levels:
+            n = max(c, round(args.seconds_per_level * c / latency))
+            items = make_items(n, f"c{c}")
+            settings = TeacherSettings(base_url=server.base_url, model="reference", api_key="bench", concurrency=c)
+            cache = ReplyCache(work / f"cache_c{c}.sqlite")
+            with Teacher(settings, cache) as teacher:
+                t0 = time.perf_counter()
+                results = teacher.score_sentences(items)
+                elapsed = time.perf_counter() - t0
+                calls = teacher.usage()["calls"]
+            before = server.stats()["requests"]
+            with Teacher(settings, cache) as teacher:  # the cached re-run
+                t1 = time.perf_counter()
+                again = teacher.score_sentences(items)
+                rerun_s = time.perf_counter() - t1
+                rerun_calls = teacher.usage()["calls"]
+            rerun_server = server.stats()["requests"] - before
+            assert [r.scores for r in again] == [r.scores for r in results]
+            rps, ideal = n / elapsed, c / latency
+            rows.append({"concurrency": c, "requests": n, "api_calls": calls, "seconds": round(elapsed, 3),
+                         "requests_per_s": round(rps, 2), "ideal_requests_per_s": round(ideal, 2),
+                         "ratio": round(rps / ideal, 3), "dropped": sum(r.dropped for r in results),
+                         "cached_rerun_api_calls": rerun_calls, "cached_rerun_server_requests": rerun_server,
+                         "cached_rerun_seconds": round(rerun_s, 3)})
+            print(f"concurrency {c:>3}: {n:>4} requests in {elapsed:6.2f} s = {rps:7.2f} req/s "
+                  f"(ideal {ideal:6.1f}, ratio {rps / ideal:.3f}); cached re-run: {rerun_calls} API calls "
+                  f"in {rerun_s:.2f} s", flush=True)
+    result = {"benchmark": "teacher_throughput", "latency_ms": args.latency_ms, "levels": rows,
+              "cached_rerun_calls_total": sum(r["cached_rerun_api_calls"] for r in rows),
+              "wall_time_s": round(time.monotonic() - t_start, 2),
+              "machine": {"python": platform.python_version(), "platform": platform.platform()}}
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return 0 if result["cached_rerun_calls_total"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The real ScienceQA loader on the real sample (../shared/data/scienceqa-mini) and the hub path."""
+
+import pytest
+
+from aresnb.data.schema import DataError, category_counts, to_dataset_dict
+from aresnb.data.scienceqa import load_hub_dataset, load_scienceqa_dir
+
+
+def test_scienceqa_mini_loads(shared_dir):
+    root = shared_dir / "data" / "scienceqa-mini"
+    if not root.exists():
+        pytest.skip(f"{root} is absent")
+    rows, stats = load_scienceqa_dir(root, missing_image="zeros")
+    assert {s: len(r) for s, r in rows.items()} == {"train": 50, "val": 50, "test": 50}
+    with_image = {s: sum(bool(r["image"]) for r in rs) for s, rs in rows.items()}
+    assert with_image == {"train": 0, "val": 0, "test": 24}
+    assert stats == {"skipped": 0, "zero_filled": 43}
+    first = rows["train"][0]
+    assert first["qid"] == "1" and first["choices"][0] == "West Virginia" and first["grade"] == "grade2"
+    assert first["caption"] and first["has_image"] and first["features_zeroed"]
+    counts = category_counts(to_dataset_dict(rows))
+    assert counts["test"]["total"] == 50 and counts["test"]["IMG"] >= 24
+
+
+def test_scienceqa_mini_errors_by_default(shared_dir):
+    root = shared_dir / "data" / "scienceqa-mini"
+    if not root.exists():
+        pytest.skip(f"{root} is absent")
+    with pytest.raises(DataError, match=r"image not found: .*images/train/"):
+        load_scienceqa_dir(root)
+
+
+def test_hub_unreachable_message(monkeypatch):
+    import datasets
+
+    def offline(*a, **k):
+        raise ConnectionError("Couldn't reach 'derek-thomas/ScienceQA' on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError, match=r"derek-thomas/ScienceQA.*pass data.path"):
+        load_hub_dataset("derek-thomas/ScienceQA")
+
+
+def test_hub_rows_go_through_the_schema(monkeypatch, tmp_path):
+    """A stand-in for the hub copy (same columns, PIL images) is converted like the real one."""
+    import datasets
+    from PIL import Image
+
+    from aresnb.data.scienceqa import load_scienceqa_hub
+
+    def row(img):
+        return {"image": img, "question": "Q?", "choices": ["a", "b"], "answer": 1, "hint": "", "task": "t",
+                "grade": "grade4", "subject": "natural science", "topic": "x", "category": "y", "skill": "z",
+                "lecture": "L.", "solution": "S."}
+
+    fake = {s: [row(Image.new("RGB", (4, 4))), row(None)] for s in ("train", "validation", "test")}
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: fake)
+    rows, _ = load_scienceqa_hub("derek-thomas/ScienceQA", tmp_path)
+    assert [r["qid"] for r in rows["val"]] == ["val-0", "val-1"]
+    assert rows["val"][0]["image"].endswith("val/val-0/image.png") and not rows["val"][1]["has_image"]

