@@ -168,15 +168,16 @@ def models_in_run(cfg: Any, paths: RunPaths) -> dict[str, tuple[Path, str]]:
     return found
 
 
-def _rationales_for(model: Any, tokenizer: Any, problems: list[dict], features: np.ndarray, file: Path, cfg: Any) -> dict[str, str]:
-    """The model's greedy rationales for ``problems``: read from ``file`` when complete, else generated."""
-    have = {r["qid"]: r["rationale"] for r in read_jsonl(file)}
-    if all(p["qid"] in have for p in problems):
-        return have
+def _rationales_for(model: Any, tokenizer: Any, problems: list[dict], features: np.ndarray, files: list[Path], cfg: Any) -> dict[str, str]:
+    """The model's greedy rationales for ``problems``: from the first complete file, else generated into the last."""
+    for file in files:
+        have = {r["qid"]: r["rationale"] for r in read_jsonl(file)}
+        if have and all(p["qid"] in have for p in problems):
+            return have
     rows = generate_rationales(model, tokenizer, problems, features, max_new_tokens=cfg.baseline.gen_max_new_tokens,
                                batch_size=cfg.baseline.gen_batch_size, max_source_length=cfg.model.max_source_length,
                                seed=cfg.run.seed, use_caption=cfg.data.use_caption)
-    write_jsonl(file, [{"qid": r["qid"], "rationale": r["rationale"]} for r in rows])
+    write_jsonl(files[-1], [{"qid": r["qid"], "rationale": r["rationale"]} for r in rows])
     return {r["qid"]: r["rationale"] for r in rows}
 
 
@@ -195,7 +196,8 @@ def train_answer_head(
     out_dir = paths.answer_dir(name, fmt)
     adapter_dir = out_dir / "adapter"
     tokenizer = load_tokenizer(model_dir)
-    base = load_rationale_model(model_dir, use_image=use_image if not use_image else None)
+    no_image = None if use_image else False  # the ablation switches the model's image path off
+    base = load_rationale_model(model_dir, use_image=no_image)
     peft_model = attach_lora(base, cfg.answer)
     fraction = trainable_fraction(peft_model)
     train_rationales = rationales["train"] if rationales else None
@@ -208,7 +210,7 @@ def train_answer_head(
         desc=f"LoRA {name} {fmt}",
     )
     # Evaluate what was saved: the adapter as PeftModel.from_pretrained loads it.
-    model = load_answer_model(model_dir, adapter_dir, use_image=False if not use_image else None)
+    model = load_answer_model(model_dir, adapter_dir, use_image=no_image)
     rows = predict_answers(
         model, tokenizer, data["test"], data["features"]["test"] if use_image else None, fmt,
         rationales=rationales["test"] if rationales else None, use_caption=cfg.data.use_caption,
@@ -273,7 +275,7 @@ def run_answer_stage(cfg: Any, paths: RunPaths) -> dict:
         "accuracy": accuracy,
         "n_test": len(data["test"]),
         "extraction_failures": {m: {f: h["extraction_failures"] for f, h in by_fmt.items()} for m, by_fmt in heads.items()},
-        "trainable_fraction": heads["baseline"][cfg.answer.formats[0]]["trainable"]["fraction"],
+        "trainable_fraction": next((h["trainable"]["fraction"] for f in heads.values() for h in f.values()), None),
         "trainable_parameters": {m: {f: h["trainable"] for f, h in by_fmt.items()} for m, by_fmt in heads.items()},
         "lora": {"r": cfg.answer.r, "alpha": cfg.answer.alpha, "dropout": cfg.answer.dropout,
                  "target_modules": cfg.answer.target_modules},
@@ -287,17 +289,16 @@ def run_answer_stage(cfg: Any, paths: RunPaths) -> dict:
 
 
 def _model_rationales(cfg: Any, paths: RunPaths, name: str, model_dir: Path, rationale_name: str, data: dict) -> dict[str, dict[str, str]]:
-    """QCMG-A inputs: the model's own greedy rationales for train (generated here) and test (stage files)."""
+    """QCMG-A inputs: the model's own greedy rationales for train (generated here) and test.
+
+    Test rationales come from the file the model's stage wrote (02 or 05) when it is complete.
+    """
     tokenizer = load_tokenizer(model_dir)
     model = load_rationale_model(model_dir)
     out_dir = paths.answer_dir(name, "QCMG-A")
+    feats = data["features"]
     return {
-        "train": _rationales_for(model, tokenizer, data["train"], data["features"]["train"], out_dir / "rationales_train.jsonl", cfg),
-        "test": _rationales_for(model, tokenizer, data["test"], data["features"]["test"], _test_rationale_file(paths, rationale_name, out_dir), cfg),
+        "train": _rationales_for(model, tokenizer, data["train"], feats["train"], [out_dir / "rationales_train.jsonl"], cfg),
+        "test": _rationales_for(model, tokenizer, data["test"], feats["test"],
+                                [paths.rationales_file(rationale_name, "test"), out_dir / "rationales_test.jsonl"], cfg),
     }
-
-
-def _test_rationale_file(paths: RunPaths, rationale_name: str, out_dir: Path) -> Path:
-    """The stage's own test rationales when they exist (02 / 05 wrote them), else a file of ours."""
-    stage_file = paths.rationales_file(rationale_name, "test")
-    return stage_file if stage_file.exists() else out_dir / "rationales_test.jsonl"

@@ -209,6 +209,7 @@ class AnswerConfig:
     target_modules: Union[str, list[str]] = p("all-linear", "peft target modules: 'all-linear' (paper) or a list of module names.")
     formats: list[str] = p(["QCM-A", "QCMG-A"], "Answer input formats to train and report: QCM-A and/or QCMG-A.")
     image_ablation: bool = p(True, "Also train the QCM-A head with zero image features and report both accuracies.")
+    max_new_tokens: int = p(16, "Max new tokens of an answer ('The answer is (B).' is about 8) and max answer target length.", min=1)
     train: TrainConfig = p(TrainConfig(epochs=6.0, lr=2e-3), "Training of the adapter (paper: 20 epochs, lr 8e-5, batch 16).")
 
 

@@ -163,8 +163,9 @@ def bootstrap_interval(outcomes: Sequence[int] | np.ndarray, n_samples: int, see
 
 
 def win_rate_table(verdicts: Sequence[PairVerdict], categories_of: Mapping[str, Iterable[str]],
-                   n_samples: int, seed: int) -> pd.DataFrame:
-    """One row for all items, then one per category that has items: counts, rates, 95% intervals."""
+                   n_samples: int, seed: int, words: Mapping[str, tuple[int, int]] | None = None) -> pd.DataFrame:
+    """One row for all items, then one per category that has items: counts, rates, 95% intervals,
+    and, given ``words`` ({qid: (baseline words, ARES words)}), both sides' mean length."""
     groups = {"All": list(verdicts)}
     for cat in CATEGORIES:
         members = [v for v in verdicts if cat in set(categories_of.get(v.qid, ()))]
@@ -182,6 +183,9 @@ def win_rate_table(verdicts: Sequence[PairVerdict], categories_of: Mapping[str, 
             "decisive_lo": ci["decisive_win_rate"][0], "decisive_hi": ci["decisive_win_rate"][1],
             "consistency_rate": t["consistency_rate"],
         })
+        if words is not None:
+            rows[-1]["baseline_words"] = float(np.mean([words[v.qid][0] for v in members]))
+            rows[-1]["ares_words"] = float(np.mean([words[v.qid][1] for v in members]))
     return pd.DataFrame(rows)
 
 
@@ -528,9 +532,10 @@ def run_evaluation_stage(cfg: Any, paths: RunPaths) -> dict[str, Any]:
     write_jsonl(stage_dir / "judgments.jsonl", records)
     overall = tally(verdicts)
     ci = bootstrap_interval([OUTCOME_CODE[v.outcome] for v in verdicts], ev.bootstrap_samples, seed)
-    wr_table = win_rate_table(verdicts, cats, ev.bootstrap_samples, seed)
-    lengths = {"baseline_mean_words": float(np.mean([word_count(baseline[q]) for q in judged_qids])),
-               "ares_mean_words": float(np.mean([word_count(ares[q]) for q in judged_qids])),
+    words = {q: (word_count(baseline[q]), word_count(ares[q])) for q in judged_qids}
+    wr_table = win_rate_table(verdicts, cats, ev.bootstrap_samples, seed, words)
+    lengths = {"baseline_mean_words": float(np.mean([w[0] for w in words.values()])),
+               "ares_mean_words": float(np.mean([w[1] for w in words.values()])),
                "over": "the judged problems"}
     reference_wr = paper_numbers.reference_win_rate(cfg.data.source, cfg.model.base)
 

@@ -41,8 +41,9 @@ def generate_texts(
     """
     if feature_indices is None:
         feature_indices = list(range(len(sources)))
-    if features is not None and len(feature_indices) and max(i for i in feature_indices if i is not None) >= len(features):
-        raise IndexError(f"feature index out of range: {len(features)} feature rows for {len(sources)} sources")
+    used = [i for i in feature_indices if i is not None]
+    if features is not None and used and max(used) >= len(features):
+        raise IndexError(f"feature index {max(used)} out of range: {len(features)} feature rows for {len(sources)} sources")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

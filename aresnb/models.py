@@ -14,7 +14,6 @@ tokens are never masked. Problems without an image (or ``use_image=False``) get 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -265,9 +264,5 @@ def describe_model(model: MultimodalT5ForConditionalGeneration) -> dict:
 def model_dir_has_weights(path: str | Path) -> bool:
     """True when ``path`` holds a saved model (config + weights), not just an empty stage folder."""
     path = Path(path)
-    return (path / "config.json").exists() and any(path.glob("*.safetensors")) or (path / "pytorch_model.bin").exists()
-
-
-def read_model_type(path: str | Path) -> str | None:
-    cfg = Path(path) / "config.json"
-    return json.loads(cfg.read_text()).get("model_type") if cfg.exists() else None
+    weights = any(path.glob("*.safetensors")) or (path / "pytorch_model.bin").exists()
+    return (path / "config.json").exists() and weights

@@ -144,6 +144,25 @@ def collate(samples: Sequence[PPOSample], pad_token_id: int, decoder_start_token
     return batch
 
 
+ENCODER_KEYS = ("input_ids", "attention_mask")
+DECODER_KEYS = ("decoder_input_ids", "decoder_attention_mask", "response_ids", "mask")
+
+
+def select_rows(batch: dict[str, Any], idx: torch.Tensor | slice) -> tuple[dict[str, torch.Tensor], int]:
+    """Rows ``idx`` of the tensors, padding columns beyond their longest source/response cut off.
+
+    Returns the sub-batch and its response length (to cut per-token buffers the same way).
+    """
+    sub = {k: v[idx] for k, v in batch.items() if torch.is_tensor(v)}
+    src_len = max(1, int(sub["attention_mask"].sum(1).max()))
+    resp_len = max(1, int(sub["mask"].sum(1).max()))
+    for k in ENCODER_KEYS:
+        sub[k] = sub[k][:, :src_len]
+    for k in DECODER_KEYS:
+        sub[k] = sub[k][:, :resp_len]
+    return sub, resp_len
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -281,16 +300,16 @@ def response_logprobs(logits: torch.Tensor, response_ids: torch.Tensor, temperat
 def rollout(actor_critic: nn.Module, ref_policy: nn.Module, batch: dict[str, Any], temperature: float,
             chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Policy log-probs, reference log-probs, values and entropy per response token (no grad)."""
-    n = batch["response_ids"].shape[0]
+    n, width = batch["response_ids"].shape
     parts: list[tuple[torch.Tensor, ...]] = []
     for start in range(0, n, chunk_size):
-        sub = {k: v[start: start + chunk_size] for k, v in batch.items() if torch.is_tensor(v)}
+        sub, _ = select_rows(batch, slice(start, start + chunk_size))
         logits, values = actor_critic(sub)
         logprobs = response_logprobs(logits, sub["response_ids"], temperature)
         entropy = entropy_from_logits(logits / temperature)
         del logits
         ref_logprobs = response_logprobs(ref_policy(**model_inputs(sub)).logits, sub["response_ids"], temperature)
-        parts.append((logprobs, ref_logprobs, values, entropy))
+        parts.append(tuple(F.pad(t, (0, width - t.shape[1])) for t in (logprobs, ref_logprobs, values, entropy)))
     return tuple(torch.cat(t) for t in zip(*parts))  # type: ignore[return-value]
 
 
@@ -461,15 +480,17 @@ def train_ppo(
                 chunks = [mb[i: i + micro] for i in range(0, len(mb), micro)]
                 for c, chunk in enumerate(chunks):
                     idx = torch.tensor(chunk, device=mask.device)
-                    sub = {k: v[idx] for k, v in batch.items() if torch.is_tensor(v)}
-                    m = mask[idx]
+                    sub, L = select_rows(batch, idx)
+                    m = mask[idx, :L]
                     # gradients are all-reduced once per minibatch, on its last chunk
                     sync = contextlib.nullcontext() if c == len(chunks) - 1 else accelerator.no_sync(actor_critic)
                     with sync:
                         new_logits, new_values = actor_critic(sub)
                         new_logprobs = response_logprobs(new_logits, sub["response_ids"], temperature)
-                        pg_loss, pg_stats = clipped_policy_loss(new_logprobs, old_logprobs[idx], advantages[idx], m, cfg.clip_range)
-                        vf_loss, vf_stats = value_loss(new_values, old_values[idx], returns[idx], m, cfg.clip_range_value)
+                        pg_loss, pg_stats = clipped_policy_loss(
+                            new_logprobs, old_logprobs[idx, :L], advantages[idx, :L], m, cfg.clip_range)
+                        vf_loss, vf_stats = value_loss(
+                            new_values, old_values[idx, :L], returns[idx, :L], m, cfg.clip_range_value)
                         loss = pg_loss + cfg.vf_coef * vf_loss
                         accelerator.backward(loss * len(chunk) / len(mb))
                     for k, v in {"loss/policy": pg_loss, "loss/value": vf_loss, "loss/total": loss, **pg_stats, **vf_stats}.items():

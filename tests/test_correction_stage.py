@@ -5,6 +5,7 @@ perturbed "PPO policy"), so the test needs no other stage's notebook.
 """
 
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,6 +16,7 @@ from aresnb.paths import RunPaths, read_jsonl, write_jsonl
 from aresnb.rationale_metrics import rationale_quality
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
 
 N_CORRECTED = 8
 BEFORE_RL = ["It is red. It is red.", "Cut off", "Fine."]  # the baseline's val rationales (hand-made)
@@ -132,8 +134,6 @@ def test_notebook_runs_with_papermill_and_writes_figure3(run, tmp_path):
     import json
 
     import papermill
-
-    from .conftest import ROOT
 
     cfg, paths, _, _ = run
     out = tmp_path / "05.ipynb"

@@ -109,12 +109,14 @@ def test_bootstrap_edge_cases():
 def test_win_rate_table_by_category():
     verdicts = [V("n1", True, "A", "B"), V("n2", True, "A", "B"), V("s1", True, "B", "A"), V("s2", False, "A", "A")]
     cats = {"n1": ["NAT", "G1-6"], "n2": ["NAT", "IMG"], "s1": ["SOC", "G1-6"], "s2": ["SOC"]}
-    df = E.win_rate_table(verdicts, cats, n_samples=200, seed=0)
+    words = {"n1": (10, 20), "n2": (10, 30), "s1": (5, 5), "s2": (7, 9)}
+    df = E.win_rate_table(verdicts, cats, n_samples=200, seed=0, words=words)
     assert list(df["group"]) == ["All", "NAT", "SOC", "IMG", "G1-6"]  # empty categories left out
     row = df.set_index("group")
     assert row.loc["All", "win_rate"] == 0.5 and row.loc["All", "n"] == 4
     assert row.loc["NAT", "win_rate"] == 1.0 and row.loc["SOC", "wins"] == 0
     assert row.loc["SOC", "ties_inconsistent"] == 1 and row.loc["G1-6", "losses"] == 1
+    assert row.loc["NAT", "ares_words"] == 25 and row.loc["All", "baseline_words"] == 8
     assert (df["win_rate_lo"] <= df["win_rate"]).all() and (df["win_rate"] <= df["win_rate_hi"]).all()
 
 

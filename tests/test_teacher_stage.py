@@ -1,8 +1,6 @@
 """Stage 03 plumbing with the local reference Teacher (rollouts stubbed: the generation itself is
 the model helper's and is tested there), the samples.parquet contract and the score panel."""
 
-import json
-
 import datasets
 import pandas as pd
 import pytest
@@ -95,4 +93,3 @@ def test_score_panel_html():
     df = pd.DataFrame([{**row, "qid": "q1", "sample_index": k} for k in range(2)])
     panel = score_panel(df)
     assert "A &lt;dog&gt;." in panel.children[1].value
-    json.dumps(row)

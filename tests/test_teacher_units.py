@@ -163,3 +163,13 @@ def test_teacher_package_does_not_import_torch():
     code = ("import sys, aresnb.teacher, aresnb.teacher.server, aresnb.teacher.reference, aresnb.sentences; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unreachable_endpoint_fails_clearly(tmp_path):
+    from aresnb.teacher import ScoreItem, Teacher, TeacherUnreachable
+
+    s = TeacherSettings(base_url="http://127.0.0.1:9/v1", model="m", api_key="k", max_retries=1,
+                        backoff_base_s=0.01, timeout_s=2.0)
+    with Teacher(s, ReplyCache(tmp_path / "c.sqlite")) as t:
+        with pytest.raises(TeacherUnreachable, match="cannot reach the Teacher at http://127.0.0.1:9/v1"):
+            t.score_sentences([ScoreItem(PROBLEM, SENTS)])

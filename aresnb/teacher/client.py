@@ -76,6 +76,10 @@ class TeacherAPIError(RuntimeError):
     """A request failed after every retry, or with a non-retryable status."""
 
 
+class TeacherUnreachable(TeacherAPIError):
+    """Every attempt failed to connect and nothing ever succeeded: fail the run, do not drop samples."""
+
+
 class CacheMiss(RuntimeError):
     """teacher.replay_only is set and a request is not in the cache."""
 
@@ -177,6 +181,10 @@ class AsyncTeacher:
                     name = type(e).__name__
                     self.counts["errors"][name] = self.counts["errors"].get(name, 0) + 1
                     if attempt == self.s.max_retries:
+                        if isinstance(e, openai.APIConnectionError) and self.counts["ok_calls"] == 0:
+                            raise TeacherUnreachable(
+                                f"cannot reach the Teacher at {self.s.base_url} ({name} after {attempt + 1} "
+                                "attempts; offline, or a wrong teacher.base_url?)") from None
                         raise TeacherAPIError(f"{name} after {attempt + 1} attempts: {e}") from None
                     self.counts["retries"] += 1
                     await asyncio.sleep(self._delay(attempt, _retry_after(e)))
@@ -208,6 +216,8 @@ class AsyncTeacher:
         """(value | None, raw reply, cached, error category, error detail)."""
         try:
             reply, cached = await self.complete(kind, messages)
+        except TeacherUnreachable:
+            raise
         except TeacherAPIError as e:
             return None, None, False, "api_error", str(e)
         try:
@@ -216,6 +226,8 @@ class AsyncTeacher:
             self.counts["repairs"] += 1
             try:
                 reply2, cached2 = await self.complete(kind, prompts.repair_messages(messages, reply, str(e)))
+            except TeacherUnreachable:
+                raise
             except TeacherAPIError as e2:
                 return None, reply, False, "api_error", str(e2)
             try:
@@ -261,6 +273,8 @@ class AsyncTeacher:
         await self.client.close()
 
     def usage(self) -> dict:
+        """requests (incl. repairs), cache_hits, calls (HTTP attempts), ok_calls, retries, errors by
+        type, repairs, prompt/completion tokens (as the endpoint reports them), cost_usd."""
         c = dict(self.counts, errors=dict(self.counts["errors"]))
         c["cost_usd"] = (c["prompt_tokens"] * self.s.price_input_per_mtok
                          + c["completion_tokens"] * self.s.price_output_per_mtok) / 1e6

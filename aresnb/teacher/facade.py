@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Coroutine, Sequence
 
@@ -48,7 +47,6 @@ class Teacher:
             return AsyncTeacher(settings, cache)  # created on the loop it will run on
 
         self._client: AsyncTeacher = self._loop.run(make())
-        self._started = time.monotonic()
         self._closed = False
 
     def _many(self, fn: Callable, items: Sequence, progress: Callable[[int, int], None] | None) -> list:

@@ -39,7 +39,7 @@ class LocalLLMTeacher:
         directory, gguf = resolve_model_path(spec)
         kw = {"gguf_file": gguf} if gguf else {}
         self.tokenizer = AutoTokenizer.from_pretrained(str(directory), **kw)
-        self.model = AutoModelForCausalLM.from_pretrained(str(directory), torch_dtype=torch.float32, **kw).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, **kw).eval()
         self.name = Path(gguf or directory.name).stem
         self.max_new_tokens = max_new_tokens
         self.torch = torch

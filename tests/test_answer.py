@@ -1,0 +1,137 @@
+"""Stage 06 pieces: accuracy by category, tables, LoRA targets and adapter round trip, extraction."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from aresnb import answer
+from aresnb.answer import (
+    accuracy_by_category,
+    accuracy_table,
+    attach_lora,
+    load_answer_model,
+    lora_target_modules,
+    predict_answers,
+    trainable_fraction,
+    write_table,
+)
+from aresnb.config import load_config
+from aresnb.models import MultimodalT5Config, MultimodalT5ForConditionalGeneration
+from aresnb.tokenizer import train_bpe_tokenizer
+
+P, D = 4, 8
+
+
+def row(correct: bool, *cats: str) -> dict:
+    return {"correct": correct, "categories": list(cats)}
+
+
+def test_accuracy_by_category_hand_made_case():
+    rows = [
+        row(True, "NAT", "IMG", "G1-6"),
+        row(False, "NAT", "TXT", "G7-12"),
+        row(True, "SOC", "NO", "G7-12"),
+        row(True, "NAT", "IMG", "G1-6"),
+    ]
+    acc = accuracy_by_category(rows)
+    assert list(acc) == ["NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12", "Avg"]
+    assert acc["NAT"] == pytest.approx(200 / 3) and acc["SOC"] == 100.0 and acc["LAN"] is None
+    assert acc["TXT"] == 0.0 and acc["IMG"] == 100.0 and acc["NO"] == 100.0
+    assert acc["G1-6"] == 100.0 and acc["G7-12"] == 50.0 and acc["Avg"] == 75.0
+    assert accuracy_by_category([])["Avg"] is None
+
+
+def test_accuracy_table_csv_and_markdown(tmp_path):
+    acc = {"baseline": {"QCM-A": accuracy_by_category([row(True, "NAT"), row(False, "SOC")])},
+           "ares": {"QCM-A": accuracy_by_category([row(True, "NAT"), row(True, "SOC")])}}
+    rows = accuracy_table(acc)
+    assert [r["model"] for r in rows] == ["baseline", "ares"]
+    assert "LAN" not in rows[0]  # a column no model has is dropped (e.g. A-OKVQA keeps only Avg)
+    csv, md = write_table(rows, tmp_path / "accuracy_by_category")
+    assert csv.read_text().splitlines()[1] == "baseline,QCM-A,100.00,0.00,50.00"
+    lines = md.read_text().splitlines()
+    assert lines[0] == "| model | format | NAT | SOC | Avg |" and lines[3] == "| ares | QCM-A | 100.00 | 100.00 | 100.00 |"
+
+
+def tiny_model(vocab_size: int, seed: int = 0) -> MultimodalT5ForConditionalGeneration:
+    torch.manual_seed(seed)
+    return MultimodalT5ForConditionalGeneration(MultimodalT5Config(
+        vocab_size=vocab_size, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=1, num_decoder_layers=1,
+        dropout_rate=0.0, feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
+        decoder_start_token_id=0, image_feature_dim=D, image_num_tokens=P))
+
+
+def test_all_linear_targets_every_linear_but_the_head_and_mha_internals():
+    names = lora_target_modules(tiny_model(50), "all-linear")
+    assert names == ["gate", "image_proj", "k", "o", "q", "v", "wi_0", "wi_1", "wo"]
+    assert lora_target_modules(tiny_model(50), ["q", "v"]) == ["q", "v"]
+
+
+def test_lora_adapter_round_trip_gives_identical_outputs(tmp_path):
+    tok = train_bpe_tokenizer(["The answer is (A). Question: which? Options: (A) x (B) y Answer:"] * 5, 120)
+    base = tiny_model(len(tok))
+    base.save_pretrained(tmp_path / "base")
+    cfg = load_config(None, ["answer.r=4", "answer.alpha=8"])
+    peft_model = attach_lora(base, cfg.answer)
+    frac = trainable_fraction(peft_model)
+    assert 0 < frac["fraction"] < 0.5 and frac["trainable"] == sum(
+        p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
+    with torch.no_grad():  # LoRA B starts at zero; make the adapter do something
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)
+    peft_model.eval()
+    peft_model.save_pretrained(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    loaded = load_answer_model(tmp_path / "base", tmp_path / "adapter")
+    enc = tok(["Question: which? Answer:", "Options: (A) x"], return_tensors="pt", padding=True)
+    feats = torch.randn(2, P, D)
+    kw = dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], image_features=feats)
+    dec = torch.zeros(2, 3, dtype=torch.long)
+    a = peft_model(**kw, decoder_input_ids=dec).logits
+    b = loaded(**kw, decoder_input_ids=dec).logits
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    plain = load_answer_model.__globals__["load_rationale_model"](tmp_path / "base")
+    assert not torch.allclose(a, plain(**kw, decoder_input_ids=dec).logits)  # the adapter matters
+    assert torch.equal(peft_model.generate(**kw, max_new_tokens=5), loaded.generate(**kw, max_new_tokens=5))
+
+
+def test_predict_answers_extraction_fallback_is_seeded_and_counted(monkeypatch):
+    problems = [{"qid": f"q{i}", "question": "Which?", "choices": ["x", "y", "z"], "answer": i % 3, "hint": "",
+                 "caption": "", "subject": "natural science", "grade": "grade3", "has_image": False, "image": ""}
+                for i in range(4)]
+    outputs = ["The answer is (A).", "The answer is (B).", "no idea", "The answer is (Q)."]
+    monkeypatch.setattr(answer, "generate_texts", lambda *a, **k: [[t] for t in outputs])
+    rows = predict_answers(None, None, problems, None, "QCM-A", seed=3)
+    assert [r["extracted"] for r in rows] == [True, True, False, False]
+    assert [r["correct"] for r in rows[:2]] == [True, True]
+    rng = random.Random(3)
+    assert [r["prediction"] for r in rows[2:]] == [rng.randrange(3), rng.randrange(3)]
+    assert rows[0]["categories"] == ["NAT", "NO", "G1-6"]
+    assert predict_answers(None, None, problems, None, "QCM-A", seed=3) == rows
+
+
+@pytest.mark.slow
+def test_smoke_answers_depend_on_the_image(tmp_path):
+    """The embedded default must make the image path matter: QCM-A accuracy with image features
+    clearly above the same head trained and tested with them zeroed (stages 01, 02, 06 on smoke)."""
+    from aresnb.answer import run_answer_stage
+    from aresnb.baseline import run_baseline_stage
+    from aresnb.data import run_data_stage
+    from aresnb.paths import RunPaths
+
+    cfg = load_config(None, [f"run.output_dir={tmp_path}", "run.name=image", "answer.formats=[QCM-A]", "answer.image_ablation=true"])
+    paths = RunPaths(cfg)
+    run_data_stage(cfg, paths)
+    run_baseline_stage(cfg, paths)
+    summary = run_answer_stage(cfg, paths)["summary"]
+    ab = summary["image_ablation"]
+    assert ab["accuracy_with_image"] >= ab["accuracy_without_image"] + 15, ab
+    assert ab["by_category"]["with_image"]["IMG"] > ab["by_category"]["without_image"]["IMG"] + 25, ab
+    assert (paths.tables_dir / "accuracy_by_category.md").exists()

@@ -1,0 +1,133 @@
+"""The supervised trainer (accelerate, checkpoints, resume, metrics) and batched generation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from aresnb.config import TrainConfig
+from aresnb.generation import generate_rationales, generate_texts
+from aresnb.models import MultimodalT5Config, MultimodalT5ForConditionalGeneration, load_rationale_model
+from aresnb.sft import IGNORE_INDEX, encode_batch, evaluate_seq2seq, make_examples, train_seq2seq
+from aresnb.tokenizer import train_bpe_tokenizer
+
+P, D, N = 4, 8, 24
+COLOURS = ["red", "blue", "green"]
+
+
+def problem(i: int) -> dict:
+    return {"qid": f"q{i}", "question": "What colour is the shape?", "choices": list(COLOURS), "answer": i % 3,
+            "hint": "", "caption": "", "lecture": "", "solution": f"The shape is {COLOURS[i % 3]}. So the answer is {COLOURS[i % 3]}."}
+
+
+@pytest.fixture(scope="module")
+def task():
+    """Image-dependent toy task: feature channel c lights up for colour c."""
+    problems = [problem(i) for i in range(N)]
+    rng = np.random.default_rng(0)
+    feats = rng.normal(0, 0.1, size=(N, P, D)).astype(np.float32)
+    for i in range(N):
+        feats[i, :, i % 3] += 2.0
+    examples = make_examples(problems, "QCM-A")
+    tok = train_bpe_tokenizer([e["source"] + " " + e["target"] for e in make_examples(problems, "QCM-E")] + [e["target"] for e in examples], 200)
+    return problems, feats, examples, tok
+
+
+def tiny_model(tok, dropout: float = 0.1, seed: int = 0) -> MultimodalT5ForConditionalGeneration:
+    torch.manual_seed(seed)
+    return MultimodalT5ForConditionalGeneration(MultimodalT5Config(
+        vocab_size=len(tok), d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=1, num_decoder_layers=1,
+        dropout_rate=dropout, feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
+        decoder_start_token_id=0, image_feature_dim=D, image_num_tokens=P))
+
+
+def test_make_examples_formats(task):
+    problems, _, examples, _ = task
+    assert examples[1]["source"].endswith("Answer:") and examples[1]["target"] == "The answer is (B)."
+    assert examples[1]["feature_index"] == 1
+    g = make_examples(problems[:2], "QCMG-A", rationales={"q0": "Solution: It is red.", "q1": "It is blue."})
+    assert "Solution: It is blue.\nAnswer:" in g[1]["source"]
+    e = make_examples(problems[:1], "QCM-E", rationales={"q0": "Corrected rationale."}, zero_features=True)
+    assert e[0]["target"] == "Solution: Corrected rationale." and e[0]["feature_index"] is None
+    with pytest.raises(KeyError, match="q1"):
+        make_examples(problems[:2], "QCMG-A", rationales={"q0": "x"})
+
+
+def test_encode_batch_masks_label_padding(task):
+    _, feats, examples, tok = task
+    b = encode_batch(tok, [e["source"] for e in examples[:3]], ["a", "The answer is (B).", "b c"], feats[:3], 64, 16)
+    assert set(b) == {"input_ids", "attention_mask", "labels", "image_features"}
+    assert b["image_features"].shape == (3, P, D) and b["image_features"].dtype == torch.float32
+    short = b["labels"][0]
+    assert (short == IGNORE_INDEX).any() and short[0] != IGNORE_INDEX
+    assert b["input_ids"].shape == b["attention_mask"].shape
+
+
+def test_train_learns_writes_metrics_checkpoints_and_model(task, tmp_path):
+    _, feats, examples, tok = task
+    cfg = TrainConfig(epochs=12, lr=5e-3, batch_size=8, save_every_steps=10, log_every_steps=3)
+    model = tiny_model(tok)
+    before = evaluate_seq2seq(model, tok, examples, feats)
+    res = train_seq2seq(model, tok, examples, feats, cfg, tmp_path, progress=False)
+    after = evaluate_seq2seq(res.model, tok, examples, feats)
+    assert res.steps == res.total_steps == 36
+    assert after["loss"] < 0.5 * before["loss"] and res.last_loss < res.first_loss
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36]
+    assert {"step", "loss", "lr", "samples_per_s", "epoch"} <= set(rows[0]) and rows[-1]["lr"] < rows[0]["lr"]
+    assert [d.name for d in (tmp_path / "checkpoints").iterdir()] == ["step_000036"]  # keeps the last one
+    loaded = load_rationale_model(tmp_path / "model")
+    assert (tmp_path / "model" / "tokenizer.json").exists()
+    for k, v in res.model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+def test_resume_from_checkpoint_matches_an_uninterrupted_run(task, tmp_path):
+    _, feats, examples, tok = task
+    cfg = TrainConfig(epochs=3, lr=3e-3, batch_size=5, grad_accum=2, warmup_ratio=0.2, save_every_steps=2, log_every_steps=1)
+    full = train_seq2seq(tiny_model(tok), tok, examples, feats, cfg, tmp_path / "a", progress=False)
+    cut = train_seq2seq(tiny_model(tok), tok, examples, feats, cfg, tmp_path / "b", progress=False, stop_after_steps=4)
+    assert cut.steps == 4 and not (tmp_path / "b" / "model").exists()
+    resumed = train_seq2seq(tiny_model(tok, seed=123), tok, examples, feats, cfg, tmp_path / "b", progress=False)
+    assert resumed.resumed_from_step == 4 and resumed.steps == full.steps == 9  # 5 batches/epoch, accum 2 -> 3/epoch
+    for k, v in full.model.state_dict().items():  # same data order, dropout masks, optimizer and schedule
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 10))  # no duplicated rows after the resume
+
+
+def test_checkpoints_of_another_recipe_are_not_resumed(task, tmp_path):
+    _, feats, examples, tok = task
+    cfg = TrainConfig(epochs=1, lr=1e-3, batch_size=8, save_every_steps=1)
+    train_seq2seq(tiny_model(tok), tok, examples, feats, cfg, tmp_path, progress=False, stop_after_steps=2)
+    other = TrainConfig(epochs=1, lr=2e-3, batch_size=8, save_every_steps=1)
+    res = train_seq2seq(tiny_model(tok), tok, examples, feats, other, tmp_path, progress=False)
+    assert res.resumed_from_step is None and res.steps == 3
+
+
+def test_generate_rationales_order_samples_seed_and_prefix(task):
+    problems, feats, _, tok = task
+    model = tiny_model(tok, dropout=0.0).eval()
+    greedy = generate_rationales(model, tok, problems[:5], feats[:5], max_new_tokens=6, batch_size=2)
+    assert [r["qid"] for r in greedy] == [p["qid"] for p in problems[:5]]
+    assert all(r["sample_index"] == 0 and not r["rationale"].startswith("Solution:") for r in greedy)
+    kw = dict(num_samples=3, do_sample=True, top_k=20, temperature=1.0, max_new_tokens=6, batch_size=4, seed=7)
+    a = generate_rationales(model, tok, problems[:4], feats[:4], **kw)
+    b = generate_rationales(model, tok, problems[:4], feats[:4], **kw)
+    assert [(r["qid"], r["sample_index"]) for r in a] == [(f"q{i}", k) for i in range(4) for k in range(3)]
+    assert a == b  # seeded
+    assert len({r["rationale"] for r in a}) > 1
+
+
+def test_generate_texts_restores_input_order_after_length_sorting(task):
+    _, feats, _, tok = task
+    model = tiny_model(tok, dropout=0.0).eval()
+    sources = ["short", "a much longer source text than the others here", "mid length text"]
+    batched = generate_texts(model, tok, sources, feats, max_new_tokens=5, batch_size=2)
+    single = [generate_texts(model, tok, [s], feats, feature_indices=[i], max_new_tokens=5)[0] for i, s in enumerate(sources)]
+    assert batched == single
+    with pytest.raises(IndexError, match="out of range"):
+        generate_texts(model, tok, sources, feats[:1], max_new_tokens=2)
