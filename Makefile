@@ -37,11 +37,12 @@ chromium:
 	  else echo "chromium absent and not installable here: the report rendering test will be skipped"; fi; }
 
 test: setup chromium
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	# Tiny models: one thread each is many times faster than threads spinning against each other.
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 # Unit tests only (no end-to-end pipeline runs).
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) benchmarks/teacher_throughput.py

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve-teacher"]:  # the server parses its own options (and its own --help)
+        return _cmd_serve_teacher(argparse.Namespace(server_args=argv[1:]))
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -33,6 +33,7 @@ import logging
 import re
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -201,6 +202,14 @@ def assign_orders(qids: Sequence[str], seed: int) -> dict[str, bool]:
     return {q: bool(f) for q, f in zip(ordered, flips)}
 
 
+def judge_subset(problems: Sequence[Mapping[str, Any]], max_n: int | None, seed: int) -> list:
+    """At most ``max_n`` problems (seeded, in their original order); all when max_n is None."""
+    if max_n is None or max_n >= len(problems):
+        return list(problems)
+    keep = np.random.default_rng(seed).choice(len(problems), max_n, replace=False)
+    return [problems[i] for i in sorted(keep)]
+
+
 # judge(list of (problem row, option A text, option B text)) -> objects with .choice / .raw_reply
 JudgeFn = Callable[[list[tuple[Mapping[str, Any], str, str]]], list[Any]]
 
@@ -226,7 +235,8 @@ def judge_both_orders(judge: JudgeFn, problems: Sequence[Mapping[str, Any]], bas
         v = PairVerdict(str(p["qid"]), orders[p["qid"]], r1.choice, r2.choice)
         verdicts.append(v)
         records.append({**asdict(v), "outcome": v.outcome, "consistent": v.consistent,
-                        "sides": list(v.sides), "raw_first": r1.raw_reply, "raw_second": r2.raw_reply})
+                        "sides": list(v.sides), "raw_first": r1.raw_reply, "raw_second": r2.raw_reply,
+                        "error_first": getattr(r1, "detail", None), "error_second": getattr(r2, "detail", None)})
     return verdicts, records
 
 
@@ -276,8 +286,8 @@ def accuracy_table(summary06: Mapping[str, Any], rounds: int, source: str = "syn
                          **{c: cats.get(c) for c in ACCURACY_COLUMNS}})
     df = pd.DataFrame(rows)
     values = df[list(ACCURACY_COLUMNS)].apply(pd.to_numeric, errors="coerce")
-    # Stage 06 may report fractions; tables show percent like the paper.
-    if values.max().max() <= 1.0:
+    # Tables show percent like the paper; convert a summary that reports fractions.
+    if "%" not in str(summary06.get("metric", "%")) and values.max().max() <= 1.0:
         values = values * 100.0
     df[list(ACCURACY_COLUMNS)] = values
     order = {"baseline": 0}
@@ -495,7 +505,7 @@ def run_evaluation_stage(cfg: Any, paths: RunPaths) -> dict[str, Any]:
     from aresnb.data import categories, load_problems
     from aresnb.teacher import open_teacher
 
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     stage_dir = paths.stage_dir("07_evaluation")
     ev, rounds, seed = cfg.evaluation, cfg.ares.rounds, cfg.run.seed
     problems = load_problems(paths)["test"].to_list()
@@ -507,12 +517,14 @@ def run_evaluation_stage(cfg: Any, paths: RunPaths) -> dict[str, Any]:
     for name, r in rationales.items():
         _require(r, qids, files[name])
     baseline, ares = rationales["baseline"], rationales[f"round_{rounds}"]
+    # Importing sentence-transformers and loading MiniLM takes seconds: overlap it with judging,
+    # which mostly waits on the Teacher's HTTP replies.
+    pool = ThreadPoolExecutor(max_workers=1)
+    similarity = pool.submit(load_similarity_model, ev.similarity_model)
+    pool.shutdown(wait=False)
 
     # ---- win rate ----
-    judged = problems
-    if ev.max_judge_problems is not None and ev.max_judge_problems < len(problems):
-        keep = np.random.default_rng(seed).choice(len(problems), ev.max_judge_problems, replace=False)
-        judged = [problems[i] for i in sorted(keep)]
+    judged = judge_subset(problems, ev.max_judge_problems, seed)
     judged_qids = [str(p["qid"]) for p in judged]
     t_judge = time.time()
     # The judge may differ from the Teacher (paper: GPT-4o judges, Claude 3 Haiku teaches).
@@ -549,7 +561,7 @@ def run_evaluation_stage(cfg: Any, paths: RunPaths) -> dict[str, Any]:
 
     # ---- rationale metrics ----
     t_sim = time.time()
-    sim_model, sim_source = load_similarity_model(ev.similarity_model)
+    sim_model, sim_source = similarity.result()
     gold = [str(by_qid[q].get("solution") or "") for q in qids]
     metrics = {name: rationale_metrics(gold, [r[q] for q in qids], sim_model) for name, r in rationales.items()}
     sim_s = time.time() - t_sim
@@ -585,6 +597,8 @@ def run_evaluation_stage(cfg: Any, paths: RunPaths) -> dict[str, Any]:
         "decisive_win_rate_ci95": ci["decisive_win_rate"],
         "single_order_win_rate": overall["single_order_win_rate"],
         "judged_problems": len(judged),
+        # identical texts leave the judge nothing to prefer: many of these mean ARES barely moved
+        "identical_rationales": sum(baseline[q].strip() == ares[q].strip() for q in judged_qids),
         "test_problems": len(problems),
         "counts": {k: overall[k] for k in ("n", "wins", "ties", "losses", "ties_both_tie",
                                             "ties_inconsistent", "items_with_invalid_verdict")},
@@ -606,8 +620,9 @@ def run_evaluation_stage(cfg: Any, paths: RunPaths) -> dict[str, Any]:
         "teacher_usage": usage,
         "tables": tables,
         "figures": figures,
-        "timing_s": {"judge": round(judge_s, 2), "rationale_metrics": round(sim_s, 2)},
+        "timing_s": {"judge": round(judge_s, 2), "rationale_metrics_after_judging": round(sim_s, 2)},
         "wall_time_s": round(time.time() - t0, 2),
+        "cpu_time_s": round(time.process_time() - cpu0, 2),  # all threads of this process
     }
     write_summary(stage_dir, summary)
     return summary

@@ -72,14 +72,18 @@ class RunPaths:
         return _mk(self.run_dir / "figures")
 
     def stage_dir(self, stage: str, round_index: int | None = None) -> Path:
-        """The folder a stage writes; round stages need ``round_index`` (1-based)."""
+        """The folder a stage writes (created); round stages need ``round_index`` (1-based)."""
+        return _mk(self.stage_path(stage, round_index))
+
+    def stage_path(self, stage: str, round_index: int | None = None) -> Path:
+        """Like :meth:`stage_dir`, without creating it: for reading and existence checks."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
         if stage in ROUND_STAGES:
             if round_index is None or round_index < 1:
                 raise ValueError(f"stage {stage} runs once per round: give round_index >= 1")
-            return _mk(self.run_dir / f"round_{round_index}" / stage)
-        return _mk(self.run_dir / stage)
+            return self.run_dir / f"round_{round_index}" / stage
+        return self.run_dir / stage
 
     # ---- stage 01 ------------------------------------------------------------------------
     @property
@@ -101,13 +105,13 @@ class RunPaths:
         return self.run_dir / model_name / "05_correction_sft" / f"rationales_{split}.jsonl"
 
     def samples_file(self, round_index: int) -> Path:
-        return self.stage_dir("03_teacher_scores", round_index) / "samples.parquet"
+        return self.stage_path("03_teacher_scores", round_index) / "samples.parquet"
 
     def ppo_policy_dir(self, round_index: int) -> Path:
-        return self.stage_dir("04_ppo", round_index) / "policy"
+        return self.stage_path("04_ppo", round_index) / "policy"
 
     def sft_model_dir(self, round_index: int) -> Path:
-        return self.stage_dir("05_correction_sft", round_index) / "model"
+        return self.stage_path("05_correction_sft", round_index) / "model"
 
     def policy_entering_round(self, round_index: int) -> Path:
         """Round 1 starts from the baseline; round i > 1 from round i-1's corrected SFT model."""

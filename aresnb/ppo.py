@@ -329,11 +329,17 @@ class PPOResult:
     metrics: list[dict] = field(default_factory=list)
 
 
-def make_accelerator(cpu: bool = False) -> Any:
-    """The Accelerator PPO runs under (DDP may see critic-copy weights without gradients)."""
+def make_accelerator(cpu: bool | None = None) -> Any:
+    """The Accelerator PPO runs under (DDP may see critic-copy weights without gradients).
+
+    ``cpu=None`` picks the CPU when there is no CUDA device: accelerate then joins the launched
+    processes over gloo (without it, CPU-only processes would each run alone).
+    """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
+    if cpu is None:
+        cpu = not torch.cuda.is_available()
     return Accelerator(cpu=cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
@@ -523,7 +529,8 @@ def train_ppo(
             row = dict(zip(keys, reduced.tolist()))
         kl_ctl.update(row["objective/kl"], len(batches[update]))
         elapsed = time.time() - t0
-        row = {"update": update + 1, "epoch": (update + 1) / len(batches), **row,
+        seen = sum(len(b) for b in batches[: update + 1])
+        row = {"update": update + 1, "epoch": seen / len(kept), **row,  # passes over the kept buffer
                "objective/kl_coef": kl_ctl.value, "buffer/sequences": len(batches[update]),
                "buffer/dropped": dropped, "charts/sps": len(batches[update]) / elapsed, "time/update_s": elapsed,
                "time/update_cpu_s": time.process_time() - cpu0}

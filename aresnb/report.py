@@ -31,7 +31,7 @@ h1{margin-bottom:.1em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margi
 .card{border:1px solid #ddd;border-radius:8px;padding:.8em 1.1em;min-width:200px;background:#fafafa}
 .card .big{font-size:1.9em;font-weight:600} table{border-collapse:collapse;margin:.5em 0 1em;font-size:.88em}
 th,td{border:1px solid #ddd;padding:.25em .55em;text-align:right} th{background:#f0f0f0}
-td.t,th.t{text-align:left} figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee}
+td.t,th.t{text-align:left} .tw{overflow-x:auto} figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555} pre{background:#f6f6f6;padding:.7em;overflow-x:auto;font-size:.8em}
 """
 CSS_EXAMPLES = """.ex{border:1px solid #ddd;border-radius:8px;padding:.6em 1em;margin:.8em 0}
@@ -67,7 +67,7 @@ def _table_html(df: pd.DataFrame, digits: int = 3) -> str:
     rows = "".join("<tr>" + "".join(f'<td class="{"t" if text[c] else ""}">{cell(v)}</td>'
                                     for c, v in zip(df.columns, row)) + "</tr>"
                    for row in df.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
 
 
 def _headline(ev: dict | None) -> str:
@@ -82,7 +82,8 @@ def _headline(ev: dict | None) -> str:
          f"95% CI [{_pct(lo_hi[0])}, {_pct(lo_hi[1])}] · judge {_e(ev.get('judge_model'))}"
          + (f" · paper {paper:.2f}%" if paper is not None else "")),
         ("Wins / ties / losses", f"{c.get('wins', '–')} / {c.get('ties', '–')} / {c.get('losses', '–')}",
-         f"of {c.get('n', '–')} test problems; {c.get('ties_inconsistent', '–')} ties from inconsistent verdicts"),
+         f"of {c.get('n', '–')} test problems; {c.get('ties_inconsistent', '–')} ties from inconsistent verdicts"
+         + (f"; {ev['identical_rationales']} identical rationale pairs" if ev.get("identical_rationales") else "")),
         ("Decisive win rate", _pct(dec), f"wins/(wins+losses), 95% CI [{_pct(dec_ci[0])}, {_pct(dec_ci[1])}]"),
         ("Judge consistency", _pct(ev.get("consistency_rate")),
          f"same verdict in both orders; Option A chosen in {_pct(pos.get('share_A_of_decisive'))} of decisive asks"),

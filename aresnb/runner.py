@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -217,7 +218,7 @@ def step_key(cfg: Config, step: Step, manifest: Manifest, schedule: list[Step]) 
 
 def mirror_round_summary(paths: RunPaths, step: Step) -> None:
     """``<stage>/summary.json`` = the latest round's summary plus every round's under ``rounds``."""
-    src = paths.stage_dir(step.stage, step.round_index) / "summary.json"
+    src = paths.stage_path(step.stage, step.round_index) / "summary.json"
     if not src.exists():
         return
     dst = paths.run_dir / step.stage / "summary.json"
@@ -270,6 +271,11 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
     if missing:
         raise RunError("missing notebooks: " + ", ".join(str(m) for m in sorted(set(missing))))
 
+    if cfg.run.cpu_threads:
+        # Kernels inherit the environment. Tiny models on a shared CPU run many times faster on
+        # one thread than with threads that spin against each other.
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(cfg.run.cpu_threads)
     todo = [s for s in schedule if s.stage in selected]
     _print(f"run {cfg.run.name!r} -> {paths.run_dir} ({len(todo)} steps, params {cfg.hash()})")
     for i, step in enumerate(todo, 1):

@@ -100,7 +100,7 @@ def encode_batch(
         labels = lab["input_ids"].masked_fill(lab["attention_mask"] == 0, IGNORE_INDEX)
         batch["labels"] = labels
     if features is not None:
-        batch["image_features"] = torch.as_tensor(np.asarray(features, dtype=np.float32) if not torch.is_tensor(features) else features).float()
+        batch["image_features"] = features.float() if torch.is_tensor(features) else torch.as_tensor(np.asarray(features, dtype=np.float32))
     return batch
 
 

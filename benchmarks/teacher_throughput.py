@@ -10,7 +10,7 @@ be 0. Writes benchmarks/results/teacher_throughput.json. About a minute on 2 cor
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import platform
 import sys
 import tempfile
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "teacher_throughput", "latency_ms": args.latency_ms, "levels": rows,
               "cached_rerun_calls_total": sum(r["cached_rerun_api_calls"] for r in rows),
               "wall_time_s": round(time.monotonic() - t_start, 2),
-              "machine": {"python": platform.python_version(), "platform": platform.platform()}}
+              "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                          "cpus": os.cpu_count(), "loadavg_1m_at_end": round(os.getloadavg()[0], 2)}}
     write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0 if result["cached_rerun_calls_total"] == 0 else 1

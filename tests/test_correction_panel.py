@@ -1,7 +1,6 @@
 """HTML builders of the rationale panel and the Figure-3 page (pure functions, a fake run dir)."""
 
 import base64
-import json
 import re
 
 import pandas as pd

@@ -160,6 +160,14 @@ def test_judge_both_orders_detects_a_position_biased_judge():
     assert t["win_rate"] == 0 and t["consistency_rate"] == 0 and t["position"]["share_A_of_decisive"] == 1
 
 
+def test_judge_subset_is_seeded_and_keeps_order():
+    problems = _problems(20)
+    a = E.judge_subset(problems, 5, seed=0)
+    assert len(a) == 5 and a == E.judge_subset(problems, 5, seed=0) and a != E.judge_subset(problems, 5, seed=1)
+    assert [p["qid"] for p in a] == sorted(p["qid"] for p in a)
+    assert E.judge_subset(problems, None, 0) == problems == E.judge_subset(problems, 50, 0)
+
+
 def test_judge_count_mismatch_is_an_error():
     with pytest.raises(RuntimeError, match="2 requests"):
         E.judge_both_orders(lambda asks: [], _problems(1), {"q00": "a"}, {"q00": "b"}, seed=0)
@@ -173,7 +181,9 @@ def _acc(avg):
 
 
 def test_accuracy_table_orders_models_and_converts_fractions():
-    summary = {"accuracy": {"round_1": {"QCM-A": _acc(0.8)}, "baseline": {"QCM-A": _acc(0.7), "QCMG-A": _acc(0.6)}}}
+    summary = {"metric": "accuracy", "accuracy": {"round_1": {"QCM-A": _acc(0.8)},
+                                                   "baseline": {"QCM-A": _acc(0.7), "QCMG-A": _acc(0.6)}}}
+    assert E.accuracy_table({**summary, "metric": "accuracy (%)"}, rounds=1).loc[2, "Avg"] == pytest.approx(0.8)
     df = E.accuracy_table(summary, rounds=1)
     assert list(df["model"]) == ["Baseline", "Baseline", "ARES (round 1)"]
     assert df.loc[2, "Avg"] == pytest.approx(80.0)

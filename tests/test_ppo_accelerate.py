@@ -10,7 +10,6 @@ tiny T5 on a hand-made buffer and writes each rank's parameter checksum.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ def launched_main(out_dir: str) -> None:
     from aresnb.ppo import make_accelerator, train_ppo
     from aresnb.value_model import Seq2SeqValueModel
 
-    accelerator = make_accelerator(cpu=True)
+    accelerator = make_accelerator()  # CPU-only here: gloo
     cfg = dataclasses.replace(PPOConfig(), batch_size=4, minibatch_size=2, ppo_epochs=2, lr=1e-3,
                               save_every_updates=1, grad_accum=1)
     policy = tiny_t5()

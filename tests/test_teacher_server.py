@@ -168,3 +168,25 @@ def test_api_key_never_written_under_outputs(dataset_dir, tmp_path, monkeypatch)
     for p in files:
         assert secret.encode() not in p.read_bytes(), f"API key found in {p}"
     assert secret not in repr(t.settings)
+
+
+def test_server_stops_when_its_starter_is_killed(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (f"import sys, time; sys.path.insert(0, {root!r}); from aresnb.teacher import start_local_server; "
+            "s = start_local_server(); print(s.proc.pid, flush=True); time.sleep(120)")
+    starter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    server_pid = int(starter.stdout.readline())
+    starter.send_signal(signal.SIGKILL)  # no atexit, no cleanup: the server must notice by itself
+    starter.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(server_pid, 0)
+            with open(f"/proc/{server_pid}/stat") as f:
+                if f.read().split()[2] == "Z":  # exited; a zombie until init reaps it
+                    return
+        except (ProcessLookupError, FileNotFoundError):
+            return
+        time.sleep(0.2)
+    os.kill(server_pid, signal.SIGKILL)
+    pytest.fail("the local Teacher server outlived the process that started it")

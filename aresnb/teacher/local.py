@@ -59,7 +59,7 @@ def start_local_server(
     """
     port_file = Path(tempfile.mkdtemp(prefix="aresnb-teacher-")) / "port"
     cmd = [sys.executable, "-m", "aresnb.teacher.server", "--port", "0", "--port-file", str(port_file),
-           "--backend", backend]
+           "--backend", backend, "--exit-with-parent"]
     if dataset_dir is not None:
         cmd += ["--dataset-dir", str(dataset_dir)]
     if faults is not None:

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import signal
 import sys
 import time
@@ -152,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--fault-seed", type=int, default=0)
     ap.add_argument("--fault-slow-s", type=float, default=5.0, help="how long a slow reply stalls")
     ap.add_argument("--fault-retry-after-s", type=float, default=0.1, help="Retry-After of injected 429s")
+    ap.add_argument("--exit-with-parent", action="store_true",
+                    help="stop when the starting process dies (even by SIGKILL): no orphaned servers")
     return ap
 
 
@@ -174,8 +177,16 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if args.exit_with_parent:
+        loop.create_task(_watch_parent(os.getppid(), stop))
     await stop.wait()
     await runner.cleanup()
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    while os.getppid() == parent:  # re-parented means the starter is gone
+        await asyncio.sleep(1.0)
+    stop.set()
 
 
 def main(argv: list[str] | None = None) -> int:
