@@ -118,19 +118,13 @@ def test_predict_answers_extraction_fallback_is_seeded_and_counted(monkeypatch):
 
 
 @pytest.mark.slow
-def test_smoke_answers_depend_on_the_image(tmp_path):
+def test_smoke_answers_depend_on_the_image(smoke_run):
     """The embedded default must make the image path matter: QCM-A accuracy with image features
-    clearly above the same head trained and tested with them zeroed (stages 01, 02, 06 on smoke)."""
-    from aresnb.answer import run_answer_stage
-    from aresnb.baseline import run_baseline_stage
-    from aresnb.data import run_data_stage
-    from aresnb.paths import RunPaths
+    clearly above the same head trained and tested with them zeroed (stage 06 of the smoke run)."""
+    from aresnb.paths import read_json
 
-    cfg = load_config(None, [f"run.output_dir={tmp_path}", "run.name=image", "answer.formats=[QCM-A]", "answer.image_ablation=true"])
-    paths = RunPaths(cfg)
-    run_data_stage(cfg, paths)
-    run_baseline_stage(cfg, paths)
-    summary = run_answer_stage(cfg, paths)["summary"]
+    paths = smoke_run
+    summary = read_json(paths.run_dir / "06_answer_lora" / "summary.json")
     ab = summary["image_ablation"]
     # 48 test problems, 24 with an image: +8 points overall is 4 more right answers; seen: +12.5 (IMG +21).
     assert ab["accuracy_with_image"] >= ab["accuracy_without_image"] + 8, ab

@@ -101,7 +101,7 @@ def _fake_run(tmp_path):
 
 def test_rationale_sources_columns_in_order_with_diffs_and_scores(tmp_path):
     paths, problems = _fake_run(tmp_path)
-    samples = paths.samples_file(1)
+    samples = paths.stage_dir("03_teacher_scores", 1) / "samples.parquet"
     pd.DataFrame({"qid": ["q0"], "rationale": ["Iron  is a metal. Wood is not."], "scores": [[1.0, 0.9]]}).to_parquet(samples)
     src = RationaleSources.load(paths, 1, "test", problems)
     assert src.qids() == ["q0", "q1"]

@@ -46,7 +46,7 @@ def make_upstream(run_dir, n_test=16):
     write_json(run_dir / "round_1" / "04_ppo" / "eval_before.json", {"rows": [{"qid": "v", "score": x} for x in (0.5, 0.6)]})
     write_json(run_dir / "round_1" / "04_ppo" / "eval_after.json", {"rows": [{"qid": "v", "score": x} for x in (0.6, 0.7)]})
     pd.DataFrame({"qid": ["train0", "train1"], "sample_index": [0, 0], "rationale": ["a", "b"],
-                  "scores": [[0.1, 0.9], None], "dropped": [False, True]}).to_parquet(paths.samples_file(1))
+                  "scores": [[0.1, 0.9], None], "dropped": [False, True]}).to_parquet(paths.stage_dir("03_teacher_scores", 1) / "samples.parquet")
     acc = {c: 60.0 for c in E.ACCURACY_COLUMNS}  # as aresnb.answer writes it: percent, models baseline / ares
     write_json(run_dir / "06_answer_lora" / "summary.json", {"metric": "accuracy (%) by ScienceQA category",
                "accuracy": {"baseline": {"QCM-A": acc}, "ares": {"QCM-A": {**acc, "Avg": 70.0}}}})
