@@ -44,9 +44,19 @@ test: setup chromium
 test-fast: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-bench: setup
-	$(PY) benchmarks/teacher_throughput.py
-	$(PY) benchmarks/ppo_throughput.py
+# TRL 0.11.4 (the last TRL with seq2seq PPO) is the PPO benchmark's peer; it conflicts with the
+# project's TRL, so it gets a venv of its own, used by the benchmark only.
+TRL_VENV := benchmarks/.venv-trl011
+$(TRL_VENV)/.installed-stamp:
+	@test -x $(TRL_VENV)/bin/python || $(PYTHON) -m venv $(TRL_VENV)
+	@echo '*' > $(TRL_VENV)/.gitignore
+	$(TRL_VENV)/bin/pip install --quiet torch==2.13.0 trl==0.11.4 transformers==5.24.0 accelerate==1.15.0 \
+	  datasets==5.2.0 numpy==2.4.6 tokenizers==0.23.3 safetensors==0.8.0
+	@touch $@
+
+bench: setup $(TRL_VENV)/.installed-stamp
+	OMP_NUM_THREADS=1 $(PY) benchmarks/teacher_throughput.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/ppo_throughput.py
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
