@@ -18,6 +18,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (ConfigError, RunError) as e:
         print(f"aresnb run: {e}", file=sys.stderr)
         return 2
+    if not args.quiet:
+        # papermill streams each cell's output through its logger: show it, so progress bars and
+        # per-update lines are visible while a stage runs.
+        import logging
+
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("    %(message)s"))
+        pm_logger = logging.getLogger("papermill")
+        pm_logger.addHandler(handler)
+        pm_logger.setLevel(logging.INFO)
+        pm_logger.propagate = False
     try:
         run_pipeline(cfg, stages=stages, force=args.force, log_output=not args.quiet)
     except RunError as e:
