@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from aresnb.generation import generate_rationales, generate_texts
@@ -198,6 +199,8 @@ def train_answer_head(
     tokenizer = load_tokenizer(model_dir)
     no_image = None if use_image else False  # the ablation switches the model's image path off
     base = load_rationale_model(model_dir, use_image=no_image)
+    # LoRA's A matrices are drawn from torch's global RNG: seed it, or two runs differ.
+    torch.manual_seed(cfg.run.seed)
     peft_model = attach_lora(base, cfg.answer)
     fraction = trainable_fraction(peft_model)
     train_rationales = rationales["train"] if rationales else None
