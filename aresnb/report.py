@@ -15,7 +15,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
@@ -102,11 +102,15 @@ def _headline(ev: dict | None) -> str:
             f'{_pct(ev.get("single_order_win_rate"))}.</p>')
 
 
+def _in_order(files: Iterable[Path], order: Sequence[str]) -> list[Path]:
+    """Files whose stem is named in ``order`` first, in that order; the rest after, by name."""
+    return sorted(files, key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.stem))
+
+
 def _tables(tables_dir: Path) -> str:
     if not tables_dir.exists():
         return '<p class="muted">No tables.</p>'
-    csvs = sorted(tables_dir.glob("*.csv"), key=lambda p: (TABLE_ORDER.index(p.stem) if p.stem in TABLE_ORDER
-                                                          else len(TABLE_ORDER), p.stem))
+    csvs = _in_order(tables_dir.glob("*.csv"), TABLE_ORDER)
     out = []
     for f in csvs:
         df = pd.read_csv(f)
@@ -123,8 +127,7 @@ def _tables(tables_dir: Path) -> str:
 def _figures(figures_dir: Path) -> str:
     if not figures_dir.exists():
         return '<p class="muted">No figures.</p>'
-    pngs = sorted(figures_dir.glob("*.png"), key=lambda p: (FIGURE_ORDER.index(p.stem) if p.stem in FIGURE_ORDER
-                                                           else len(FIGURE_ORDER), p.stem))
+    pngs = _in_order(figures_dir.glob("*.png"), FIGURE_ORDER)
     out = []
     for f in pngs:
         data = base64.b64encode(f.read_bytes()).decode("ascii")
