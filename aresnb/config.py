@@ -60,6 +60,8 @@ class SyntheticDataConfig:
     n_val: int = p(48, "Synthetic val problems.", min=1)
     n_test: int = p(48, "Synthetic test problems.", min=1)
     image_size: int = p(32, "Side of the rendered square images in pixels.", min=8, max=1024)
+    wrong_fact_rate: float = p(0.0, "Share of train problems whose gold rationale states one wrong image- or hint-specific "
+                                    "fact, as LLM-written rationales do (val and test golds stay clean).", min=0.0, max=1.0)
 
 
 @dataclass

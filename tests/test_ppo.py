@@ -1,7 +1,6 @@
 """aresnb.ppo on hand-made buffers: the math, the plan over the buffer, exact first ratio,
 accumulation, dropped replies, learning direction, resume."""
 
-import copy
 import dataclasses
 import math
 

@@ -2,7 +2,6 @@
 the token that ends each sentence, the sampling policy's log-probs; batch-seeded resumable sampling."""
 
 import datasets
-import numpy as np
 import pytest
 import torch
 

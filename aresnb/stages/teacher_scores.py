@@ -108,6 +108,14 @@ def score_samples(teacher: Any, problems: dict[str, dict], samples: list[dict]) 
     return pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
 
 
+def sample_signal(df: pd.DataFrame) -> dict:
+    """Do the k samples of one prompt differ in score? PPO learns only from such differences."""
+    means = df[~df["dropped"]].assign(mean=lambda d: [float(np.mean(s)) for s in d["scores"]])
+    spread = means.groupby("qid")["mean"].agg(lambda x: float(np.std(x)) if len(x) > 1 else float("nan")).dropna()
+    return {"prompts": int(len(spread)), "prompts_with_varying_scores": float((spread > 1e-9).mean()) if len(spread) else None,
+            "mean_within_prompt_std": float(spread.mean()) if len(spread) else None}
+
+
 def score_summary(df: pd.DataFrame) -> dict:
     kept = df[~df["dropped"]]
     scores = np.array([x for s in kept["scores"] for x in s], dtype=float)
@@ -151,7 +159,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     df.to_parquet(paths.samples_file(round_index), index=False)
     summary = {
         "stage": STAGE, "round": round_index, "problems": len(problems),
-        "samples_per_problem": cfg.rollout.samples_per_problem, **score_summary(df),
+        "samples_per_problem": cfg.rollout.samples_per_problem, **score_summary(df), "signal": sample_signal(df),
         "teacher": {"model": cfg.teacher.model, "prompt_version": PROMPT_VERSION,
                     "endpoint": "local:" + cfg.teacher.local_backend if cfg.teacher.serve_local else cfg.teacher.base_url,
                     **{k: v for k, v in usage.items() if k != "model"}},
