@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from aresnb.checks import check_corrections
 from aresnb.paths import RunPaths, read_json, read_jsonl, write_json, write_jsonl, write_summary
 from aresnb.rationale_metrics import dedupe_sentences, rationale_quality, word_edit_distance
 
@@ -225,6 +226,7 @@ def run_correction_stage(cfg: Any, paths: RunPaths, round_index: int) -> dict:
         teacher.close()
     rows = [correction_row(q, rl_train[q], r) for q, r in zip(train_qids, results)]
     pd.DataFrame(rows).to_parquet(stage_dir / "corrections.parquet", index=False)
+    check_corrections(rows, stage_dir / "corrections.parquet")
 
     lap("teacher")
     # 4. SFT on the corrections, from the RL checkpoint (the trainer resumes from its checkpoints)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .checks import check_scored_samples
 from .paths import read_jsonl, write_jsonl, write_summary
 from .sentences import split_sentences
 from .teacher import PROMPT_VERSION, ProblemView, ScoreItem, open_teacher
@@ -133,4 +134,5 @@ def run_teacher_scores_stage(cfg: Any, paths: Any, round_index: int) -> dict:
         "scoring_s": round(time.monotonic() - t0 - t_gen, 3), "wall_time_s": round(time.monotonic() - t0, 3),
     }
     write_summary(stage_dir, summary)
+    check_scored_samples(summary, cfg.teacher.max_drop_share, paths.samples_file(round_index))
     return {"samples": df, "problems": by_qid, "summary": summary}

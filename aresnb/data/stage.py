@@ -14,6 +14,7 @@ import numpy as np
 
 from ..paths import RunPaths, write_summary
 from .schema import SPLITS, DataError, category_counts, to_dataset_dict
+from .splits import check_splits
 
 STAGE = "01_data"
 
@@ -95,6 +96,7 @@ def run_data_stage(cfg: Any, paths: RunPaths) -> dict:
         rows[split] = subsample(rows.get(split, []), cfg.data.max_per_split, cfg.run.seed + i)
         if not cfg.data.use_caption:  # prompts append the caption when present: drop it here, once
             rows[split] = [dict(r, caption="") for r in rows[split]]
+    check_splits(rows, allow_overlap=cfg.data.allow_overlap, source=source)
     ds = to_dataset_dict(rows)
     if paths.dataset_dir.exists():
         shutil.rmtree(paths.dataset_dir)
