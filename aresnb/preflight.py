@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-TEACHER_STAGES = ("03_teacher_scores", "04_ppo", "05_correction_sft")
-JUDGE_STAGES = ("07_evaluation",)
+from aresnb.paths import BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, TEACHER_SCORES
+from aresnb.teacher.facade import cache_path
+
+TEACHER_STAGES = (TEACHER_SCORES, PPO, CORRECTION_SFT)
+JUDGE_STAGES = (EVALUATION,)
 
 
 @dataclass(frozen=True)
@@ -84,14 +87,14 @@ def path_problems(cfg: Any, stages: Iterable[str], base_dir: Path) -> list[str]:
     stages = set(stages)
     wanted: list[tuple[str, str | None, str]] = []  # (key, value, "dir" | "file" | "any")
     d = cfg.data
-    if "01_data" in stages:
+    if DATA in stages:
         if d.source != "synthetic" and d.path:
             wanted.append(("data.path", d.path, "dir"))
         if d.source == "aokvqa" and d.path:
             wanted.append(("data.image_dir", d.image_dir, "dir"))
         if _looks_local(cfg.features.model):
             wanted.append(("features.model", cfg.features.model, "any"))
-    if "02_baseline" in stages:
+    if BASELINE in stages:
         for key in ("base", "tokenizer"):
             if _looks_local(getattr(cfg.model, key)):
                 wanted.append((f"model.{key}", getattr(cfg.model, key), "any"))
@@ -101,7 +104,7 @@ def path_problems(cfg: Any, stages: Iterable[str], base_dir: Path) -> list[str]:
             wanted.append(("teacher.cassette", cfg.teacher.cassette, "file"))
         if cfg.teacher.serve_local and not cfg.teacher.replay_only and _looks_local(cfg.teacher.local_backend):
             wanted.append(("teacher.local_backend", cfg.teacher.local_backend, "any"))
-    if "07_evaluation" in stages and _looks_local(cfg.evaluation.similarity_model):
+    if EVALUATION in stages and _looks_local(cfg.evaluation.similarity_model):
         wanted.append(("evaluation.similarity_model", cfg.evaluation.similarity_model, "any"))
 
     problems = []
@@ -116,8 +119,6 @@ def path_problems(cfg: Any, stages: Iterable[str], base_dir: Path) -> list[str]:
             relative = "" if Path(value).expanduser().is_absolute() else f" (a relative path is read from {base_dir})"
             problems.append(f"{key}: {what} not found: {path}{relative}")
     if calls_teacher and cfg.teacher.replay_only and not cfg.teacher.cassette:
-        from aresnb.teacher.facade import cache_path
-
         if not cache_path(cfg).exists():
             problems.append(f"teacher.replay_only is set, but there is no reply cache at {cache_path(cfg)} and no "
                             "teacher.cassette: every Teacher request would miss")
@@ -133,7 +134,7 @@ def process_count(environ: os._Environ | dict | None = None) -> int | None:
 def process_problems(cfg: Any, stages: Iterable[str], environ: os._Environ | dict | None = None) -> list[str]:
     """PPO splits its global batch and minibatch across processes: both must divide evenly."""
     n = process_count(environ)
-    if n is None or n == 1 or "04_ppo" not in set(stages):
+    if n is None or n == 1 or PPO not in set(stages):
         return []
     return [f"ppo.{key} ({getattr(cfg.ppo, key)}) is not divisible by the {n} processes (WORLD_SIZE={n})"
             for key in ("batch_size", "minibatch_size") if getattr(cfg.ppo, key) % n]

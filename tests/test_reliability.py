@@ -20,15 +20,18 @@ from types import SimpleNamespace
 import datasets
 import pytest
 
-from aresnb import preflight, runner, scoring_stage
+from aresnb import preflight, runner
 from aresnb.checks import check_corrections, check_scored_samples
 from aresnb.config import ConfigError, load_config
 from aresnb.data.schema import DataError
 from aresnb.data.splits import EmptySplitWarning, check_splits
 from aresnb.errors import StageFailed
-from aresnb.paths import RunPaths, read_json
+from aresnb.io import read_json
+from aresnb.paths import RunPaths
 from aresnb.runlock import RunFolderLocked, RunLock
 from aresnb.runner import RunError, RunRefused, run_pipeline
+from aresnb.stages import data as data_stage
+from aresnb.stages import teacher_scores
 
 from conftest import ROOT, SMOKE_SECRET, write_stage_notebooks
 
@@ -83,12 +86,11 @@ def test_stage_03_fails_when_every_teacher_reply_is_malformed(tmp_path, monkeypa
                              "teacher.faults.rate_malformed=1.0"])
     paths = RunPaths(cfg)
     datasets.DatasetDict(train=datasets.Dataset.from_list([_problem(i) for i in range(4)])).save_to_disk(str(paths.dataset_dir))
-    monkeypatch.setattr("aresnb.data.load_problems", lambda p: datasets.load_from_disk(str(p.dataset_dir)))
-    monkeypatch.setattr(scoring_stage, "sample_rationales", lambda cfg, paths, r, problems, idx, d: (
+    monkeypatch.setattr(teacher_scores, "sample_rationales", lambda cfg, paths, r, problems, idx: (
         [{"qid": p["qid"], "sample_index": k, "rationale": "A dog feeds its young milk. So the answer is (B)."}
          for p in problems for k in range(2)], False))
     with pytest.raises(StageFailed, match=r"8 of 8 samples \(100%\) were dropped \(invalid_reply 8\), every sample"):
-        scoring_stage.run_teacher_scores_stage(cfg, paths, 1)
+        teacher_scores.run(cfg, paths, 1)
     assert paths.samples_file(1).exists()
 
 
@@ -107,13 +109,14 @@ def test_stage_05_zero_corrections_rule():
 SIGNAL_BODY = """
 from aresnb.config import load_config
 from aresnb.errors import StageFailed
-from aresnb.paths import RunPaths, ROUND_STAGES, write_summary
+from aresnb.io import write_json
+from aresnb.paths import RunPaths, ROUND_STAGES
 cfg = load_config(params)
 paths = RunPaths(cfg)
 (paths.run_dir / "executions.log").open("a").write("{stage}\\n")
 if "{stage}" == "03_teacher_scores" and not (paths.run_dir / "teacher_fixed").exists():
     raise StageFailed("stage 03: 8 of 8 samples (100%) were dropped (invalid_reply 8), every sample")
-write_summary(paths.stage_dir("{stage}", round_index if "{stage}" in ROUND_STAGES else None), {{"stage": "{stage}"}})
+write_json(paths.summary_file("{stage}", round_index if "{stage}" in ROUND_STAGES else None), {{"stage": "{stage}"}})
 """
 
 
@@ -153,8 +156,6 @@ def _data_cfg(tmp_path, root, *extra):
 
 
 def test_a_qid_in_two_splits_is_an_error_naming_the_qids(tmp_path):
-    from aresnb.data.stage import run_data_stage
-
     root = _scienceqa_dir(tmp_path)
     splits = json.loads((root / "pid_splits.json").read_text())
     leaked = splits["test"][:2]
@@ -162,14 +163,14 @@ def test_a_qid_in_two_splits_is_an_error_naming_the_qids(tmp_path):
     (root / "pid_splits.json").write_text(json.dumps(splits))
     cfg = _data_cfg(tmp_path, root)
     with pytest.raises(DataError) as e:
-        run_data_stage(cfg, RunPaths(cfg))
+        data_stage.run(cfg, RunPaths(cfg))
     msg = str(e.value)
     assert "2 qid(s) appear in more than one split" in msg and "data.allow_overlap=true" in msg
     assert all(f"{q!r} (train, test)" in msg for q in leaked)
     assert not RunPaths(cfg).dataset_dir.exists()  # refused before anything was written
     # for those who mean it
     cfg = _data_cfg(tmp_path, root, "data.allow_overlap=true")
-    summary = run_data_stage(cfg, RunPaths(cfg))["summary"]
+    summary = data_stage.run(cfg, RunPaths(cfg))
     assert summary["problems"] == {"train": 8, "val": 2, "test": 4}
 
 
@@ -180,14 +181,12 @@ def test_an_empty_split_warns_and_an_empty_train_split_errors(tmp_path):
     with pytest.raises(DataError, match=r"'1' \(train, 2 times\)"):
         check_splits({**rows, "train": [{"qid": "1"}, {"qid": "1"}]}, allow_overlap=True, source="src")
     # stage 01 on a split file whose train list is empty: a data error there, not a plotting cell's
-    from aresnb.data.stage import run_data_stage
-
     root = _scienceqa_dir(tmp_path)
     splits = json.loads((root / "pid_splits.json").read_text())
     (root / "pid_splits.json").write_text(json.dumps({**splits, "train": []}))
     cfg = _data_cfg(tmp_path, root)
     with pytest.raises(DataError, match="the train split is empty"):
-        run_data_stage(cfg, RunPaths(cfg))
+        data_stage.run(cfg, RunPaths(cfg))
 
 
 @pytest.mark.parametrize("policy", ["error", "skip", "zeros"])
@@ -323,14 +322,15 @@ def test_set_errors_name_set_not_the_parameter_file(tmp_path):
 GATED_BODY = """
 import os, pathlib, time
 from aresnb.config import load_config
-from aresnb.paths import RunPaths, ROUND_STAGES, write_summary
+from aresnb.io import write_json
+from aresnb.paths import RunPaths, ROUND_STAGES
 paths = RunPaths(load_config(params))
 outputs = paths.run_dir.parent
 with open(outputs / "started_{stage}", "a") as f:
     f.write(f"{{os.getpid()}}\\n")
 while not (outputs / "gate").exists():
     time.sleep(0.05)
-write_summary(paths.stage_dir("{stage}", round_index if "{stage}" in ROUND_STAGES else None), {{"stage": "{stage}"}})
+write_json(paths.summary_file("{stage}", round_index if "{stage}" in ROUND_STAGES else None), {{"stage": "{stage}"}})
 """
 
 

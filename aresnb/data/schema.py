@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import datasets
+from PIL import Image
 
 SPLITS = ("train", "val", "test")
 CATEGORY_COLUMNS = ("NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12")
@@ -106,8 +107,6 @@ def image_problem(path: str | Path) -> str | None:
     ``verify()`` reads the file's structure without decoding the pixels: it catches files that
     are not images at all and most truncated ones, at a fraction of a decode's cost.
     """
-    from PIL import Image
-
     if not Path(path).is_file():
         return f"image not found: {path}"
     try:
