@@ -7,7 +7,7 @@ time. A stage is skipped when it completed before with the same *key*: the hash 
 parameters, of the notebook's source, and of the completions of the stages it depends on — so a
 crashed run resumes where it stopped, and re-running an upstream stage re-runs what follows.
 
-Before anything runs, a run is refused (``RunRefused``, nothing written or executed) when a
+Before anything runs, a run is refused (``RunRefused``: nothing executed, no result written) when a
 check of ``aresnb.preflight`` fails (an unset API key variable, a missing path, ...), when a
 selected stage needs an upstream stage that is neither selected nor done, or when another run
 holds the run folder's lock (``aresnb.runlock``). The lock is held until the run ends.
@@ -52,7 +52,7 @@ class RunError(RuntimeError):
 
 
 class RunRefused(RunError):
-    """The run did not start: nothing was executed (and nothing written in the run folder)."""
+    """The run did not start: nothing was executed (at most the run folder and its lock file were created)."""
 
 
 class RunInterrupted(KeyboardInterrupt):
