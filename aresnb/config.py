@@ -209,6 +209,9 @@ class PPOConfig:
     whiten_advantages: bool = p(True, "Whiten advantages over each optimizer step's sequences (paper: Base on, Large off).")
     kl_loss_coef: float = p(0.0, "Guard against drift: coefficient of the per-token KL(ref || pi) added to the loss. "
                                  "0 = off (paper: the reward's KL term is zero on a buffer the reference sampled).", min=0.0)
+    value_warmup_passes: int = p(0, "Guard: passes over the buffer that train only the critic, on the rewards-to-go, "
+                                    "before any policy update, so early advantages are not a fresh value head's noise. "
+                                    "0 = off (paper).", min=0)
     max_grad_norm: Optional[float] = p(None, "Gradient clipping norm; None = off (paper).", min=0.0)
     value_model: Literal["separate", "shared"] = p("separate", "Separate value copy with an MLP head (paper) or a head on the policy trunk.")
     save_every_steps: int = p(50, "Checkpoint every N optimizer steps (and at the end).", min=1)

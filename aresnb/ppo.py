@@ -154,6 +154,38 @@ def rollout_statistics(actor_critic: nn.Module, buffer: Buffer, first_pass: Sequ
     return old_logprobs, values
 
 
+def warm_up_critic(actor_critic: nn.Module, value_model: Seq2SeqValueModel, policy: nn.Module, buffer: Buffer,
+                   plan: Sequence[OptimizerStep], targets: torch.Tensor, cfg: PPOConfig, accelerator: Any) -> list[float]:
+    """Passes over the buffer that train only the critic, on the rewards-to-go; the policy is untouched.
+
+    A separate critic trains whole; a shared one only its head (the trunk is the policy's).
+    Returns the mean squared error of each pass.
+    """
+    policy_ids = {id(p) for p in policy.parameters()}
+    params = list(value_model.head.parameters()) if value_model.shared else [
+        p for p in value_model.parameters() if id(p) not in policy_ids]
+    critic_opt = accelerator.prepare(torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                                       eps=cfg.adam_eps, weight_decay=0.0))
+    losses: dict[int, list[float]] = {}
+    n_proc = accelerator.num_processes
+    for step in plan:
+        last = len(step.micro_batches) - 1
+        for j, micro in enumerate(step.micro_batches):
+            weight = n_proc / step.tokens if micro else 0.0
+            micro = micro or step.sequences[:1]
+            batch = buffer.batch(micro, accelerator.device)
+            m = batch["mask"].float()
+            with contextlib.nullcontext() if j == last else accelerator.no_sync(actor_critic):
+                _, values = actor_critic(batch)
+                err = ((values - targets[list(micro), : m.shape[1]].to(values.device)) ** 2 * m).sum()
+                accelerator.backward(err * weight)
+            if weight:
+                losses.setdefault(step.epoch, []).append(float(err) / max(float(m.sum()), 1.0))
+        critic_opt.step()
+        critic_opt.zero_grad()
+    return [float(np.mean(v)) for _, v in sorted(losses.items())]
+
+
 # --------------------------------------------------------------------------------------------
 # Training loop
 # --------------------------------------------------------------------------------------------
@@ -170,6 +202,7 @@ class PPOResult:
     # max |log-prob of stage 03's sampler - rollout log-prob| over every token: ~0 when the ids,
     # the model and the token alignment agree (batching changes the last bits only)
     sampling_logprob_gap: float | None = None
+    value_warmup_loss: list[float] = field(default_factory=list)  # per warm-up pass (ppo.value_warmup_passes)
     kl_by_pass: list[dict] = field(default_factory=list)  # per pass: mean objective/kl, objective/kl_k3
     metrics: list[dict] = field(default_factory=list)
 
@@ -227,12 +260,19 @@ def train_ppo(
     actor_critic.eval()
 
     # ---- 1-3. rollout statistics, rewards, advantages: once, for the whole buffer -------------
-    old_logprobs, old_values = rollout_statistics(actor_critic, buffer, [s for s in steps if s.epoch == 0],
-                                                  temperature, accelerator)
     mask = buffer.tensors["mask"].float()
-    gap = sampling_logprob_gap(kept, old_logprobs)
     scores = [s.scores for s in kept]
     score_rewards = sentence_rewards(scores, [s.sentence_end_indices for s in kept], buffer.shape)
+    warmup = []
+    if cfg.value_warmup_passes:  # an explicit guard (off in the paper): a critic that knows the buffer first
+        to_go, _ = compute_gae(score_rewards, torch.zeros_like(mask), mask, cfg.gamma, 1.0)
+        plan = plan_steps(buffer.lengths, cfg.batch_size, cfg.micro_batch_size, cfg.value_warmup_passes, seed + 7919,
+                          n_proc, rank, sort_window=cfg.sort_window, groups=buffer.groups)
+        warmup = warm_up_critic(actor_critic, value_model, policy, buffer, plan, to_go, cfg, accelerator)
+        optimizer.zero_grad()  # a shared trunk received gradients it must not keep
+    old_logprobs, old_values = rollout_statistics(actor_critic, buffer, [s for s in steps if s.epoch == 0],
+                                                  temperature, accelerator)
+    gap = sampling_logprob_gap(kept, old_logprobs)
     advantages, returns = compute_gae(score_rewards, old_values, mask, cfg.gamma, cfg.lam)
 
     # ---- resume -------------------------------------------------------------------------------
@@ -300,7 +340,7 @@ def train_ppo(
     return PPOResult(
         optimizer_steps=len(steps), passes=len({s.epoch for s in steps}), sequences=len(kept), dropped=dropped,
         resumed_from_step=done or None, wall_time_s=time.time() - started, sampling_logprob_gap=gap,
-        kl_by_pass=kl_by_pass(metrics),
+        kl_by_pass=kl_by_pass(metrics), value_warmup_loss=warmup,
         metrics=metrics,
     )
 

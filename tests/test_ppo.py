@@ -348,3 +348,13 @@ def test_plan_keeps_the_samples_of_a_prompt_together():
     groups = [0, 0, 1, 1, 2, 2, 3, 3]  # two samples per prompt
     for s in plan_steps(lengths, batch_size=4, micro_batch_size=2, epochs=2, seed=0, sort_window=2, groups=groups):
         assert all(len({groups[i] for i in mb}) == 1 for mb in s.micro_batches)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_critic_warm_up_learns_the_returns_and_leaves_the_policy_alone(tmp_path, shared):
+    """The guard ppo.value_warmup_passes: the critic's error falls pass by pass; the policy is
+    untouched, so the first optimizer step still has a ratio of exactly 1."""
+    _, _, result = run(tmp_path, make_samples(8), ppo_cfg(batch_size=4, value_warmup_passes=4, lr=3e-3), shared=shared)
+    losses = result.value_warmup_loss
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert result.metrics[0]["policy/ratio_mean"] == 1.0 and result.metrics[0]["objective/kl_k3"] == 0.0

@@ -252,7 +252,8 @@ def stage_summary(cfg: Any, paths: RunPaths, round_index: int, before: dict, aft
         "resumed_from_step": result.resumed_from_step,
         "processes": accelerator.num_processes,
         "value_model": cfg.ppo.value_model,
-        "guards": {"kl_loss_coef": cfg.ppo.kl_loss_coef},
+        "guards": {"kl_loss_coef": cfg.ppo.kl_loss_coef, "value_warmup_passes": cfg.ppo.value_warmup_passes,
+                   "value_warmup_loss": result.value_warmup_loss},
         "throughput": {k: statistics.fmean(m[f"throughput/{k}"] for m in metrics) if metrics else None
                        for k in ("sequences_per_s", "tokens_per_s", "padding_share")},
         "final_metrics": metrics[-1] if metrics else {},
