@@ -39,6 +39,16 @@ _STOP = frozenset("the a an of to in on and or is are was were be it its this th
 _REPEATED_WORDS = re.compile(r"\b(\w+)(?:\s+\1\b)+", re.I)
 _ANSWER_CLAIM = re.compile(r"answer is \(?([A-Z])\)?")
 
+# Part of every cache key of this Teacher's replies (through its model name, see ``versioned_name``):
+# bump it whenever a rule below changes, or a cache would replay the old rules' replies.
+RULES_VERSION = "rules-2"
+
+
+def versioned_name(model: str) -> str:
+    """The model name the reference Teacher's requests (and cache keys) carry."""
+    return f"{model}@{RULES_VERSION}"
+
+
 # The paper's rubric (../shared/design/ares.md section 2), by what the synthetic grader finds.
 RUBRIC = {
     "true_about_answer": 1.0,  # correct, and moves the reasoning to the answer (a right conclusion)
