@@ -28,7 +28,6 @@ a non-empty gold solution.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import socket
@@ -527,9 +526,8 @@ def run_evaluation_stage(cfg: Any, paths: RunPaths) -> dict[str, Any]:
     judged = judge_subset(problems, ev.max_judge_problems, seed)
     judged_qids = [str(p["qid"]) for p in judged]
     t_judge = time.time()
-    # The judge may differ from the Teacher (paper: GPT-4o judges, Claude 3 Haiku teaches).
-    judge_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, model=judge_model(cfg)))
-    teacher = open_teacher(judge_cfg, paths)
+    # The judge has its own endpoint (paper: GPT-4o through OpenAI judges, Claude 3 Haiku teaches).
+    teacher = open_teacher(cfg, paths, role="judge")
     try:
         verdicts, records = judge_both_orders(teacher_judge(teacher), judged, baseline, ares, seed)
         usage = teacher.usage()
@@ -629,4 +627,5 @@ def run_evaluation_stage(cfg: Any, paths: RunPaths) -> dict[str, Any]:
 
 
 def judge_model(cfg: Any) -> str:
-    return cfg.evaluation.judge_model or cfg.teacher.model
+    """evaluation.judge.model, else the Teacher's model."""
+    return cfg.evaluation.judge.model or cfg.teacher.model

@@ -153,6 +153,55 @@ def parse_request(messages: list[dict]) -> dict[str, Any]:
     return out
 
 
+# ---- structured outputs: the JSON schema of each reply -------------------------------------
+
+RESPONSE_FORMATS = ("json_schema", "json_object", "none")  # each one's fallback is the next
+
+
+def score_schema(keys: Sequence[str]) -> dict[str, Any]:
+    """The scoring reply: every sentence key required, each a number in [0, 1], nothing else."""
+    return {"type": "object",
+            "properties": {k: {"type": "number", "minimum": 0, "maximum": 1} for k in keys},
+            "required": list(keys), "additionalProperties": False}
+
+
+CORRECTION_SCHEMA: dict[str, Any] = {
+    "type": "object", "properties": {"corrected_rationale": {"type": "string"}},
+    "required": ["corrected_rationale"], "additionalProperties": False}
+
+JUDGE_SCHEMA: dict[str, Any] = {
+    "type": "object", "properties": {"better": {"type": "string", "enum": ["A", "B", "tie"]}},
+    "required": ["better"], "additionalProperties": False}
+
+SCHEMA_NAMES = {"score": "sentence_scores", "correct": "corrected_rationale", "judge": "verdict"}
+
+
+def reply_schema(kind: str, keys: Sequence[str] | None = None) -> dict[str, Any]:
+    """The JSON schema of a reply of ``kind`` ('score' needs the sentence keys)."""
+    if kind == "score":
+        if keys is None:
+            raise ValueError("a scoring schema needs the sentence keys")
+        return score_schema(keys)
+    return {"correct": CORRECTION_SCHEMA, "judge": JUDGE_SCHEMA}[kind]
+
+
+def response_format(mode: str, kind: str, schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``response_format`` request field for ``mode`` (None: the field is not sent)."""
+    if mode == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": SCHEMA_NAMES[kind], "strict": True, "schema": schema}}
+    if mode == "json_object":
+        return {"type": "json_object"}
+    if mode == "none":
+        return None
+    raise ValueError(f"response format {mode!r} is not one of {RESPONSE_FORMATS}")
+
+
+def next_response_format(mode: str) -> str | None:
+    """The mode to fall back to after an endpoint rejected ``mode`` (None after 'none')."""
+    i = RESPONSE_FORMATS.index(mode)
+    return RESPONSE_FORMATS[i + 1] if i + 1 < len(RESPONSE_FORMATS) else None
+
+
 def prompt_preview(kind: str = "score") -> str:
     """The prompt text for the notebooks: system message and a user message with placeholders."""
     demo = ProblemView(qid="demo", question="{question}", choices=("{option 1}", "{option 2}"), answer=0,
