@@ -106,6 +106,10 @@ class FormatRejected(Exception):
         self.mode = mode
 
 
+class ModeLowered(Exception):
+    """A fallback lowered the client's mode while this request waited: look it up again in the new mode."""
+
+
 @dataclass
 class Reply:
     """One reply text and where it came from: ``cache`` (a validated answer), ``pending`` (paid by a
@@ -225,10 +229,7 @@ class AsyncTeacher:
                 self.counts["cache_hits"] += 1
                 self.counts["unchecked_replies_reused"] += 1
                 return Reply(pending["reply"], key, record, kind, "pending", pending["usage"], pending["attempt_id"])
-            if key in self.inflight:  # the same request is already on its way: share its reply
-                self.counts["cache_hits"] += 1
-                return dataclasses.replace(await asyncio.shield(self.inflight[key]), source="shared")
-            if self.s.replay_only:
+            if self.s.replay_only and key not in self.inflight:
                 # the recorded run may have fallen back to a lower mode: its answers are under that mode
                 lower = prompts.next_response_format(mode)
                 if lower is not None:
@@ -236,9 +237,15 @@ class AsyncTeacher:
                     continue
                 raise CacheMiss(f"teacher.replay_only: no cached reply for a {kind} request (key {key[:16]}…)")
             try:
-                return await self._send(kind, key, record, messages)
+                if key in self.inflight:  # the same request is already on its way: share its reply
+                    shared = await asyncio.shield(self.inflight[key])
+                    self.counts["cache_hits"] += 1
+                    return dataclasses.replace(shared, source="shared")
+                return await self._send(kind, key, record, messages, mode)
             except FormatRejected as e:
                 mode = self._fall_back(mode, str(e))
+            except ModeLowered:  # another request learnt of a fallback while this one waited to be sent
+                mode = self.mode
 
     def _fall_back(self, mode: str, why: str) -> str:
         lower = prompts.next_response_format(mode)
@@ -249,11 +256,11 @@ class AsyncTeacher:
                         self.s.base_url, mode, why[:200], lower)
         return lower
 
-    async def _send(self, kind: str, key: str, record: dict, messages: list[dict]) -> Reply:
+    async def _send(self, kind: str, key: str, record: dict, messages: list[dict], mode: str) -> Reply:
         fut = asyncio.get_running_loop().create_future()
         self.inflight[key] = fut
         try:
-            reply = await self._call(kind, key, record, messages)
+            reply = await self._call(kind, key, record, messages, mode)
             fut.set_result(reply)
             return reply
         except BaseException as e:
@@ -263,13 +270,15 @@ class AsyncTeacher:
         finally:
             del self.inflight[key]
 
-    async def _call(self, kind: str, key: str, record: dict, messages: list[dict]) -> Reply:
+    async def _call(self, kind: str, key: str, record: dict, messages: list[dict], mode: str) -> Reply:
         s = self.s
         mode_format = record.get("response_format")
         prompt_estimate = message_tokens(messages, s.image_tokens)
         worst_case = cost_usd(prompt_estimate, s.max_tokens, s.price_input_per_mtok, s.price_output_per_mtok)
         tokens_reserved = prompt_estimate + s.max_tokens
         async with self.sem:
+            if prompts.RESPONSE_FORMATS.index(self.mode) > prompts.RESPONSE_FORMATS.index(mode):
+                raise ModeLowered()
             for attempt in range(s.max_retries + 1):
                 reserved = self.budget.reserve(worst_case, kind)
                 paid, tokens_used = 0.0, 0
