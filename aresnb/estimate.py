@@ -202,9 +202,11 @@ def format_table(result: dict) -> str:
     text = [f"data lengths from {result['data']}", fmt(head), rule, *map(fmt, lines[:-1]), rule, fmt(lines[-1])]
     limit = result["max_cost_usd"]
     total = result["total"].cost_usd
-    text.append(f"teacher.max_cost_usd: {'none' if limit is None else f'{limit:.2f}'}"
-                + ("" if limit is None else f" ({'within' if total <= limit else 'EXCEEDED by'} the estimate"
-                   + ("" if total <= limit else f" {total - limit:.2f}") + ")"))
+    if limit is None:
+        text.append("teacher.max_cost_usd: none")
+    else:
+        verdict = "the estimate is within it" if total <= limit else f"the estimate EXCEEDS it by {total - limit:.2f}"
+        text.append(f"teacher.max_cost_usd: {limit:.2f} ({verdict}: the run stops before passing it)")
     lat = result["assumed_latency_s"]
     text.append(f"assumptions: ~4 characters a token; {lat['teacher']} s a Teacher request, {lat['judge']} s a judge "
                 "request; repairs of invalid replies not included; wall time at the configured concurrency and rate "
