@@ -503,6 +503,7 @@ def run_evaluation_stage(cfg: Any, paths: RunPaths) -> dict[str, Any]:
     from aresnb import plots
     from aresnb.data import categories, load_problems
     from aresnb.teacher import open_teacher
+    from aresnb.teacher.facade import endpoint_label
 
     t0, cpu0 = time.time(), time.process_time()
     stage_dir = paths.stage_dir("07_evaluation")
@@ -586,6 +587,7 @@ def run_evaluation_stage(cfg: Any, paths: RunPaths) -> dict[str, Any]:
     summary = {
         "stage": "07_evaluation",
         "judge_model": judge_model(cfg),
+        "judge_endpoint": endpoint_label(cfg, "judge"),
         "win_rate_definition": ("win = ARES preferred in both orders; loss = baseline preferred in both; "
                                 "anything else (incl. inconsistent verdicts) = tie. win_rate = wins/n "
                                 "(paper: share of ARES wins); decisive_win_rate = wins/(wins+losses)"),

@@ -153,6 +153,12 @@ def endpoint_config(cfg: Any, role: str = "teacher") -> Any:
         image_tokens=t.image_tokens if j.image_tokens is None else j.image_tokens)
 
 
+def endpoint_label(cfg: Any, role: str = "teacher") -> str:
+    """Where the role's requests go, for summaries: ``local:<model>`` or the base URL."""
+    t = endpoint_config(cfg, role)
+    return "local:" + t.local_backend if t.serve_local else str(t.base_url)
+
+
 def api_key(cfg: Any, role: str = "teacher") -> str:
     """The key from the environment variable named by the role's api_key_env (never from params)."""
     t = endpoint_config(cfg, role)
