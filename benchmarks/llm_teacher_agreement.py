@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 from aresnb.paths import read_json, write_json  # noqa: E402
 from aresnb.teacher.reference import ReferenceTeacher  # noqa: E402
 
-USAGE_KEYS = {"03_teacher_scores": "teacher", "04_ppo": "teacher_usage", "05_correction_sft": "teacher_usage",
+USAGE_KEYS = {"03_teacher_scores": "teacher", "04_ppo": "teacher_usage", "05_correction_sft": "teacher",
               "07_evaluation": "teacher_usage"}
 
 
@@ -64,18 +64,18 @@ def agreement(run: Path) -> dict:
     }
 
 
-def teacher_usage(run: Path) -> dict:
+def teacher_usage(run: Path, stage_names: list[str]) -> dict:
+    """Each Teacher-calling stage's usage (its summary.json, per round) and their sum."""
     per_stage, total = {}, {"requests": 0, "calls": 0, "invalid_replies": 0, "repairs": 0}
-    for summary_file in sorted(run.glob("**/summary.json")):
-        s = read_json(summary_file)
-        key = USAGE_KEYS.get(s.get("stage"))
-        usage = s.get(key) if key else None
+    for name in stage_names:
+        s = read_json(run / name / "summary.json")
+        usage = s.get(USAGE_KEYS.get(s.get("stage"), ""))
         if not usage:
             continue
-        name = summary_file.parent.relative_to(run).as_posix()
-        per_stage[name] = {k: usage.get(k) for k in ("model", "endpoint", "requests", "calls", "cache_hits",
-                                                     "invalid_replies", "repairs", "response_format",
-                                                     "response_format_fallbacks", "prompt_tokens", "completion_tokens")}
+        per_stage[name] = {k: usage.get(k) for k in ("model", "requests", "calls", "cache_hits", "invalid_replies",
+                                                     "repairs", "response_format", "response_format_fallbacks",
+                                                     "prompt_tokens", "completion_tokens")}
+        per_stage[name]["endpoint"] = usage.get("endpoint") or s.get("judge_endpoint")
         per_stage[name]["dropped"] = s.get("dropped", s.get("eval_dropped_before"))
         for k in total:
             total[k] += usage.get(k) or 0
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "local_backend": manifest["params"]["teacher"]["local_backend"],
         "stages": stages, "all_stages_done": all(s["status"] == "done" for s in stages.values()),
         "stage_wall_time_s": round(sum(s["wall_time_s"] or 0 for s in stages.values()), 1),
-        "teacher_usage": teacher_usage(run), "agreement_with_reference_stage03": agreement(run),
+        "teacher_usage": teacher_usage(run, list(stages)), "agreement_with_reference_stage03": agreement(run),
     }
     write_json(args.out, result)
     u, ag = result["teacher_usage"]["total"], result["agreement_with_reference_stage03"]

@@ -294,3 +294,45 @@ def test_open_teacher_role_judge_uses_the_judges_endpoint_and_key(dataset_dir, t
             verdict = judge.judge([JudgeItem(ProblemView.from_row(_row(0)), "A dog feeds its young milk.", "x.")])[0]
             assert judge.usage()["model"] == "judge-model" and judge.usage()["calls"] == 1
     assert verdict.choice == "A"
+
+
+# ---- the user's own cache, from the command line --------------------------------------------
+
+
+def test_teacher_cache_command_stats_and_export(dataset_dir, tmp_path):
+    import subprocess
+    import sys
+
+    cache_file = tmp_path / "c.sqlite"
+    with start_local_server(dataset_dir, faults=_faults(plan=["0:malformed", "1:malformed"])) as server:
+        with Teacher(_settings(server.base_url), ReplyCache(cache_file)) as t:
+            t.score_sentences(_items(1))  # its reply and its repair both invalid: dropped
+            t.score_sentences(_items(1, start=1))  # valid
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "aresnb.cli", "teacher-cache", *args, "--path", str(cache_file)],
+                              capture_output=True, text=True, check=True).stdout
+
+    stats = json.loads(cli("stats"))
+    assert stats["answers"] == 1 and stats["attempts"] == {"invalid": 2, "valid": 1}
+    assert stats["attempts_by_status_and_kind"]["invalid"] == {"score": 2}
+    out = cli("export", "--out", str(tmp_path / "run.jsonl"), "--attempts")
+    assert "1 valid answers" in out and "3 attempts" in out
+    attempts = [json.loads(x) for x in (tmp_path / "run.attempts.jsonl").read_text().splitlines()]
+    assert [a["status"] for a in attempts] == ["invalid", "invalid", "valid"] and attempts[0]["error"]
+    assert json.loads(cli("purge-invalid"))["moved_to_attempts"] == 0  # nothing invalid is an answer
+    missing = subprocess.run([sys.executable, "-m", "aresnb.cli", "teacher-cache", "stats", "--path",
+                              str(tmp_path / "none.sqlite")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "no cache at" in missing.stderr
+
+
+def test_fault_plan_and_rejected_formats_are_checked_with_the_parameters():
+    assert load_config(None, ["teacher.faults.plan=['0:malformed', '3:429']"]).teacher.faults.plan == ["0:malformed", "3:429"]
+    with pytest.raises(ConfigError, match="teacher.faults.plan: 'x:malformed' is not 'N:fault'"):
+        load_config(None, ["teacher.faults.plan=['x:malformed']"])
+    with pytest.raises(ConfigError, match="teacher.faults.plan: '2:boom'"):
+        load_config(None, ["teacher.faults.plan=['2:boom']"])
+    with pytest.raises(ConfigError, match="reject_response_formats: 'xml'"):
+        load_config(None, ["teacher.faults.reject_response_formats=[xml]"])
+    with pytest.raises(ConfigError, match="'json_object', 'none'"):
+        load_config(None, ["teacher.response_format=json"])

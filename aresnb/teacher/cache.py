@@ -122,12 +122,15 @@ class ReplyCache:
             repaired: bool = False) -> None:
         """Commit one valid reply as the answer to ``key`` (INSERT OR IGNORE: the first answer wins)."""
         with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO replies (key, model, prompt_version, kind, request, reply, usage, created, repaired)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, record["model"], record["prompt_version"], kind, _dumps(record), reply, json.dumps(usage),
-                 time.time() if created is None else created, int(repaired)),
-            )
+            self._insert_answer(key, record, kind, reply, usage, created, repaired)
+
+    def _insert_answer(self, key: str, record: dict, kind: str, reply: str, usage: dict, created: float | None = None,
+                       repaired: bool = False) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO replies (key, model, prompt_version, kind, request, reply, usage, created, repaired)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, record["model"], record["prompt_version"], kind, _dumps(record), reply, json.dumps(usage),
+             time.time() if created is None else created, int(repaired)))
 
     # ---- the attempt log ----------------------------------------------------------------
     def record_attempt(self, key: str, record: dict, kind: str, reply: str, usage: dict, cost_usd: float,
@@ -147,11 +150,21 @@ class ReplyCache:
                                    "ORDER BY id DESC LIMIT 1", (key,)).fetchone()
         return None if row is None else {"attempt_id": row[0], "reply": row[1], "usage": json.loads(row[2])}
 
-    def settle(self, attempt_id: int, error: str | None = None) -> None:
-        """Mark an attempt ``valid`` (error None) or ``invalid`` with the validation error."""
+    def settle(self, attempt_id: int | None, error: str | None = None, answer: dict | None = None) -> None:
+        """Mark an attempt ``valid`` (error None) or ``invalid`` with the validation error and, in the
+        same transaction, store ``answer`` (the keyword arguments of :meth:`put`) as an answer."""
         with self._lock:
-            self._db.execute("UPDATE attempts SET status = ?, error = ? WHERE id = ?",
-                             ("valid" if error is None else "invalid", error, attempt_id))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if attempt_id is not None:
+                    self._db.execute("UPDATE attempts SET status = ?, error = ? WHERE id = ?",
+                                     ("valid" if error is None else "invalid", error, attempt_id))
+                if answer is not None:
+                    self._insert_answer(**answer)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def demote(self, key: str, error: str) -> None:
         """Move an answer that fails validation (a cache from before validation gated it) to the

@@ -343,15 +343,16 @@ class AsyncTeacher:
 
     # ---- validated request with one repair ---------------------------------------------------
     def _accept(self, reply: Reply, answer_for: Reply | None = None) -> None:
-        """A valid reply: its attempt is marked valid and it becomes the cached answer of its request
-        (and, for a repair, of the original request: ``answer_for``)."""
-        if reply.attempt_id is not None:
-            self.cache.settle(reply.attempt_id)
-        for r, repaired in ((reply, False), (answer_for, True)):
-            if r is not None and r.source != "cache":
-                self.cache.put(r.key, r.record, r.kind, reply.text, reply.usage, repaired=repaired)
-            if r is not None:
-                self.used_keys.add(r.key)
+        """A valid reply: its attempt is marked valid and it becomes the cached answer of its request,
+        or, for a repair, of the original request (``answer_for``: the one a re-run asks)."""
+        target = answer_for or reply
+        answer = None
+        if reply.source != "cache" or answer_for is not None:
+            answer = dict(key=target.key, record=target.record, kind=target.kind, reply=reply.text, usage=reply.usage,
+                          repaired=answer_for is not None)
+        if reply.attempt_id is not None or answer is not None:
+            self.cache.settle(reply.attempt_id, answer=answer)  # one transaction
+        self.used_keys.add(target.key)
 
     def _reject(self, reply: Reply, error: str) -> None:
         """An invalid reply: logged as an invalid attempt, never an answer (a re-run asks again)."""
