@@ -150,6 +150,11 @@ class ReplyCache:
                                    "ORDER BY id DESC LIMIT 1", (key,)).fetchone()
         return None if row is None else {"attempt_id": row[0], "reply": row[1], "usage": json.loads(row[2])}
 
+    def pending_keys(self) -> set[str]:
+        """Keys with a reply that arrived but was never checked (runs killed in between)."""
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT DISTINCT key FROM attempts WHERE status = 'pending'")}
+
     def settle(self, attempt_id: int | None, error: str | None = None, answer: dict | None = None) -> None:
         """Mark an attempt ``valid`` (error None) or ``invalid`` with the validation error and, in the
         same transaction, store ``answer`` (the keyword arguments of :meth:`put`) as an answer."""

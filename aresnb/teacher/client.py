@@ -193,6 +193,7 @@ class AsyncTeacher:
         self.rng = random.Random(settings.seed)
         self.inflight: dict[str, asyncio.Future] = {}
         self.used_keys: set[str] = set()  # every answer this client used (for the run's cassette)
+        self.pending_keys = cache.pending_keys()  # replies a killed run paid for and never checked
         self.mode = settings.response_format  # lowered by a 400 fallback
         self.fallbacks: list[dict] = []
         self.request_limit = (TokenBucket(settings.max_requests_per_minute, clock=clock, sleep=sleep)
@@ -224,7 +225,7 @@ class AsyncTeacher:
             if hit is not None:
                 self.counts["cache_hits"] += 1
                 return Reply(hit["reply"], key, record, kind, "cache", hit["usage"])
-            pending = self.cache.pending_attempt(key)
+            pending = self.cache.pending_attempt(key) if key in self.pending_keys else None
             if pending is not None:
                 self.counts["cache_hits"] += 1
                 self.counts["unchecked_replies_reused"] += 1
