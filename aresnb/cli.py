@@ -4,15 +4,15 @@ look after the Teacher cache, write a run's report."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from aresnb.config import ConfigError, describe, load_config
+from aresnb.runner import RunError, parse_stage_selection, run_pipeline
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from aresnb.runner import RunError, parse_stage_selection, run_pipeline
-
     try:
         cfg = load_config(args.params, args.set)  # validation happens before any work starts
         stages = parse_stage_selection(args.stages)
@@ -22,8 +22,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         # papermill streams each cell's output through its logger: show it, so progress bars and
         # per-update lines are visible while a stage runs.
-        import logging
-
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("    %(message)s"))
         pm_logger = logging.getLogger("papermill")
@@ -42,13 +40,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve_teacher(args: argparse.Namespace) -> int:
-    from aresnb.teacher.server import main as serve_main
+    from aresnb.teacher.server import main as serve_main  # deferred: aiohttp, only for this command
 
     return serve_main(args.server_args)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from aresnb.report import write_report
+    from aresnb.report import write_report  # deferred: pandas, only for this command
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "manifest.json").exists():

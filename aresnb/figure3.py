@@ -14,7 +14,6 @@ from typing import Callable, Optional, Sequence
 from aresnb.rationale_metrics import word_edit_distance
 from aresnb.widgets.rationale_panel import Column, RationaleSources, comparison_html, image_data_url, page_html
 
-FILE_NAME = "rationale_examples.html"
 
 
 def pick_examples(sources: RationaleSources, n: int, seed: int = 0) -> list[str]:
@@ -65,6 +64,7 @@ def write_figure3(paths, problems: Sequence[dict], round_index: int, split: str 
     for q in qids:
         problem = sources.problems[q]
         examples.append((problem, example_columns(sources, q, scorer), image_data_url(problem.get("image"))))
-    out = Path(paths.figures_dir) / FILE_NAME
+    out = paths.figure3_file
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(figure3_html(examples, f"Rationales on {split}: baseline vs ARES ({paths.run_dir.name})"))
     return out

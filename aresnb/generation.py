@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from aresnb.data.prompts import build_source, strip_solution_prefix
 from aresnb.sft import encode_batch, gather_features
 
 
@@ -91,8 +92,6 @@ def generate_rationales(
 
     ``features`` is row-aligned with ``problems`` (problem i uses row i).
     """
-    from aresnb.data.prompts import build_source, strip_solution_prefix
-
     problems = list(problems)
     sources = [build_source(p, "QCM-E", use_caption=use_caption) for p in problems]
     texts = generate_texts(

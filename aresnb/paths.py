@@ -1,40 +1,44 @@
-"""Where a run keeps what it writes: the one place that knows the layout of ``outputs/<run>/``.
+"""Where a run keeps what it writes: the only code that builds a path inside ``outputs/<run>/``.
 
 Data flows one way, stage by stage; each stage reads what earlier stages wrote and writes its
 own folder. Stages 03-05 repeat once per ARES round and write under ``round_<i>/``; the runner
 mirrors the latest round's ``summary.json`` into ``<stage>/summary.json``.
 
     outputs/<run>/
-      manifest.json  params.yaml  notebooks/  tables/  figures/
+      manifest.json  params.yaml  notebooks/  tables/  figures/  teacher/  report.html
       01_data/        dataset/ (DatasetDict)  features/<split>.npy  summary.json
       02_baseline/    model/ (save_pretrained + tokenizer)  checkpoints/  metrics.jsonl
                       rationales_val.jsonl  rationales_test.jsonl  summary.json
-      round_<i>/03_teacher_scores/  samples.parquet  summary.json
-      round_<i>/04_ppo/             policy/  value/  checkpoints/  metrics.jsonl  summary.json
-      round_<i>/05_correction_sft/  corrections.parquet  model/  rationales_{val,test}.jsonl  summary.json
+      round_<i>/03_teacher_scores/  rollouts.jsonl  samples.parquet  summary.json
+      round_<i>/04_ppo/             policy/  value/  checkpoints/  metrics.jsonl  eval_{before,after}.json
+      round_<i>/05_correction_sft/  rl_rationales_<split>.jsonl  corrections.parquet  model/
+                                    checkpoints/  metrics.jsonl  rationales_{val,test}.jsonl
       06_answer_lora/ <model_name>/<format>/adapter/  predictions_test.jsonl  summary.json
-      07_evaluation/  summary.json
+      07_evaluation/  judgments.jsonl  summary.json
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-STAGES = (
-    "01_data",
-    "02_baseline",
-    "03_teacher_scores",
-    "04_ppo",
-    "05_correction_sft",
-    "06_answer_lora",
-    "07_evaluation",
-)
-ROUND_STAGES = ("03_teacher_scores", "04_ppo", "05_correction_sft")
+# The stage names, defined once: every other module refers to these constants.
+DATA = "01_data"
+BASELINE = "02_baseline"
+TEACHER_SCORES = "03_teacher_scores"
+PPO = "04_ppo"
+CORRECTION_SFT = "05_correction_sft"
+ANSWER_LORA = "06_answer_lora"
+EVALUATION = "07_evaluation"
+STAGES = (DATA, BASELINE, TEACHER_SCORES, PPO, CORRECTION_SFT, ANSWER_LORA, EVALUATION)
+ROUND_STAGES = (TEACHER_SCORES, PPO, CORRECTION_SFT)
+
+BASELINE_MODEL = "baseline"  # the name of the baseline's rationales / answer heads
+
+
+def round_model(round_index: int) -> str:
+    """The name of the model a round ends with (its corrected SFT model): ``round_<i>``."""
+    return f"round_{round_index}"
 
 
 class RunPaths:
@@ -65,11 +69,24 @@ class RunPaths:
 
     @property
     def tables_dir(self) -> Path:
-        return _mk(self.run_dir / "tables")
+        return self.run_dir / "tables"
 
     @property
     def figures_dir(self) -> Path:
-        return _mk(self.run_dir / "figures")
+        return self.run_dir / "figures"
+
+    @property
+    def teacher_dir(self) -> Path:
+        """The local Teacher server's log and the run's cassette of every reply it used."""
+        return _mk(self.run_dir / "teacher")
+
+    @property
+    def report_file(self) -> Path:
+        return self.run_dir / "report.html"
+
+    @property
+    def figure3_file(self) -> Path:
+        return self.figures_dir / "rationale_examples.html"
 
     def stage_dir(self, stage: str, round_index: int | None = None) -> Path:
         """The folder a stage writes (created); round stages need ``round_index`` (1-based)."""
@@ -85,33 +102,92 @@ class RunPaths:
             return self.run_dir / f"round_{round_index}" / stage
         return self.run_dir / stage
 
+    def summary_file(self, stage: str, round_index: int | None = None) -> Path:
+        """A stage's ``summary.json``; a round stage without a round: the mirror of the latest."""
+        if stage in ROUND_STAGES and round_index is None:
+            return self.run_dir / stage / "summary.json"
+        return self.stage_path(stage, round_index) / "summary.json"
+
+    def metrics_file(self, stage: str, round_index: int | None = None) -> Path:
+        """The training log (``metrics.jsonl``) of a stage that trains (02, 04, 05)."""
+        return self.stage_path(stage, round_index) / "metrics.jsonl"
+
+    def rounds_present(self) -> list[int]:
+        """The round indices that have a folder, in order."""
+        found = [int(p.name.split("_", 1)[1]) for p in self.run_dir.glob("round_*") if p.name.split("_", 1)[1].isdigit()]
+        return sorted(found)
+
     # ---- stage 01 ------------------------------------------------------------------------
     @property
     def dataset_dir(self) -> Path:
-        return self.run_dir / "01_data" / "dataset"
+        return self.stage_path(DATA) / "dataset"
 
     def features_file(self, split: str) -> Path:
-        return self.run_dir / "01_data" / "features" / f"{split}.npy"
+        return self.stage_path(DATA) / "features" / f"{split}.npy"
 
-    # ---- models along the pipeline -------------------------------------------------------
+    @property
+    def synthetic_raw_dir(self) -> Path:
+        """The embedded synthetic dataset, written in ScienceQA's original layout."""
+        return self.stage_path(DATA) / "synthetic_raw"
+
+    @property
+    def hub_images_dir(self) -> Path:
+        return self.stage_path(DATA) / "hub_images"
+
+    @property
+    def vision_model_dir(self) -> Path:
+        return self.stage_path(DATA) / "vision_model"
+
+    @property
+    def feature_cache_dir(self) -> Path:
+        return self.stage_path(DATA) / "feature_cache"
+
+    # ---- models and rationales along the pipeline ----------------------------------------
     @property
     def baseline_model_dir(self) -> Path:
-        return self.run_dir / "02_baseline" / "model"
+        return self.stage_path(BASELINE) / "model"
 
     def rationales_file(self, model_name: str, split: str) -> Path:
         """Greedy rationales (JSONL, one row per qid) of ``baseline`` or ``round_<i>``."""
-        if model_name == "baseline":
-            return self.run_dir / "02_baseline" / f"rationales_{split}.jsonl"
-        return self.run_dir / model_name / "05_correction_sft" / f"rationales_{split}.jsonl"
+        if model_name == BASELINE_MODEL:
+            return self.stage_path(BASELINE) / f"rationales_{split}.jsonl"
+        return self.run_dir / model_name / CORRECTION_SFT / f"rationales_{split}.jsonl"
+
+    def rollouts_file(self, round_index: int) -> Path:
+        """The sampled rationales of a round, kept so a re-run does not sample again."""
+        return self.stage_path(TEACHER_SCORES, round_index) / "rollouts.jsonl"
 
     def samples_file(self, round_index: int) -> Path:
-        return self.stage_path("03_teacher_scores", round_index) / "samples.parquet"
+        return self.stage_path(TEACHER_SCORES, round_index) / "samples.parquet"
 
     def ppo_policy_dir(self, round_index: int) -> Path:
-        return self.stage_path("04_ppo", round_index) / "policy"
+        return self.stage_path(PPO, round_index) / "policy"
+
+    def ppo_value_dir(self, round_index: int) -> Path:
+        return self.stage_path(PPO, round_index) / "value"
+
+    def ppo_eval_file(self, round_index: int, when: str) -> Path:
+        """Greedy held-out rationales and their Teacher scores ``before`` or ``after`` PPO."""
+        if when not in ("before", "after"):
+            raise ValueError(f"when must be 'before' or 'after', got {when!r}")
+        return self.stage_path(PPO, round_index) / f"eval_{when}.json"
+
+    def corrections_file(self, round_index: int) -> Path:
+        return self.stage_path(CORRECTION_SFT, round_index) / "corrections.parquet"
+
+    def rl_rationales_file(self, round_index: int, split: str) -> Path:
+        """The round's PPO policy's greedy rationales (what the Teacher corrects, for train)."""
+        return self.stage_path(CORRECTION_SFT, round_index) / f"rl_rationales_{split}.jsonl"
+
+    def before_rl_rationales_file(self, round_index: int, split: str) -> Path:
+        return self.stage_path(CORRECTION_SFT, round_index) / f"before_rl_rationales_{split}.jsonl"
+
+    def correction_inputs_file(self, round_index: int) -> Path:
+        """The fingerprint of the inputs stage 05's cached artefacts were made from."""
+        return self.stage_path(CORRECTION_SFT, round_index) / "inputs.json"
 
     def sft_model_dir(self, round_index: int) -> Path:
-        return self.stage_path("05_correction_sft", round_index) / "model"
+        return self.stage_path(CORRECTION_SFT, round_index) / "model"
 
     def policy_entering_round(self, round_index: int) -> Path:
         """Round 1 starts from the baseline; round i > 1 from round i-1's corrected SFT model."""
@@ -122,81 +198,14 @@ class RunPaths:
         return self.sft_model_dir(rounds)
 
     def answer_dir(self, model_name: str, fmt: str) -> Path:
-        return _mk(self.run_dir / "06_answer_lora" / model_name / fmt)
+        """One LoRA answer head's folder: adapter/, metrics, checkpoints and its predictions."""
+        return _mk(self.stage_path(ANSWER_LORA) / model_name / fmt)
 
     @property
-    def teacher_dir(self) -> Path:
-        return _mk(self.run_dir / "teacher")
+    def judgments_file(self) -> Path:
+        return self.stage_path(EVALUATION) / "judgments.jsonl"
 
 
 def _mk(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-# ---- small I/O helpers every stage uses ----------------------------------------------------
-
-
-def _jsonable(obj: Any) -> Any:
-    """numpy / torch scalars and Paths -> plain JSON; NaN/inf -> None (JSON has neither)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
-        obj = obj.item()
-    if hasattr(obj, "tolist"):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON atomically (a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_jsonable(obj), f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
-
-
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
-
-
-def write_summary(stage_dir: str | Path, summary: dict) -> Path:
-    """A stage's machine-readable results: ``<stage_dir>/summary.json``."""
-    return write_json(Path(stage_dir) / "summary.json", summary)
-
-
-def append_jsonl(path: str | Path, row: dict) -> None:
-    """Append one row and flush: metrics and replies survive a kill."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(_jsonable(row)) + "\n")
-        f.flush()
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(_jsonable(row)) + "\n")
-    os.replace(tmp, path)
     return path

@@ -13,9 +13,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 
-from aresnb.paths import RunPaths, read_json, read_jsonl
+from aresnb.io import read_json, read_jsonl
+from aresnb.paper_numbers import ACCURACY_COLUMNS
+from aresnb.paths import BASELINE, CORRECTION_SFT, EVALUATION, PPO, RunPaths
 
 PALETTE = {"Baseline": "#7f7f7f", "ARES": "#d62728", "paper": "#1f77b4"}
 OUTCOME_COLORS = {"wins": "#2ca02c", "ties": "#c7c7c7", "losses": "#d62728"}
@@ -29,8 +32,6 @@ SKIP_KEYS = re.compile(r"time|wall|lr$|learning_rate|round|_per_s|sps|seconds|^n
 
 
 def _style() -> None:
-    import seaborn as sns
-
     sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
 
 
@@ -66,25 +67,15 @@ def _x_of(df: pd.DataFrame) -> np.ndarray:
     return np.arange(len(df), dtype=float)
 
 
-def _metrics_file(stage_dir: Path) -> Path | None:
-    """The stage's training log: ``metrics.jsonl`` at the top, else the shallowest one below."""
-    if (stage_dir / "metrics.jsonl").exists():
-        return stage_dir / "metrics.jsonl"
-    found = sorted((p for p in stage_dir.rglob("metrics.jsonl") if "checkpoint" not in str(p)),
-                   key=lambda p: len(p.parts))
-    return found[0] if found else None
-
-
 def training_logs(paths: RunPaths, rounds: int) -> dict[str, list[tuple[str, pd.DataFrame]]]:
     """{'sft': [(label, frame)], 'ppo': [(label, frame)]} in pipeline order, for what exists."""
     logs: dict[str, list[tuple[str, pd.DataFrame]]] = {"sft": [], "ppo": []}
-    runs = [("sft", "baseline", paths.run_dir / "02_baseline")]
+    runs = [("sft", "baseline", paths.metrics_file(BASELINE))]
     for i in range(1, rounds + 1):
-        runs += [("ppo", f"round {i} PPO", paths.run_dir / f"round_{i}" / "04_ppo"),
-                 ("sft", f"round {i} SFT", paths.run_dir / f"round_{i}" / "05_correction_sft")]
-    for kind, label, d in runs:
-        f = _metrics_file(d) if d.exists() else None
-        df = _numeric_frame(read_jsonl(f)) if f else pd.DataFrame()
+        runs += [("ppo", f"round {i} PPO", paths.metrics_file(PPO, i)),
+                 ("sft", f"round {i} SFT", paths.metrics_file(CORRECTION_SFT, i))]
+    for kind, label, f in runs:
+        df = _numeric_frame(read_jsonl(f))
         if not df.empty:
             logs[kind].append((label, df))
     return logs
@@ -151,7 +142,7 @@ def sentence_scores(paths: RunPaths, rounds: int) -> pd.DataFrame:
     """Long frame (round, score) of every scored sentence in the stage-03 samples."""
     rows = []
     for i in range(1, rounds + 1):
-        f = paths.run_dir / f"round_{i}" / "03_teacher_scores" / "samples.parquet"
+        f = paths.samples_file(i)
         if not f.exists():
             continue
         df = pd.read_parquet(f, columns=["scores", "dropped"])
@@ -182,10 +173,11 @@ def ppo_before_after(paths: RunPaths, rounds: int) -> pd.DataFrame:
     before / after PPO (04_ppo/eval_{before,after}.json rows), else the summary's means."""
     rows = []
     for i in range(1, rounds + 1):
-        d = paths.run_dir / f"round_{i}" / "04_ppo"
-        s = read_json(d / "summary.json") if (d / "summary.json").exists() else {}
+        summary_file = paths.summary_file(PPO, i)
+        s = read_json(summary_file) if summary_file.exists() else {}
         for when in ("before", "after"):
-            detail = read_json(d / f"eval_{when}.json") if (d / f"eval_{when}.json").exists() else {}
+            eval_file = paths.ppo_eval_file(i, when)
+            detail = read_json(eval_file) if eval_file.exists() else {}
             per_problem = [r.get("score") for r in detail.get("rows", []) if r.get("score") is not None]
             v = ("values", per_problem) if per_problem else _as_values(s.get(f"teacher_score_{when}"))
             if v is None:
@@ -201,8 +193,6 @@ def teacher_score_distributions(paths: RunPaths, rounds: int) -> Figure | None:
     scores, ba = sentence_scores(paths, rounds), ppo_before_after(paths, rounds)
     if scores.empty and ba.empty:
         return None
-    import seaborn as sns
-
     _style()
     n = int(not scores.empty) + int(not ba.empty)
     fig = Figure(figsize=(5.2 * n, 3.4), layout="constrained")
@@ -278,10 +268,6 @@ def _model_colors(models: Sequence[str]) -> dict[str, str]:
 
 def accuracy_figure(table: pd.DataFrame) -> Figure | None:
     """Accuracy (%) by category: one panel per answer format, one bar per model."""
-    import seaborn as sns
-
-    from aresnb.paper_numbers import ACCURACY_COLUMNS
-
     if table is None or table.empty:
         return None
     _style()
@@ -301,14 +287,16 @@ def accuracy_figure(table: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def write_all_figures(paths: RunPaths, rounds: int, win_rates: pd.DataFrame | None = None,
-                      accuracy: pd.DataFrame | None = None, reference_win_rate: float | None = None,
-                      judge: str = "") -> dict[str, dict[str, str]]:
-    """Every figure the run has data for, as PNG and PDF; {name: {png, pdf}}."""
+def write_all_figures(paths: RunPaths, rounds: int) -> dict[str, dict[str, str]]:
+    """Every figure the run has data for (read from its files), as PNG and PDF; {name: {png, pdf}}."""
+    evaluation = read_json(paths.summary_file(EVALUATION)) if paths.summary_file(EVALUATION).exists() else {}
+    tables = {name: pd.read_csv(files["csv"]) for name, files in evaluation.get("tables", {}).items()
+              if Path(files["csv"]).exists()}
     figures = {
         "training_curves": training_curves(paths, rounds),
         "teacher_scores": teacher_score_distributions(paths, rounds),
-        "win_rate": win_rate_figure(win_rates, reference_win_rate, judge) if win_rates is not None else None,
-        "accuracy_by_category": accuracy_figure(accuracy) if accuracy is not None else None,
+        "win_rate": (win_rate_figure(tables["win_rate"], evaluation.get("paper_win_rate"), evaluation.get("judge_model", ""))
+                     if "win_rate" in tables else None),
+        "accuracy_by_category": accuracy_figure(tables["accuracy"]) if "accuracy" in tables else None,
     }
     return {name: save_figure(fig, paths.figures_dir, name) for name, fig in figures.items() if fig is not None}

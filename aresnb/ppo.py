@@ -25,10 +25,8 @@ Runs through ``accelerate`` (CPU here, ``accelerate launch`` on GPUs). ``batch_s
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +35,15 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
 from torch import nn
 from trl.trainer.utils import disable_dropout_in_model, entropy_from_logits, pad, selective_log_softmax
 
-from aresnb.paths import append_jsonl, read_jsonl, write_json, write_jsonl
+from aresnb.checkpoints import Checkpoints
+from aresnb.config import PPOConfig
+from aresnb.io import append_jsonl, read_jsonl
+from aresnb.rationale_metrics import repeated_sentence_rate
 from aresnb.value_model import Seq2SeqValueModel, model_inputs
 
 # The metric names written per update (JSONL) -- fixed, so notebooks and reports can rely on them.
@@ -335,9 +338,6 @@ def make_accelerator(cpu: bool | None = None) -> Any:
     ``cpu=None`` picks the CPU when there is no CUDA device: accelerate then joins the launched
     processes over gloo (without it, CPU-only processes would each run alone).
     """
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
     if cpu is None:
         cpu = not torch.cuda.is_available()
     return Accelerator(cpu=cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
@@ -351,16 +351,12 @@ def plan_batches(n_samples: int, batch_size: int, seed: int) -> list[list[int]]:
     return [order[i:i + size] for i in range(0, len(order) - size + 1, size)] if size else []
 
 
-def _checkpoints(ckpt_dir: Path) -> list[Path]:
-    return sorted(p for p in ckpt_dir.glob("update_*") if (p / "trainer_state.json").exists())
-
-
 def train_ppo(
     policy: nn.Module,
     ref_policy: nn.Module,
     value_model: Seq2SeqValueModel,
     samples: Sequence[PPOSample],
-    cfg: Any,
+    cfg: PPOConfig,
     out_dir: str | Path,
     *,
     accelerator: Any = None,
@@ -382,7 +378,6 @@ def train_ppo(
     """
     started = time.time()
     out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
     metrics_file = out_dir / "metrics.jsonl"
     if accelerator is None:
         accelerator = make_accelerator()
@@ -426,26 +421,11 @@ def train_ppo(
               else FixedKLController(cfg.kl_coef))
 
     # ---- resume -------------------------------------------------------------------------------
-    start_update, resumed_from = 0, None
-    existing = _checkpoints(ckpt_dir)
-    if existing and json.loads((existing[-1] / "trainer_state.json").read_text()).get("fingerprint") != fingerprint:
-        log(f"ignoring checkpoints in {ckpt_dir}: they belong to a run with other parameters or data")
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-        existing = []
-    if existing:
-        last = existing[-1]
-        accelerator.load_state(str(last))
-        state = json.loads((last / "trainer_state.json").read_text())
-        start_update, resumed_from = state["update"], state["update"]
+    checkpoints = Checkpoints(out_dir / "checkpoints", fingerprint, keep=2, log=log)
+    start_update, state = checkpoints.resume(accelerator, metrics_file, step_key="update")
+    resumed_from = start_update or None
+    if state is not None:
         kl_ctl.value = state["kl_coef"]
-        log(f"resumed from {last} (update {start_update}/{len(batches)})")
-        if accelerator.is_main_process:  # rows of updates after the checkpoint will be redone
-            write_jsonl(metrics_file, [r for r in read_jsonl(metrics_file) if r.get("update", 0) <= start_update])
-    elif accelerator.is_main_process and metrics_file.exists():
-        metrics_file.unlink()  # a fresh run: old metrics belong to an older run
-    accelerator.wait_for_everyone()
 
     metrics_log: list[dict] = []
     # eval mode on purpose: some attention layers apply functional dropout that
@@ -520,7 +500,7 @@ def train_ppo(
                 "val/mean": masked_mean(old_values, mask),
                 "val/explained_variance": explained_variance(old_values, returns, mask),
                 "response/length": mask.sum(1).mean(),
-                "response/repetition_rate": _repetition_rate([s.text for s in batch_samples]),
+                "response/repetition_rate": repeated_sentence_rate([s.text for s in batch_samples]),
                 "response/sentences": n_sentences / len(batch_samples),
             }
             row.update({k: float(np.mean(v)) for k, v in stats.items()})
@@ -544,7 +524,7 @@ def train_ppo(
 
         done = update + 1
         if done % cfg.save_every_updates == 0 or done == len(batches):
-            _save_checkpoint(accelerator, ckpt_dir, done, kl_ctl.value, fingerprint)
+            checkpoints.save(accelerator, done, kl_coef=kl_ctl.value)
         if on_update_end is not None:
             on_update_end(done, row)
 
@@ -553,23 +533,3 @@ def train_ppo(
         updates=len(batches), sequences_trained=sum(len(b) for b in batches), dropped=dropped, unused=unused,
         resumed_from=resumed_from, wall_time_s=time.time() - started, metrics=metrics_log,
     )
-
-
-def _repetition_rate(texts: list[str]) -> float:
-    from aresnb.rationale_metrics import repeated_sentence_rate
-
-    return float(repeated_sentence_rate(texts))
-
-
-def _save_checkpoint(accelerator: Any, ckpt_dir: Path, update: int, kl_coef: float, fingerprint: str,
-                     keep: int = 2) -> None:
-    """Models, optimizer, RNG states (accelerate) and the update index; the newest ``keep`` stay."""
-    target = ckpt_dir / f"update_{update:05d}"
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(target))
-    if accelerator.is_main_process:
-        # trainer_state.json is written last: a checkpoint without it is incomplete and ignored
-        write_json(target / "trainer_state.json", {"update": update, "kl_coef": kl_coef, "fingerprint": fingerprint})
-        for old in _checkpoints(ckpt_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()

@@ -19,7 +19,8 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from aresnb.paths import ROUND_STAGES, STAGES, read_json, read_jsonl
+from aresnb.io import read_json, read_jsonl
+from aresnb.paths import EVALUATION, ROUND_STAGES, STAGES, RunPaths
 
 FIGURE_ORDER = ("win_rate", "accuracy_by_category", "training_curves", "teacher_scores")
 TABLE_ORDER = ("win_rate", "accuracy_evaluation", "rationale_metrics")
@@ -70,7 +71,7 @@ def _table_html(df: pd.DataFrame, digits: int = 3) -> str:
     return f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
 
 
-def _headline(ev: dict | None) -> str:
+def headline_html(ev: dict | None) -> str:
     if not ev:
         return '<p class="muted">Stage 07 (evaluation) has not run: no win rate yet.</p>'
     c, lo_hi = ev.get("counts", {}), ev.get("win_rate_ci95") or [None, None]
@@ -174,17 +175,17 @@ def examples_html(records: list[dict], n: int, seed: int = 0) -> str:
     return f"<style>{CSS_EXAMPLES}</style>" + "".join(example_html(r) for r in choose_examples(records, n, seed))
 
 
-def _stages(run_dir: Path, manifest: dict | None) -> str:
+def _stages(paths: RunPaths, manifest: dict | None) -> str:
     entries = (manifest or {}).get("stages", {})
     dirs = []
     for stage in STAGES:
         if stage in ROUND_STAGES:
-            dirs += sorted(run_dir.glob(f"round_*/{stage}"), key=lambda p: int(p.parent.name.split("_")[1]))
+            dirs += [paths.stage_path(stage, r) for r in paths.rounds_present()]
         else:
-            dirs.append(run_dir / stage)
+            dirs.append(paths.stage_path(stage))
     rows, details = [], []
     for d in dirs:
-        label = str(d.relative_to(run_dir))
+        label = str(d.relative_to(paths.run_dir))
         summary, m = _read(d / "summary.json"), entries.get(label, {})
         if summary is None and not m:
             continue
@@ -202,13 +203,14 @@ def _stages(run_dir: Path, manifest: dict | None) -> str:
 
 def render_report(run_dir: str | Path) -> str:
     """The report's HTML text."""
-    run_dir = Path(run_dir)
-    manifest = _read(run_dir / "manifest.json")
-    ev = _read(run_dir / "07_evaluation" / "summary.json")
+    paths = RunPaths.from_dir(run_dir)
+    run_dir = paths.run_dir
+    manifest = _read(paths.manifest)
+    ev = _read(paths.summary_file(EVALUATION))
     params = (manifest or {}).get("params", {})
     n_examples = int(params.get("evaluation", {}).get("n_examples", 4))
     seed = int(params.get("run", {}).get("seed", 0))
-    records = read_jsonl(run_dir / "07_evaluation" / "judgments.jsonl")
+    records = read_jsonl(paths.judgments_file)
     name = (manifest or {}).get("run", run_dir.name)
     git = (manifest or {}).get("git", {})
     commit = git.get("commit", "") if isinstance(git, dict) else git
@@ -223,18 +225,18 @@ def render_report(run_dir: str | Path) -> str:
  · data {_e(params.get("data", {}).get("source", "–"))} · model {_e(params.get("model", {}).get("base", "–"))}
  · {_e((manifest or {}).get("rounds", params.get("ares", {}).get("rounds", "–")))} round(s) · report written {_e(now)}</p>
 <h2>Headline</h2>
-{_headline(ev)}
+{headline_html(ev)}
 <h2>Tables</h2>
 <p class="muted">Accuracy in percent. Rationale metrics against the gold solutions; similarity model:
 {_e(sim.get("used", "–"))}.</p>
-{_tables(run_dir / "tables")}
+{_tables(paths.tables_dir)}
 <h2>Figures</h2>
-{_figures(run_dir / "figures")}
+{_figures(paths.figures_dir)}
 <h2>Examples</h2>
 <p class="muted">Judged test problems, alternating ARES wins, losses and ties (seed {seed}).</p>
 {examples_html(records, n_examples, seed)}
 <h2>Stages</h2>
-{_stages(run_dir, manifest)}
+{_stages(paths, manifest)}
 <h2>Manifest</h2>
 <details><summary>manifest.json</summary><pre>{_e(json.dumps(manifest, indent=2) if manifest else "no manifest.json")}</pre></details>
 </body></html>
@@ -243,11 +245,11 @@ def render_report(run_dir: str | Path) -> str:
 
 def write_report(run_dir: str | Path) -> Path:
     """Write ``<run_dir>/report.html`` (atomically) and return its path."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory not found: {run_dir}")
-    out = run_dir / "report.html"
+    paths = RunPaths.from_dir(run_dir)
+    if not paths.run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {paths.run_dir}")
+    out = paths.report_file
     tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(render_report(run_dir), encoding="utf-8")
+    tmp.write_text(render_report(paths.run_dir), encoding="utf-8")
     os.replace(tmp, out)
     return out

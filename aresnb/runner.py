@@ -26,7 +26,9 @@ from pathlib import Path
 import yaml
 
 from aresnb.config import Config
-from aresnb.paths import ROUND_STAGES, STAGES, RunPaths, read_json, write_json
+from aresnb.io import read_json, write_json
+from aresnb.paths import (ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, ROUND_STAGES, STAGES,
+                          TEACHER_SCORES, RunPaths)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -95,10 +97,10 @@ def parse_stage_selection(text: str | None) -> list[str]:
 
 def build_schedule(rounds: int) -> list[Step]:
     """Every step of a full run, in execution order."""
-    steps = [Step("01_data"), Step("02_baseline")]
+    steps = [Step(DATA), Step(BASELINE)]
     for r in range(1, rounds + 1):
         steps += [Step(stage, r) for stage in ROUND_STAGES]
-    return steps + [Step("06_answer_lora"), Step("07_evaluation")]
+    return steps + [Step(ANSWER_LORA), Step(EVALUATION)]
 
 
 def upstream_of(step: Step, schedule: list[Step]) -> list[Step]:
@@ -193,13 +195,13 @@ class Manifest:
 # The parameter sections each stage reads. Upstream sections need not be listed: a change there
 # re-runs the upstream stage, whose new completion id changes every downstream key.
 STAGE_SECTIONS = {
-    "01_data": ("data", "features"),
-    "02_baseline": ("model", "baseline"),
-    "03_teacher_scores": ("rollout", "teacher"),
-    "04_ppo": ("ppo", "teacher"),
-    "05_correction_sft": ("correction", "teacher"),
-    "06_answer_lora": ("answer",),
-    "07_evaluation": ("evaluation", "teacher"),
+    DATA: ("data", "features"),
+    BASELINE: ("model", "baseline"),
+    TEACHER_SCORES: ("rollout", "teacher"),
+    PPO: ("ppo", "teacher"),
+    CORRECTION_SFT: ("correction", "teacher"),
+    ANSWER_LORA: ("answer",),
+    EVALUATION: ("evaluation", "teacher"),
 }
 
 
@@ -218,10 +220,10 @@ def step_key(cfg: Config, step: Step, manifest: Manifest, schedule: list[Step]) 
 
 def mirror_round_summary(paths: RunPaths, step: Step) -> None:
     """``<stage>/summary.json`` = the latest round's summary plus every round's under ``rounds``."""
-    src = paths.stage_path(step.stage, step.round_index) / "summary.json"
+    src = paths.summary_file(step.stage, step.round_index)
     if not src.exists():
         return
-    dst = paths.run_dir / step.stage / "summary.json"
+    dst = paths.summary_file(step.stage)
     rounds = read_json(dst).get("rounds", {}) if dst.exists() else {}
     latest = read_json(src)
     rounds[str(step.round_index)] = latest

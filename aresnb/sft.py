@@ -7,17 +7,14 @@ An example is ``{"source": str, "target": str, "feature_index": int | None}``: t
 DeepSpeed), with AdamW, linear or constant schedule after warm-up, gradient accumulation and
 clipping. It appends ``metrics.jsonl`` (step, loss, lr, samples/s), checkpoints every N optimizer
 steps (model, optimizer, scheduler, RNG states and the position in the data) and resumes from
-the last complete checkpoint of the same configuration, so a killed run continues where it was.
+the last complete checkpoint of the same recipe and data (:mod:`aresnb.checkpoints`), so a
+killed run continues where it was.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +28,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from aresnb.paths import append_jsonl, read_jsonl, write_json, write_jsonl
+from aresnb.checkpoints import Checkpoints, fingerprint
+from aresnb.data.prompts import build_source, build_target
+from aresnb.io import append_jsonl, read_jsonl
 
 IGNORE_INDEX = -100  # label positions the loss skips (padding)
 
@@ -51,8 +50,6 @@ def make_examples(
     ``rationales`` (qid -> text) replaces the gold solution: the target for QCM-E (SFT on
     corrections), the rationale in the input for QCMG-A.
     """
-    from aresnb.data.prompts import build_source, build_target
-
     examples = []
     for i, p in enumerate(problems):
         r = rationales.get(p["qid"]) if rationales is not None else None
@@ -174,26 +171,45 @@ class TrainResult:
         return d
 
 
-def _fingerprint(train_cfg: Any, n_examples: int, total_steps: int, model: torch.nn.Module, extra: dict) -> str:
-    """What a checkpoint must match to be resumed (same recipe, data size and trainable shape)."""
+def recipe_fingerprint(train_cfg: Any, examples: Sequence[dict], total_steps: int, model: torch.nn.Module,
+                       extra: dict) -> str:
+    """What a checkpoint must match to be resumed: the recipe, the examples themselves (new
+    Teacher corrections change the targets) and the trainable parameters' shapes."""
     shapes = [(n, tuple(p.shape)) for n, p in model.named_parameters() if p.requires_grad]
-    blob = json.dumps([dataclasses.asdict(train_cfg), n_examples, total_steps, shapes, extra], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    data = fingerprint([(e["source"], e["target"], e.get("feature_index")) for e in examples])
+    return fingerprint(dataclasses.asdict(train_cfg), data, len(examples), total_steps, shapes, extra)
 
 
-def _latest_checkpoint(root: Path, fingerprint: str) -> tuple[Path, dict] | None:
-    """The newest complete checkpoint (its trainer_state.json is written last) of this recipe."""
-    found = []
-    for d in root.glob("step_*"):
-        state_file = d / "trainer_state.json"
-        if state_file.exists():
-            state = json.loads(state_file.read_text())
-            if state.get("fingerprint") == fingerprint:
-                found.append((state["step"], d, state))
-    if not found:
-        return None
-    _, d, state = max(found, key=lambda x: x[0])
-    return d, state
+@dataclass
+class _LossWindow:
+    """Losses since the last metrics row, and the samples seen since training (re)started."""
+
+    losses: list[float] = field(default_factory=list)
+    samples: int = 0
+    started: float = field(default_factory=time.time)
+
+    def add(self, loss: float, n_samples: int) -> None:
+        self.losses.append(loss)
+        self.samples += n_samples
+
+    def samples_per_s(self) -> float:
+        return self.samples / max(time.time() - self.started, 1e-9)
+
+    def flush(self) -> dict[str, float]:
+        """The mean loss of the window (then emptied) and the throughput so far."""
+        row = {"loss": float(np.mean(self.losses)), "samples_per_s": self.samples_per_s()}
+        self.losses.clear()
+        return row
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Any, total_steps: int) -> tuple[Any, Any]:
+    """AdamW on the trainable parameters and the configured schedule (linear or constant) after warm-up."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_ratio * total_steps)
+    if cfg.schedule == "linear":
+        return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    return optimizer, get_constant_schedule_with_warmup(optimizer, warmup)
 
 
 def train_seq2seq(
@@ -224,7 +240,6 @@ def train_seq2seq(
     t_start = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_root = out_dir / "checkpoints"
     metrics_path = out_dir / "metrics.jsonl"
     model_dir = Path(model_dir) if model_dir is not None else out_dir / "model"
     cfg = train_cfg
@@ -242,37 +257,20 @@ def train_seq2seq(
                         generator=torch.Generator().manual_seed(seed))
     steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)  # accelerate steps at the end of each epoch
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    warmup = int(cfg.warmup_ratio * total_steps)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in params)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.schedule == "linear":
-        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-    else:
-        scheduler = get_constant_schedule_with_warmup(optimizer, warmup)
-    fingerprint = _fingerprint(cfg, len(data), total_steps, model, {"seed": seed, "src": max_source_length, "tgt": max_target_length})
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    optimizer, scheduler = make_optimizer(model, cfg, total_steps)
+    checkpoints = Checkpoints(out_dir / "checkpoints", keep=keep_checkpoints, log=accelerator.print,
+                              fingerprint=recipe_fingerprint(cfg, examples, total_steps, model,
+                                                             {"seed": seed, "src": max_source_length, "tgt": max_target_length}))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-
-    step, resumed_from = 0, None
-    found = _latest_checkpoint(ckpt_root, fingerprint) if resume else None
-    if found is not None:
-        ckpt, state = found
-        accelerator.load_state(str(ckpt))
-        step = resumed_from = int(state["step"])
-        write_jsonl(metrics_path, [r for r in read_jsonl(metrics_path) if r.get("step", 0) <= step])
-        accelerator.print(f"[{desc}] resumed from {ckpt} (step {step}/{total_steps})")
-    else:
-        if ckpt_root.exists():
-            shutil.rmtree(ckpt_root)  # checkpoints of another recipe: never resume from those
-        metrics_path.unlink(missing_ok=True)
+    if not resume:
+        checkpoints.discard_all()
+    step, _ = checkpoints.resume(accelerator, metrics_path)
+    resumed_from = step or None
 
     model.train()
     bar = tqdm(total=total_steps, initial=step, desc=desc, disable=not (progress and accelerator.is_local_main_process))
-    window_losses: list[float] = []
-    samples, t_loop = 0, time.time()
-    first_loss = next((r["loss"] for r in read_jsonl(metrics_path)), None)
-    last_loss = None
+    window = _LossWindow()
     epoch = step // steps_per_epoch
     while step < total_steps and (stop_after_steps is None or step < stop_after_steps):
         loader.set_epoch(epoch)
@@ -287,25 +285,20 @@ def train_seq2seq(
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            window_losses.append(loss.item())
-            samples += batch["input_ids"].shape[0] * accelerator.num_processes
+            window.add(loss.item(), batch["input_ids"].shape[0] * accelerator.num_processes)
             if not accelerator.sync_gradients:
                 continue
             step += 1
             bar.update(1)
             if step % cfg.log_every_steps == 0 or step == total_steps:
-                mean_loss = float(np.mean(window_losses))
-                first_loss = mean_loss if first_loss is None else first_loss
-                last_loss = mean_loss
-                row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": mean_loss,
-                       "lr": scheduler.get_last_lr()[0], "samples_per_s": samples / max(time.time() - t_loop, 1e-9)}
-                window_losses = []
+                row = {"step": step, "epoch": round(step / steps_per_epoch, 4), **window.flush(),
+                       "lr": scheduler.get_last_lr()[0]}
                 if accelerator.is_main_process:
                     append_jsonl(metrics_path, row)
-                bar.set_postfix(loss=f"{mean_loss:.3f}")
+                bar.set_postfix(loss=f"{row['loss']:.3f}")
             if step % cfg.save_every_steps == 0 or step == total_steps or step == stop_after_steps:
-                _save_checkpoint(accelerator, ckpt_root, step, fingerprint, keep_checkpoints)
-                window_losses = []  # a resumed run logs the same windows as an uninterrupted one
+                checkpoints.save(accelerator, step)
+                window.losses.clear()  # a resumed run logs the same windows as an uninterrupted one
             if step >= total_steps or step == stop_after_steps:
                 break
         epoch += 1
@@ -317,39 +310,19 @@ def train_seq2seq(
         unwrapped.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
     metrics = read_jsonl(metrics_path)
-    elapsed = time.time() - t_loop
     return TrainResult(
         model=unwrapped,
         steps=step,
         total_steps=total_steps,
         epochs=cfg.epochs,
-        first_loss=first_loss,
-        last_loss=last_loss if last_loss is not None else (metrics[-1]["loss"] if metrics else None),
+        first_loss=metrics[0]["loss"] if metrics else None,
+        last_loss=metrics[-1]["loss"] if metrics else None,
         wall_time_s=time.time() - t_start,
-        samples_per_s=samples / elapsed if elapsed > 0 and samples else 0.0,
+        samples_per_s=window.samples_per_s(),
         resumed_from_step=resumed_from,
         trainable_parameters=n_trainable,
         metrics=metrics,
     )
-
-
-def _save_checkpoint(accelerator: Accelerator, root: Path, step: int, fingerprint: str, keep: int) -> None:
-    """save_state, then trainer_state.json last: a checkpoint without it is incomplete and ignored."""
-    ckpt = root / f"step_{step:06d}"
-    # T5 ties its embeddings; accelerate warns that it drops the duplicates, which is what we want
-    # (load_state re-ties them: the resume test checks the weights bit for bit).
-    noisy = logging.getLogger("accelerate.utils.other")
-    level = noisy.level
-    noisy.setLevel(logging.ERROR)
-    try:
-        accelerator.save_state(str(ckpt))
-    finally:
-        noisy.setLevel(level)
-    if accelerator.is_main_process:
-        write_json(ckpt / "trainer_state.json", {"step": step, "fingerprint": fingerprint})
-        old = sorted((d for d in root.glob("step_*") if d != ckpt), key=lambda d: d.name)
-        for d in old[: max(0, len(old) - (keep - 1))]:
-            shutil.rmtree(d, ignore_errors=True)
 
 
 # ---- evaluation --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ On disk (``save_pretrained``): the backbone in Hugging Face format (separate cri
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoModelForSeq2SeqLM
+
+from aresnb.models import load_rationale_model
 
 HEAD_WEIGHTS = "value_head.safetensors"
 HEAD_CONFIG = "value_head.json"
@@ -90,8 +94,6 @@ class Seq2SeqValueModel(nn.Module):
     @classmethod
     def from_policy(cls, policy: nn.Module, shared: bool = False) -> "Seq2SeqValueModel":
         """A fresh critic: a deep copy of the policy (the paper) or a head on its trunk."""
-        import copy
-
         backbone = policy if shared else copy.deepcopy(policy)
         return cls(backbone, shared=shared)
 
@@ -100,9 +102,5 @@ def load_seq2seq_backbone(path: str | Path) -> nn.Module:
     """Load a saved seq2seq model: the project's multimodal T5 when config.json says so, else Auto."""
     config = json.loads((Path(path) / "config.json").read_text())
     if config.get("model_type") == "multimodal_t5":
-        from aresnb.models import load_rationale_model
-
         return load_rationale_model(path)
-    from transformers import AutoModelForSeq2SeqLM
-
     return AutoModelForSeq2SeqLM.from_pretrained(path)

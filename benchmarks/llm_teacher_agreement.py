@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from aresnb.paths import read_json, write_json  # noqa: E402
+from aresnb.io import read_json, write_json  # noqa: E402
 from aresnb.teacher.reference import ReferenceTeacher  # noqa: E402
 
 USAGE_KEYS = {"03_teacher_scores": "teacher", "04_ppo": "teacher_usage", "05_correction_sft": "teacher",

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aresnb.paths import write_json  # noqa: E402
+from aresnb.io import write_json  # noqa: E402
 from aresnb.teacher import ProblemView, ReplyCache, ScoreItem, Teacher, TeacherSettings, start_local_server  # noqa: E402
 
 

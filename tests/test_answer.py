@@ -1,4 +1,4 @@
-"""Stage 06 pieces: accuracy by category, tables, LoRA targets and adapter round trip, extraction."""
+"""Stage 06 pieces: accuracy by category, its table, LoRA targets and adapter round trip, extraction."""
 
 from __future__ import annotations
 
@@ -10,17 +10,11 @@ import pytest
 import torch
 
 from aresnb import answer
-from aresnb.answer import (
-    accuracy_by_category,
-    accuracy_table,
-    attach_lora,
-    load_answer_model,
-    lora_target_modules,
-    predict_answers,
-    trainable_fraction,
-    write_table,
-)
+from aresnb.answer import attach_lora, load_answer_model, lora_target_modules, predict_answers, trainable_fraction
 from aresnb.config import load_config
+from aresnb.evaluation.accuracy import accuracy_by_category, heads_table
+from aresnb.evaluation.tables import write_table
+from aresnb.io import read_json
 from aresnb.models import MultimodalT5Config, MultimodalT5ForConditionalGeneration
 from aresnb.tokenizer import train_bpe_tokenizer
 
@@ -49,13 +43,14 @@ def test_accuracy_by_category_hand_made_case():
 def test_accuracy_table_csv_and_markdown(tmp_path):
     acc = {"baseline": {"QCM-A": accuracy_by_category([row(True, "NAT"), row(False, "SOC")])},
            "ares": {"QCM-A": accuracy_by_category([row(True, "NAT"), row(True, "SOC")])}}
-    rows = accuracy_table(acc)
-    assert [r["model"] for r in rows] == ["baseline", "ares"]
-    assert "LAN" not in rows[0]  # a column no model has is dropped (e.g. A-OKVQA keeps only Avg)
-    csv, md = write_table(rows, tmp_path / "accuracy_by_category")
-    assert csv.read_text().splitlines()[1] == "baseline,QCM-A,100.00,0.00,50.00"
-    lines = md.read_text().splitlines()
-    assert lines[0] == "| model | format | NAT | SOC | Avg |" and lines[3] == "| ares | QCM-A | 100.00 | 100.00 | 100.00 |"
+    table = heads_table(acc)
+    assert list(table["model"]) == ["baseline", "ares"]
+    assert "LAN" not in table.columns  # a column no model has is dropped (e.g. A-OKVQA keeps only Avg)
+    files = write_table(table, tmp_path, "accuracy_by_category", "caption", 2, formats=("csv", "md"))
+    assert set(files) == {"csv", "md"}
+    assert open(files["csv"]).read().splitlines()[1] == "baseline,QCM-A,100.0,0.0,50.0"
+    lines = open(files["md"]).read().splitlines()
+    assert lines[2] == "| model | format | NAT | SOC | Avg |" and lines[5] == "| ares | QCM-A | 100.00 | 100.00 | 100.00 |"
 
 
 def tiny_model(vocab_size: int, seed: int = 0) -> MultimodalT5ForConditionalGeneration:
@@ -121,10 +116,8 @@ def test_predict_answers_extraction_fallback_is_seeded_and_counted(monkeypatch):
 def test_smoke_answers_depend_on_the_image(smoke_run):
     """The embedded default must make the image path matter: QCM-A accuracy with image features
     clearly above the same head trained and tested with them zeroed (stage 06 of the smoke run)."""
-    from aresnb.paths import read_json
-
     paths = smoke_run
-    summary = read_json(paths.run_dir / "06_answer_lora" / "summary.json")
+    summary = read_json(paths.summary_file("06_answer_lora"))
     ab = summary["image_ablation"]
     # 48 test problems, 24 with an image: +8 points overall is 4 more right answers; seen: +12.5 (IMG +21).
     assert ab["accuracy_with_image"] >= ab["accuracy_without_image"] + 8, ab

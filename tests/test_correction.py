@@ -2,14 +2,10 @@
 
 import pytest
 
-from aresnb.correction import (
-    correction_row,
-    cached_rationales,
-    reset_if_inputs_changed,
-    select_problems,
-    summarize_corrections,
-)
-from aresnb.paths import read_jsonl
+from aresnb.correction import correction_row, select_problems, summarize_corrections
+from aresnb.io import read_jsonl
+from aresnb.paths import RunPaths
+from aresnb.stages.correction_sft import cached_rationales, reset_if_inputs_changed
 from aresnb.teacher.client import CorrectionResult
 from aresnb.teacher.validation import InvalidReply, parse_correction
 
@@ -109,25 +105,14 @@ def test_cached_rationales_reused_only_for_the_same_qids(tmp_path):
 
 
 def test_reset_if_inputs_changed_discards_stale_artefacts_only(tmp_path):
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "rl_rationales_train.jsonl").write_text("{}\n")
-    (tmp_path / "notes.txt").write_text("keep")
-    assert reset_if_inputs_changed(tmp_path, "f1") is True  # unknown provenance: discarded
-    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "rl_rationales_train.jsonl").exists()
-    (tmp_path / "checkpoints").mkdir()
-    assert reset_if_inputs_changed(tmp_path, "f1") is False and (tmp_path / "checkpoints").exists()
-    assert reset_if_inputs_changed(tmp_path, "f2") is True and not (tmp_path / "checkpoints").exists()
-    assert (tmp_path / "notes.txt").read_text() == "keep"
-
-
-def test_checkpoints_survive_only_for_the_same_sft_examples(tmp_path):
-    from aresnb.correction import drop_checkpoints_of_other_data
-
-    ex = [{"source": "Question: a", "target": "Solution: b"}]
-    (tmp_path / "checkpoints").mkdir()
-    assert drop_checkpoints_of_other_data(tmp_path, ex) is False  # no record: not trusted, removed
-    assert not (tmp_path / "checkpoints").exists()
-    (tmp_path / "checkpoints").mkdir()
-    assert drop_checkpoints_of_other_data(tmp_path, ex) is False and (tmp_path / "checkpoints").exists()
-    assert drop_checkpoints_of_other_data(tmp_path, [dict(ex[0], target="Solution: c")]) is True
-    assert not (tmp_path / "checkpoints").exists()
+    paths = RunPaths.from_dir(tmp_path)
+    stage_dir = paths.stage_dir("05_correction_sft", 1)
+    (stage_dir / "checkpoints").mkdir()
+    paths.rl_rationales_file(1, "train").write_text("{}\n")
+    (stage_dir / "notes.txt").write_text("keep")
+    assert reset_if_inputs_changed(paths, 1, "f1") is True  # unknown provenance: discarded
+    assert not (stage_dir / "checkpoints").exists() and not paths.rl_rationales_file(1, "train").exists()
+    (stage_dir / "checkpoints").mkdir()
+    assert reset_if_inputs_changed(paths, 1, "f1") is False and (stage_dir / "checkpoints").exists()
+    assert reset_if_inputs_changed(paths, 1, "f2") is True and not (stage_dir / "checkpoints").exists()
+    assert (stage_dir / "notes.txt").read_text() == "keep"

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from aresnb.figure3 import figure3_html, pick_examples, write_figure3
-from aresnb.paths import RunPaths, write_jsonl
+from aresnb.io import write_jsonl
+from aresnb.paths import RunPaths
 from aresnb.widgets.rationale_panel import (
     COLUMNS,
     Column,
@@ -94,14 +95,14 @@ def _fake_run(tmp_path):
         {"qid": "q0", "rationale": "Wood is a metal."}, {"qid": "q1", "rationale": "Iron is a metal."}])
     write_jsonl(paths.rationales_file("round_1", "test"), [
         {"qid": "q0", "rationale": "Iron is a metal. Wood is not."}, {"qid": "q1", "rationale": "Iron is a metal."}])
-    stage = paths.stage_dir("05_correction_sft", 1)
-    write_jsonl(stage / "rl_rationales_test.jsonl", [{"qid": "q0", "rationale": "Iron is is a metal"}])
+    write_jsonl(paths.rl_rationales_file(1, "test"), [{"qid": "q0", "rationale": "Iron is is a metal"}])
     return paths, problems
 
 
 def test_rationale_sources_columns_in_order_with_diffs_and_scores(tmp_path):
     paths, problems = _fake_run(tmp_path)
-    samples = paths.stage_dir("03_teacher_scores", 1) / "samples.parquet"
+    samples = paths.samples_file(1)
+    samples.parent.mkdir(parents=True)
     pd.DataFrame({"qid": ["q0"], "rationale": ["Iron  is a metal. Wood is not."], "scores": [[1.0, 0.9]]}).to_parquet(samples)
     src = RationaleSources.load(paths, 1, "test", problems)
     assert src.qids() == ["q0", "q1"]

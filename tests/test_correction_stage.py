@@ -12,8 +12,14 @@ import pytest
 import torch
 
 from aresnb.config import load_config
-from aresnb.paths import RunPaths, read_jsonl, write_jsonl
+from aresnb.io import read_jsonl, write_jsonl
+from aresnb.models import build_rationale_model, load_rationale_model
+from aresnb.paths import RunPaths
 from aresnb.rationale_metrics import rationale_quality
+from aresnb.stages import correction_sft
+from aresnb.stages import data as data_stage
+from aresnb.stages.data import load_features, load_problems
+from aresnb.tokenizer import build_or_load_tokenizer
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,14 +46,10 @@ def _state(model):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from aresnb.data import load_features, load_problems, run_data_stage
-    from aresnb.models import build_rationale_model
-    from aresnb.tokenizer import build_or_load_tokenizer
-
     out = tmp_path_factory.mktemp("correction_stage")
     cfg = _cfg(out)
     paths = RunPaths(cfg)
-    run_data_stage(cfg, paths)
+    data_stage.run(cfg, paths)
     data = load_problems(paths)
     tok = build_or_load_tokenizer(cfg, [p["question"] + " " + p["solution"] for p in data["train"]], paths.baseline_model_dir)
     model = build_rationale_model(cfg, tok, load_features(paths, "train").shape)
@@ -60,16 +62,12 @@ def run(tmp_path_factory):
     model.save_pretrained(paths.ppo_policy_dir(1))
     tok.save_pretrained(paths.ppo_policy_dir(1))
     policy = _state(model)
-
-    from aresnb.correction import run_correction_stage
-
-    result = run_correction_stage(cfg, paths, 1)
-    return cfg, paths, result, policy
+    summary = correction_sft.run(cfg, paths, 1)
+    return cfg, paths, summary, policy
 
 
 def test_stage_writes_every_output(run):
-    cfg, paths, result, _ = run
-    s = result["summary"]
+    cfg, paths, s, _ = run
     stage = paths.stage_dir("05_correction_sft", 1)
     assert s["stage"] == "05_correction_sft" and s["round"] == 1 and s["wall_time_s"] > 0
     assert s["n_problems"] == N_CORRECTED == s["corrected"] + s["unchanged"] + s["fallback"]
@@ -90,8 +88,6 @@ def test_stage_writes_every_output(run):
 
 
 def test_sft_starts_from_the_rl_checkpoint(run):
-    from aresnb.models import load_rationale_model
-
     _, paths, _, policy = run
     sft = load_rationale_model(paths.sft_model_dir(1)).state_dict()
     base = load_rationale_model(paths.baseline_model_dir).state_dict()
@@ -101,29 +97,25 @@ def test_sft_starts_from_the_rl_checkpoint(run):
 
 
 def test_rerun_resumes_without_teacher_calls_or_retraining(run):
-    from aresnb.correction import run_correction_stage
-
     cfg, paths, first, _ = run
     rl_file = paths.stage_dir("05_correction_sft", 1) / "rl_rationales_train.jsonl"
     mtime = rl_file.stat().st_mtime_ns
-    s = run_correction_stage(cfg, paths, 1)["summary"]
+    s = correction_sft.run(cfg, paths, 1)
     assert s["teacher"]["calls"] == 0 and s["teacher"]["cache_hits"] >= N_CORRECTED
     assert s["sft"]["resumed_from_step"] == s["sft"]["total_steps"]
     assert rl_file.stat().st_mtime_ns == mtime  # the RL generations were reused
     assert s["restarted_with_new_inputs"] is False
-    assert {k: s[k] for k in ("corrected", "unchanged", "fallback")} == {k: first["summary"][k] for k in ("corrected", "unchanged", "fallback")}
+    assert {k: s[k] for k in ("corrected", "unchanged", "fallback")} == {k: first[k] for k in ("corrected", "unchanged", "fallback")}
 
 
 def test_unparsable_replies_keep_the_rl_rationale_and_are_counted(run, tmp_path):
-    from aresnb.correction import run_correction_stage
-
     cfg, paths, _, _ = run
     cfg2 = _cfg(cfg.run.output_dir, "corr_faulty", "teacher.faults.rate_malformed=1.0",
                 f"teacher.cache_path={tmp_path / 'faulty.sqlite'}")
     paths2 = RunPaths(cfg2)
     for part in ("01_data", "02_baseline", "round_1/04_ppo"):
         shutil.copytree(paths.run_dir / part, paths2.run_dir / part)
-    s = run_correction_stage(cfg2, paths2, 1)["summary"]
+    s = correction_sft.run(cfg2, paths2, 1)
     assert s["fallback"] == N_CORRECTED and s["fallback_rate"] == 1.0 and s["mean_edit_distance"] == 0
     df = pd.read_parquet(paths2.stage_dir("05_correction_sft", 1) / "corrections.parquet")
     assert (df["target"] == df["deduped"]).all() and df["corrected"].isna().all()

@@ -8,7 +8,8 @@ from PIL import Image
 
 from aresnb.config import load_config
 from aresnb.data.features import VisionFeatureExtractor, build_tiny_vit, open_extractor
-from aresnb.data.synthetic import COLOURS, render_image
+from aresnb.data.synthetic import render_image
+from aresnb.data.synthetic_grader import COLOURS
 
 
 @pytest.fixture(scope="module")

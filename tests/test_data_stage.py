@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from aresnb.config import load_config
-from aresnb.data import load_features, load_problems, run_data_stage
 from aresnb.data.schema import CATEGORY_COLUMNS
-from aresnb.paths import RunPaths, read_json
+from aresnb.io import read_json
+from aresnb.paths import RunPaths
+from aresnb.stages import data as data_stage
+from aresnb.stages.data import load_features, load_problems
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +17,8 @@ def stage(tmp_path_factory):
     cfg = load_config(None, [f"run.output_dir={out}", "run.name=data_test", "data.synthetic.n_train=36",
                              "data.synthetic.n_val=24", "data.synthetic.n_test=12", "data.max_per_split=20"])
     paths = RunPaths(cfg)
-    return cfg, paths, run_data_stage(cfg, paths)
+    data_stage.run(cfg, paths)
+    return cfg, paths, data_stage.load(cfg, paths)
 
 
 def test_stage_outputs(stage):
@@ -27,29 +30,32 @@ def test_stage_outputs(stage):
         assert feats.shape == (ds[split].num_rows, 17, 64)
         has = np.array(ds[split]["has_image"])
         assert not feats[~has].any() and all(f.any() for f in feats[has])
-    summary = read_json(paths.run_dir / "01_data" / "summary.json")
+    summary = read_json(paths.summary_file("01_data"))
+    assert summary == result["summary"]
     assert summary["stage"] == "01_data" and summary["wall_time_s"] > 0
     assert summary["problems"] == {"train": 20, "val": 20, "test": 12}
     assert summary["feature_shape"] == [17, 64]
     assert summary["skipped"] == 0 and summary["zero_filled"] == 0
     assert set(CATEGORY_COLUMNS) <= set(summary["categories"]["train"])
-    assert (paths.run_dir / "01_data" / "synthetic_raw" / "problems.json").exists()
+    assert (paths.synthetic_raw_dir / "problems.json").exists()
+    assert len(result["examples"]) == 4 and all(e["source"].endswith("Solution:") for e in result["examples"])
+    assert result["train_features"]["shape"] == [20, 17, 64]
 
 
 def test_rerun_hits_feature_cache_and_is_identical(stage):
     cfg, paths, first = stage
     before = load_features(paths, "train")
-    again = run_data_stage(cfg, paths)
-    assert again["summary"]["feature_cache"]["computed"] == 0
+    again = data_stage.run(cfg, paths)
+    assert again["feature_cache"]["computed"] == 0
     np.testing.assert_array_equal(load_features(paths, "train"), before)
-    assert again["dataset"]["train"]["qid"] == first["dataset"]["train"]["qid"]
+    assert load_problems(paths)["train"]["qid"] == first["dataset"]["train"]["qid"]
 
 
 def test_use_caption_false_drops_captions(tmp_path):
     cfg = load_config(None, [f"run.output_dir={tmp_path}", "data.synthetic.n_train=12", "data.synthetic.n_val=12",
                              "data.synthetic.n_test=12", "data.use_caption=false"])
-    result = run_data_stage(cfg, RunPaths(cfg))
-    assert set(result["dataset"]["train"]["caption"]) == {""}
+    data_stage.run(cfg, RunPaths(cfg))
+    assert set(load_problems(RunPaths(cfg))["train"]["caption"]) == {""}
 
 
 def test_load_before_stage_says_so(tmp_path):

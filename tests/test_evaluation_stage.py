@@ -5,10 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aresnb import evaluation as E
+from aresnb import plots
 from aresnb.config import load_config
 from aresnb.data.schema import COLUMNS, to_dataset_dict
-from aresnb.paths import RunPaths, read_json, read_jsonl, write_json, write_jsonl
+from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
+from aresnb.paper_numbers import ACCURACY_COLUMNS
+from aresnb.paths import RunPaths
+from aresnb.report import write_report
+from aresnb.stages import evaluation as stage
 
 SUBJECTS = ("natural science", "social science", "language science")
 FACTS = ["Magnets attract iron.", "Iron is a metal.", "Copper is not attracted by magnets.",
@@ -37,18 +41,19 @@ def make_upstream(run_dir, n_test=16):
                  f"{p['solution'].split('. ')[0]}. Paris is the capital of Spain."} for i, p in enumerate(test)]
     write_jsonl(paths.rationales_file("baseline", "test"), baseline)
     write_jsonl(paths.rationales_file("round_1", "test"), ares)
-    write_jsonl(run_dir / "02_baseline" / "metrics.jsonl", [{"step": s, "loss": 2 / (1 + s)} for s in range(1, 9)])
-    write_jsonl(run_dir / "round_1" / "04_ppo" / "metrics.jsonl",
+    write_jsonl(paths.metrics_file("02_baseline"), [{"step": s, "loss": 2 / (1 + s)} for s in range(1, 9)])
+    write_jsonl(paths.metrics_file("04_ppo", 1),
                 [{"update": u, "objective/scores": 0.5 + 0.05 * u, "objective/kl": 0.01 * u, "loss/policy": -0.1,
                   "charts/sps": 10.0} for u in range(1, 5)])
-    write_jsonl(run_dir / "round_1" / "05_correction_sft" / "metrics.jsonl", [{"step": s, "loss": 1 / s} for s in range(1, 5)])
-    write_json(run_dir / "round_1" / "04_ppo" / "summary.json", {"teacher_score_before": 0.55, "teacher_score_after": 0.62})
-    write_json(run_dir / "round_1" / "04_ppo" / "eval_before.json", {"rows": [{"qid": "v", "score": x} for x in (0.5, 0.6)]})
-    write_json(run_dir / "round_1" / "04_ppo" / "eval_after.json", {"rows": [{"qid": "v", "score": x} for x in (0.6, 0.7)]})
+    write_jsonl(paths.metrics_file("05_correction_sft", 1), [{"step": s, "loss": 1 / s} for s in range(1, 5)])
+    write_json(paths.summary_file("04_ppo", 1), {"teacher_score_before": 0.55, "teacher_score_after": 0.62})
+    write_json(paths.ppo_eval_file(1, "before"), {"rows": [{"qid": "v", "score": x} for x in (0.5, 0.6)]})
+    write_json(paths.ppo_eval_file(1, "after"), {"rows": [{"qid": "v", "score": x} for x in (0.6, 0.7)]})
+    paths.stage_dir("03_teacher_scores", 1)
     pd.DataFrame({"qid": ["train0", "train1"], "sample_index": [0, 0], "rationale": ["a", "b"],
-                  "scores": [[0.1, 0.9], None], "dropped": [False, True]}).to_parquet(paths.stage_dir("03_teacher_scores", 1) / "samples.parquet")
-    acc = {c: 60.0 for c in E.ACCURACY_COLUMNS}  # as aresnb.answer writes it: percent, models baseline / ares
-    write_json(run_dir / "06_answer_lora" / "summary.json", {"metric": "accuracy (%) by ScienceQA category",
+                  "scores": [[0.1, 0.9], None], "dropped": [False, True]}).to_parquet(paths.samples_file(1))
+    acc = {c: 60.0 for c in ACCURACY_COLUMNS}  # as stage 06 writes it: percent, models baseline / ares
+    write_json(paths.summary_file("06_answer_lora"), {"metric": "accuracy (%) by ScienceQA category",
                "accuracy": {"baseline": {"QCM-A": acc}, "ares": {"QCM-A": {**acc, "Avg": 70.0}}}})
     return paths
 
@@ -70,14 +75,15 @@ def stage_result(tmp_path_factory):
     paths = make_upstream(cfg.run_dir())
     # MiniLM's loading is tested in test_evaluation.py; here a stand-in keeps the test quick.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(E, "load_similarity_model", lambda name: (BagOfWords(), "bag-of-words stand-in"))
-        summary = E.run_evaluation_stage(cfg, paths)
-    return cfg, paths, summary
+        mp.setattr(stage, "load_similarity_model", lambda name: (BagOfWords(), "bag-of-words stand-in"))
+        summary = stage.run(cfg, paths)
+    figures = plots.write_all_figures(paths, cfg.ares.rounds)  # what notebook 07 does after the stage
+    return cfg, paths, summary, figures
 
 
 def test_stage_summary_has_the_win_rate_and_both_accuracies(stage_result):
-    cfg, paths, s = stage_result
-    assert read_json(paths.stage_dir("07_evaluation") / "summary.json")["win_rate"] == s["win_rate"]
+    cfg, paths, s, _ = stage_result
+    assert read_json(paths.summary_file("07_evaluation"))["win_rate"] == s["win_rate"]
     c = s["counts"]
     assert c["n"] == 16 and c["wins"] + c["ties"] + c["losses"] == 16
     assert c["wins"] == 12 and c["ties"] >= 4  # identical texts tie, the corrupted baseline loses
@@ -100,8 +106,8 @@ def test_stage_summary_has_the_win_rate_and_both_accuracies(stage_result):
 
 
 def test_stage_writes_judgments_tables_and_figures(stage_result):
-    cfg, paths, s = stage_result
-    recs = read_jsonl(paths.stage_dir("07_evaluation") / "judgments.jsonl")
+    cfg, paths, s, figures = stage_result
+    recs = read_jsonl(paths.judgments_file)
     assert len(recs) == 16 and all(r["raw_first"] and r["raw_second"] for r in recs)
     assert {"baseline", "ares", "categories", "outcome"} <= set(recs[0])
     for name in ("win_rate", "rationale_metrics", "accuracy_evaluation"):
@@ -112,15 +118,13 @@ def test_stage_writes_judgments_tables_and_figures(stage_result):
     wr = pd.read_csv(paths.tables_dir / "win_rate.csv").set_index("group")
     assert wr.loc["All", "n"] == 16 and {"NAT", "SOC", "LAN", "G1-6", "G7-12", "NO", "TXT"} <= set(wr.index)
     for name in ("training_curves", "teacher_scores", "win_rate", "accuracy_by_category"):
-        assert name in s["figures"]
+        assert name in figures
         for ext in ("png", "pdf"):
             assert (paths.figures_dir / f"{name}.{ext}").stat().st_size > 1000
 
 
 def test_report_of_the_evaluated_run(stage_result):
-    from aresnb.report import write_report
-
-    _, paths, s = stage_result
+    _, paths, s, _ = stage_result
     text = write_report(paths.run_dir).read_text()
     assert f"{100 * s['win_rate']:.1f}%" in text and "ARES (round 1)" in text and "Baseline" in text
 
@@ -131,4 +135,4 @@ def test_missing_rationales_name_the_file_and_qid(tmp_path):
     write_jsonl(paths.rationales_file("round_1", "test"), rows)
     cfg = load_config(None, [f"run.output_dir={tmp_path}", "run.name=run"])
     with pytest.raises(ValueError, match=r"rationales_test.jsonl: no rationale for 1 test problem.*test3"):
-        E.run_evaluation_stage(cfg, paths)
+        stage.run(cfg, paths)

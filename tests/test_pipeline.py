@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from aresnb.paths import STAGES, read_json
+from aresnb.io import read_json
+from aresnb.paths import STAGES
 
 from conftest import ROOT, SMOKE_SECRET
 

@@ -24,7 +24,7 @@ from aresnb.ppo import (
     train_ppo,
     value_loss,
 )
-from aresnb.paths import read_jsonl
+from aresnb.io import read_jsonl
 from aresnb.value_model import Seq2SeqValueModel
 
 

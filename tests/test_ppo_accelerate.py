@@ -65,7 +65,7 @@ def test_two_processes_train_in_sync(tmp_path):
     assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-6)  # DDP kept them identical
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in rows] == [1, 2] and rows[0]["buffer/sequences"] == 4
-    assert (tmp_path / "checkpoints" / "update_00002" / "trainer_state.json").exists()
+    assert (tmp_path / "checkpoints" / "step_000002" / "trainer_state.json").exists()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""aresnb.rl_stage: samples.parquet rows -> PPO samples (token alignment of sentence rewards)."""
+"""aresnb.stages.ppo: samples.parquet rows -> PPO samples (token alignment of sentence rewards)."""
 
 import datasets
 import pytest
 
-from aresnb.rl_stage import build_ppo_samples, eval_subset
+from aresnb.stages.ppo import build_ppo_samples, eval_subset
 from aresnb.sentences import split_sentences
 from aresnb.tokenizer import train_bpe_tokenizer
 

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aresnb import evaluation as E
 from aresnb import plots
-from aresnb.paths import RunPaths, write_json, write_jsonl
+from aresnb.evaluation import accuracy, tables, winrate
+from aresnb.io import write_json, write_jsonl
+from aresnb.paper_numbers import ACCURACY_COLUMNS
+from aresnb.paths import RunPaths
 from aresnb.report import choose_examples, render_report, write_report
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -25,36 +27,37 @@ def make_run(root: Path) -> Path:
     run_dir = root / "demo"
     paths = RunPaths(run_dir=run_dir)
     rng = np.random.default_rng(0)
-    write_jsonl(run_dir / "02_baseline" / "metrics.jsonl",
+    write_jsonl(paths.metrics_file("02_baseline"),
                 [{"step": s, "loss": 3.0 / (1 + s / 10), "lr": 1e-3} for s in range(0, 100, 10)])
-    write_jsonl(run_dir / "round_1" / "04_ppo" / "metrics.jsonl",
+    write_jsonl(paths.metrics_file("04_ppo", 1),
                 [{"update": u, "reward_mean": 0.1 * u, "kl": 0.01 * u, "policy_loss": -0.1} for u in range(6)])
-    write_jsonl(run_dir / "round_1" / "05_correction_sft" / "metrics.jsonl",
+    write_jsonl(paths.metrics_file("05_correction_sft", 1),
                 [{"step": s, "loss": 1.0 / (1 + s)} for s in range(0, 30, 5)])
-    verdicts = [E.PairVerdict(f"q{i}", bool(i % 2), *(("A", "B") if i % 2 else ("B", "A")) if i < 9 else ("A", "A"))
+    verdicts = [winrate.PairVerdict(f"q{i}", bool(i % 2), *(("A", "B") if i % 2 else ("B", "A")) if i < 9 else ("A", "A"))
                 for i in range(12)]
     cats = {f"q{i}": ["NAT" if i < 6 else "SOC", "IMG" if i % 3 else "TXT", "G1-6"] for i in range(12)}
-    wr = E.win_rate_table(verdicts, cats, 200, 0)
-    acc = E.accuracy_table({"accuracy": {"baseline": {"QCM-A": {c: 60 + rng.random() * 10 for c in E.ACCURACY_COLUMNS}},
-                                         "round_1": {"QCM-A": {c: 70 + rng.random() * 10 for c in E.ACCURACY_COLUMNS}}}},
+    wr = winrate.win_rate_table(verdicts, cats, 200, 0)
+    acc = accuracy.accuracy_table({"accuracy": {"baseline": {"QCM-A": {c: 60 + rng.random() * 10 for c in ACCURACY_COLUMNS}},
+                                         "round_1": {"QCM-A": {c: 70 + rng.random() * 10 for c in ACCURACY_COLUMNS}}}},
                            rounds=1)
-    E.write_table(wr, paths.tables_dir, "win_rate", "Win rate <of> ARES", 3)
-    E.write_table(acc.drop(columns="key"), paths.tables_dir, "accuracy_evaluation", "Accuracy (%)", 2)
-    figures = plots.write_all_figures(paths, rounds=1, win_rates=wr, accuracy=acc, reference_win_rate=69.76)
+    written = {"win_rate": tables.write_table(wr, paths.tables_dir, "win_rate", "Win rate <of> ARES", 3),
+               "accuracy": tables.write_table(acc.drop(columns="key"), paths.tables_dir, "accuracy_evaluation",
+                                              "Accuracy (%)", 2)}
     records = [{**json.loads(json.dumps(v.__dict__)), "outcome": v.outcome, "sides": list(v.sides),
                 "categories": cats[v.qid], "question": f"Which one is <b>{v.qid}</b>?", "choices": ["x", "y"],
                 "answer": 1, "gold": "Gold.", "baseline": "Base rationale.", "ares": "ARES rationale <script>."}
                for v in verdicts]
-    write_jsonl(run_dir / "07_evaluation" / "judgments.jsonl", records)
-    t = E.tally(verdicts)
-    write_json(run_dir / "07_evaluation" / "summary.json", {
+    write_jsonl(paths.judgments_file, records)
+    t = winrate.tally(verdicts)
+    write_json(paths.summary_file("07_evaluation"), {
         "stage": "07_evaluation", "judge_model": "reference", "win_rate": t["win_rate"], "win_rate_ci95": [0.5, 0.9],
         "decisive_win_rate": t["decisive_win_rate"], "decisive_win_rate_ci95": [0.6, 1.0],
         "single_order_win_rate": t["single_order_win_rate"],
         "counts": {k: t[k] for k in ("n", "wins", "ties", "losses", "ties_inconsistent")},
         "consistency_rate": t["consistency_rate"], "position_bias": t["position"],
-        "lengths": {"baseline_mean_words": 20.0, "ares_mean_words": 25.5}, "figures": figures,
-        "win_rate_definition": "win = preferred in both orders", "wall_time_s": 3.2})
+        "lengths": {"baseline_mean_words": 20.0, "ares_mean_words": 25.5}, "tables": written,
+        "paper_win_rate": 69.76, "win_rate_definition": "win = preferred in both orders", "wall_time_s": 3.2})
+    plots.write_all_figures(paths, rounds=1)
     write_json(run_dir / "manifest.json", {
         "run": "demo", "params_hash": "abc123", "git": {"commit": "deadbeef", "dirty": False},
         "params": {"run": {"seed": 0}, "evaluation": {"n_examples": 3}, "data": {"source": "synthetic"}},

@@ -10,7 +10,8 @@ import pytest
 
 from aresnb import runner
 from aresnb.config import load_config
-from aresnb.paths import STAGES, RunPaths, read_json
+from aresnb.io import read_json
+from aresnb.paths import STAGES, RunPaths
 from aresnb.runner import RunError, build_schedule, parse_stage_selection, run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGE_BODY = """
 import json, pathlib
 from aresnb.config import load_config
-from aresnb.paths import RunPaths, ROUND_STAGES, write_summary
+from aresnb.io import write_json
+from aresnb.paths import RunPaths, ROUND_STAGES
 cfg = load_config(params)
 paths = RunPaths(cfg)
 stage = "{stage}"
@@ -26,8 +28,8 @@ log = paths.run_dir / "executions.log"
 log.open("a").write(f"{{stage}} {{round_index}}\\n")
 if (paths.run_dir / "fail_{stage}").exists():
     raise ValueError("boom in {stage}")
-d = paths.stage_dir(stage, round_index if stage in ROUND_STAGES else None)
-write_summary(d, {{"stage": stage, "round": round_index, "value": round_index * 10}})
+summary = paths.summary_file(stage, round_index if stage in ROUND_STAGES else None)
+write_json(summary, {{"stage": stage, "round": round_index, "value": round_index * 10}})
 """
 
 
@@ -81,7 +83,7 @@ def test_run_resume_force_and_failure(tmp_path, fake_notebooks):
     assert manifest["params_hash"] == cfg.hash() and manifest["packages"]["torch"]
     assert (paths.notebooks_dir / "04_ppo.round_2.ipynb").exists()
     # round stages are mirrored: latest round at top level, every round under "rounds"
-    mirrored = read_json(paths.run_dir / "04_ppo" / "summary.json")
+    mirrored = read_json(paths.summary_file("04_ppo"))
     assert mirrored["latest_round"] == 2 and mirrored["value"] == 20 and set(mirrored["rounds"]) == {"1", "2"}
 
     # same parameters and inputs: everything is skipped

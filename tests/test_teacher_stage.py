@@ -5,9 +5,10 @@ import datasets
 import pandas as pd
 import pytest
 
-from aresnb import scoring_stage
 from aresnb.config import load_config
-from aresnb.paths import RunPaths, read_json
+from aresnb.io import read_json
+from aresnb.paths import RunPaths
+from aresnb.stages import teacher_scores as scoring_stage
 from aresnb.widgets.score_panel import render_sample_html, score_colour
 
 COLUMNS = ["qid", "sample_index", "rationale", "sentences", "sentence_spans", "scores", "dropped", "drop_reason",
@@ -29,10 +30,9 @@ def run(tmp_path, monkeypatch):
                              "rollout.max_problems=6"])
     paths = RunPaths(cfg)
     datasets.DatasetDict(train=datasets.Dataset.from_list([_row(i) for i in range(10)])).save_to_disk(str(paths.dataset_dir))
-    monkeypatch.setattr("aresnb.data.load_problems", lambda p: datasets.load_from_disk(str(p.dataset_dir)))
     texts = ["A dog feeds its young milk. A dog feeds its young milk. So the answer is (B).", ""]
 
-    def fake_sample(cfg, paths, round_index, problems, indices, stage_dir):
+    def fake_sample(cfg, paths, round_index, problems, indices):
         return [{"qid": p["qid"], "sample_index": k, "rationale": texts[k]} for p in problems for k in range(2)], False
 
     monkeypatch.setattr(scoring_stage, "sample_rationales", fake_sample)
@@ -41,29 +41,31 @@ def run(tmp_path, monkeypatch):
 
 def test_stage_writes_samples_and_summary_and_reruns_from_cache(run):
     cfg, paths, secret = run
-    result = scoring_stage.run_teacher_scores_stage(cfg, paths, 1)
+    scoring_stage.run(cfg, paths, 1)
+    result = scoring_stage.load(cfg, paths, 1)
     df = pd.read_parquet(paths.samples_file(1))
     assert list(df.columns[: len(COLUMNS)]) == COLUMNS and len(df) == 12
     full = df[df["sample_index"] == 0].iloc[0]
     assert list(full["scores"]) == [1.0, 0.0, 1.0] and [list(s) for s in full["sentence_spans"]][1] == [28, 55]
     empty = df[df["sample_index"] == 1].iloc[0]
     assert empty["dropped"] and empty["drop_reason"] == "empty_rationale" and empty["scores"] is None
-    s = read_json(paths.stage_dir("03_teacher_scores", 1) / "summary.json")
+    s = read_json(paths.summary_file("03_teacher_scores", 1))
+    assert s == result["summary"]
     assert s["stage"] == "03_teacher_scores" and s["round"] == 1 and s["wall_time_s"] > 0
     assert s["samples"] == 12 and s["dropped_by_reason"] == {"empty_rationale": 6} and s["teacher"]["calls"] == 6
     assert s["score_histogram"]["1.0"] == 12 and s["score_histogram"]["0.0"] == 6
     assert abs(s["score_mean"] - 2 / 3) < 1e-9 and s["teacher"]["prompt_version"]
     assert result["problems"]["q0"]["question"].startswith("Which animal")
     # a re-run pays nothing: every reply comes from the cache
-    again = scoring_stage.run_teacher_scores_stage(cfg, paths, 1)["summary"]["teacher"]
+    again = scoring_stage.run(cfg, paths, 1)["teacher"]
     assert again["calls"] == 0 and again["cache_hits"] == 6
     # the run's cassette replays the stage exactly, offline, into an empty cache, with no server
     cassette = paths.teacher_dir / "cassette.jsonl"
     assert len(cassette.read_text().splitlines()) == 6
     replay_cfg = load_config(cfg.to_dict(), [f"teacher.cache_path={paths.run_dir / 'replay.sqlite'}",
                                              f"teacher.cassette={cassette}", "teacher.replay_only=true"])
-    replay = scoring_stage.run_teacher_scores_stage(replay_cfg, paths, 1)
-    assert replay["summary"]["teacher"]["calls"] == 0
+    assert scoring_stage.run(replay_cfg, paths, 1)["teacher"]["calls"] == 0
+    replay = scoring_stage.load(replay_cfg, paths, 1)
     assert replay["samples"]["raw_reply"].tolist() == result["samples"]["raw_reply"].tolist()
     # the key lives only in the environment
     for p in paths.run_dir.parent.rglob("*"):

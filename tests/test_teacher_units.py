@@ -129,18 +129,11 @@ def test_reference_teacher_rules():
 
 
 def test_reference_teacher_synthetic_relevance():
-    record = {"shape": "circle", "colour": "red"}
+    record = {"kind": "image", "facts": {"shape": "circle", "colour": "red", "count": 1}, "refs": ["image", "shape"],
+              "choices": ["blue", "red"], "answer": "red", "answer_letter": "B"}  # as the synthetic grader records it
     p = ProblemView(qid="s1", question="What colour is the circle?", choices=("blue", "red"), answer=1,
                     image_record=json.dumps(record), solution="The circle is red. So the answer is red.")
     ref = ReferenceTeacher([p])
-
-    def check(sentence, rec):  # a stand-in with the data helper's contract
-        s = sentence.lower()
-        if "blue" in s:
-            return False
-        return True if ("red" in s or "circle" in s) else None
-
-    ref._check = check
     about_answer, indirect, neutral, false = ref.sentence_scores(
         p, ["The circle is red.", "There is one circle.", "Colours are everywhere.", "The circle is blue."])
     assert about_answer > indirect > neutral > false and neutral == 0.5 and false == 0.0

@@ -1,13 +1,10 @@
-"""Stage 01's package: the problem schema, dataset loaders, prompts, vision features.
+"""Datasets into one problem schema: loaders (ScienceQA, A-OKVQA, the embedded synthetic set and
+its grader), MM-CoT prompt formats, vision features. Knows nothing of run folders.
 
-Importing ``aresnb.data`` (or ``aresnb.data.synthetic``) does not import torch: the Teacher uses
-``categories`` and ``synthetic.check_sentence`` without it. Feature extraction imports torch lazily.
+Importing ``aresnb.data`` (or ``aresnb.data.synthetic_grader``) does not import torch: the Teacher
+uses ``categories`` and the grader without it. Feature extraction imports torch when it runs.
 """
 
 from .schema import CATEGORY_COLUMNS, FEATURES, SPLITS, DataError, categories, category_counts
-from .stage import load_features, load_problems, run_data_stage
 
-__all__ = [
-    "CATEGORY_COLUMNS", "FEATURES", "SPLITS", "DataError", "categories", "category_counts",
-    "load_features", "load_problems", "run_data_stage",
-]
+__all__ = ["CATEGORY_COLUMNS", "FEATURES", "SPLITS", "DataError", "categories", "category_counts"]

@@ -17,6 +17,14 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModel, ViTConfig, ViTModel
+
+try:  # transformers 5: the PIL-backed processor (the default one wants torchvision)
+    from transformers import ViTImageProcessorPil as ViTImageProcessor
+except ImportError:
+    from transformers import ViTImageProcessor
 
 DEFAULT_HUB_MODEL = "google/vit-large-patch32-384"
 
@@ -41,14 +49,6 @@ def build_tiny_vit(out_dir: str | Path, image_size: int = 32, patch_size: int = 
     Random features are enough here: the patch embedding is a linear map of the pixels, so flat
     colours, areas and outlines stay linearly readable ((image/patch)^2 + 1 tokens of hidden_size).
     """
-    import torch
-    from transformers import ViTConfig, ViTModel
-
-    try:  # transformers 5: the PIL-backed processor (the default one wants torchvision)
-        from transformers import ViTImageProcessorPil as ViTImageProcessor
-    except ImportError:
-        from transformers import ViTImageProcessor
-
     out = Path(out_dir)
     config = ViTConfig(
         image_size=image_size, patch_size=patch_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
@@ -77,9 +77,6 @@ class VisionFeatureExtractor:
 
     def __init__(self, model_name_or_path: str, batch_size: int = 32, dtype: str = "float32",
                  cache_dir: str | Path | None = None, device: str | None = None):
-        import torch
-        from transformers import AutoImageProcessor, AutoModel
-
         self.model_id = str(model_name_or_path)
         try:
             self.processor = AutoImageProcessor.from_pretrained(self.model_id)
@@ -104,7 +101,6 @@ class VisionFeatureExtractor:
 
     def _fingerprint(self) -> str:
         """Model id + config + a sample of every weight: a changed model never reuses stale features."""
-        import torch
 
         h = hashlib.sha256(self.model_id.encode())
         h.update(self.model.config.to_json_string().encode())
@@ -122,13 +118,11 @@ class VisionFeatureExtractor:
     def feature_shape(self) -> tuple[int, int]:
         """(P, D), from one forward pass on a blank image (works for any ViT-like model)."""
         if self._shape is None:
-            from PIL import Image
 
             self._shape = tuple(self._forward([Image.new("RGB", (32, 32))]).shape[1:])  # type: ignore[assignment]
         return self._shape  # type: ignore[return-value]
 
     def _forward(self, images: list) -> np.ndarray:
-        import torch
 
         inputs = self.processor(images=images, return_tensors="pt")
         with torch.inference_mode():
@@ -144,7 +138,6 @@ class VisionFeatureExtractor:
         ``out`` may be a zero-filled (memory-mapped) array to write into: ScienceQA's train split at
         (145, 1024) float32 is ~7.5 GB, more than it is wise to hold in RAM.
         """
-        from PIL import Image
 
         P, D = self.feature_shape
         if out is None:

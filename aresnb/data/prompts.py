@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 from typing import Any
+
+from ..config import PACKAGE_DIR
 
 FORMATS = ("QCM-E", "QCM-LE", "QCM-A", "QCMG-A")
 ANSWER_RE = re.compile(r"The answer is \(([A-Z])\)")
@@ -99,13 +102,9 @@ def token_lengths(problems: list[dict], fmt: str = "QCM-E", tokenizer: Any = Non
 
 def load_length_tokenizer(path: str | None = None):
     """The Flan-T5 tokenizer (../shared/tokenizers/flan-t5 by default) if present, else None (whitespace)."""
-    from pathlib import Path
-
-    from ..config import PACKAGE_DIR
-
     path = Path(path) if path else PACKAGE_DIR.parent.parent / "shared" / "tokenizers" / "flan-t5"
     if not (path / "tokenizer.json").exists():
         return None
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # deferred: seconds to import, only when the files exist
 
     return AutoTokenizer.from_pretrained(str(path))

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import datasets
+
 from .schema import SPLITS, DataError, apply_missing_image, make_problem, read_json_file
 
 HUB_ID = "derek-thomas/ScienceQA"
@@ -112,8 +114,6 @@ def load_scienceqa_hub(hub_id: str, image_dir: str | Path, missing_image: str = 
 
 def load_hub_dataset(hub_id: str, **kwargs: Any):
     """``datasets.load_dataset(hub_id)`` with an actionable message when the hub is unreachable."""
-    import datasets
-
     try:
         return datasets.load_dataset(hub_id, **kwargs)
     except Exception as e:  # offline: ConnectionError, OfflineModeIsEnabled, DatasetNotFoundError, ...

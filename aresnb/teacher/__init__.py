@@ -6,7 +6,7 @@ imports torch or the models, except the LLM backend inside the server process, l
 from .cache import ReplyCache
 from .client import (CacheMiss, CorrectionItem, CorrectionResult, JudgeItem, JudgeResult, ScoreItem, ScoreResult,
                      TeacherAPIError, TeacherSettings, TeacherUnreachable)
-from .facade import Teacher, api_key, cache_path, endpoint_config, open_teacher
+from .facade import Teacher, api_key, cache_path, endpoint_config, endpoint_label, open_teacher
 from .limits import BudgetExceeded
 from .local import LocalServer, start_local_server
 from .problem import ProblemView
@@ -15,5 +15,5 @@ from .prompts import PROMPT_VERSION, prompt_preview
 __all__ = [
     "BudgetExceeded", "CacheMiss", "CorrectionItem", "CorrectionResult", "JudgeItem", "JudgeResult", "LocalServer", "PROMPT_VERSION",
     "ProblemView", "ReplyCache", "ScoreItem", "ScoreResult", "Teacher", "TeacherAPIError", "TeacherSettings", "TeacherUnreachable",
-    "api_key", "cache_path", "endpoint_config", "open_teacher", "prompt_preview", "start_local_server",
+    "api_key", "cache_path", "endpoint_config", "endpoint_label", "open_teacher", "prompt_preview", "start_local_server",
 ]

@@ -3,7 +3,7 @@
 It answers this project's three prompts (it parses them: they are ours) by finding the problem
 in the dataset (normalised question + options + answer; the image hash breaks ties) and:
 
-- scores: a sentence that repeats an earlier one 0.0. Synthetic data: the data helper's
+- scores: a sentence that repeats an earlier one 0.0. Synthetic data: the synthetic grader's
   ``check_sentence`` against the recorded image content — true and about the answer 1.0, true but
   indirect 0.7, no checkable claim 0.5, false 0.0. Other data: token overlap (F1) with the gold
   solution's closest sentence, ``min(1, 0.1 + 1.2 * F1)`` rounded to 0.1;
@@ -18,8 +18,8 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Callable
 
+from ..data.synthetic_grader import check_sentence
 from ..sentences import is_terminated, sentence_texts
 from . import prompts
 from .problem import LETTERS, ProblemView, collapse, sha256_hex
@@ -55,16 +55,6 @@ def _mentions(sentence: str, phrase: str) -> bool:
     return bool(phrase) and re.search(rf"\b{re.escape(phrase)}\b", _norm(sentence)) is not None
 
 
-def _load_checker() -> Callable[[str, dict], bool | None] | None:
-    try:
-        from ..data.synthetic import check_sentence
-    except ImportError as e:  # the data package is not there: fall back to gold overlap
-        print(f"reference teacher: aresnb.data.synthetic.check_sentence unavailable ({e}); "
-              "scoring synthetic problems by overlap with the gold solution", file=sys.stderr)
-        return None
-    return check_sentence
-
-
 class ReferenceTeacher:
     name = "reference"
 
@@ -73,7 +63,6 @@ class ReferenceTeacher:
         for p in problems:
             self.index.setdefault(self._key(p.question, p.options_text, p.answer_text), []).append(p)
         self._image_hash: dict[str, str] = {}
-        self._check = _load_checker() if any(p.image_record for p in problems) else None
 
     @classmethod
     def from_dataset_dir(cls, dataset_dir: str | Path | None) -> "ReferenceTeacher":
@@ -124,8 +113,8 @@ class ReferenceTeacher:
         if problem is None:
             return 0.5
         record = problem.record
-        if record is not None and self._check is not None:
-            verdict = self._check(sentence, record)
+        if record is not None:
+            verdict = check_sentence(sentence, record)
             if verdict is None:
                 verdict = self._answer_claim(problem, sentence)
             if verdict is None:

@@ -22,8 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from aresnb.rationale_metrics import normalize_sentence
+import pandas as pd
+
+from aresnb.paths import BASELINE_MODEL, round_model
+from aresnb.rationale_metrics import dedupe_sentences, normalize_sentence
 from aresnb.sentences import split_sentences
+from aresnb.stages.data import load_problems
+from aresnb.teacher import CorrectionItem, ProblemView, ScoreItem, open_teacher
 
 # Columns in pipeline order; each is diffed against the one before it by default.
 COLUMNS = ("gold", "baseline", "after RL", "Teacher correction", "ARES")
@@ -216,7 +221,7 @@ def _read_jsonl_map(path: Path) -> dict[str, str]:
 def latest_round(paths, max_round: int, split: str) -> Optional[int]:
     """The highest round <= max_round whose SFT rationales of ``split`` exist (None if none)."""
     for r in range(max_round, 0, -1):
-        if paths.rationales_file(f"round_{r}", split).exists():
+        if paths.rationales_file(round_model(r), split).exists():
             return r
     return None
 
@@ -235,26 +240,23 @@ class RationaleSources:
     @classmethod
     def load(cls, paths, round_index: int, split: str, problems: Sequence[dict]) -> "RationaleSources":
         """Read gold, baseline, after-RL, corrections and the latest SFT rationales from ``paths``."""
-        import pandas as pd
-
-        stage = paths.stage_dir("05_correction_sft", round_index)
         texts: dict[str, dict[str, str]] = {c: {} for c in COLUMNS}
         notes: dict[str, str] = {}
         texts["gold"] = {str(p["qid"]): p.get("solution", "") for p in problems}
-        texts["baseline"] = _read_jsonl_map(paths.rationales_file("baseline", split))
-        texts["after RL"] = _read_jsonl_map(stage / f"rl_rationales_{split}.jsonl")
+        texts["baseline"] = _read_jsonl_map(paths.rationales_file(BASELINE_MODEL, split))
+        texts["after RL"] = _read_jsonl_map(paths.rl_rationales_file(round_index, split))
         notes["after RL"] = f"round {round_index} PPO policy, greedy"
-        corrections = stage / "corrections.parquet"
+        corrections = paths.corrections_file(round_index)
         if corrections.exists():
             df = pd.read_parquet(corrections)
             texts["Teacher correction"] = {str(q): t for q, t, s in zip(df["qid"], df["corrected"], df["status"]) if s != "fallback"}
         notes["Teacher correction"] = "train problems only (what SFT learns from)" if split != "train" else f"round {round_index}"
         final = latest_round(paths, 10_000, split)
         if final is not None:
-            texts["ARES"] = _read_jsonl_map(paths.rationales_file(f"round_{final}", split))
+            texts["ARES"] = _read_jsonl_map(paths.rationales_file(round_model(final), split))
             notes["ARES"] = f"after correction SFT, round {final}"
         scored: dict[tuple[str, str], list] = {}
-        samples = paths.run_dir / f"round_{round_index}" / "03_teacher_scores" / "samples.parquet"
+        samples = paths.samples_file(round_index)
         if samples.exists():
             df = pd.read_parquet(samples, columns=["qid", "rationale", "scores"])
             for q, t, s in zip(df["qid"], df["rationale"], df["scores"]):
@@ -315,7 +317,7 @@ def rationale_panel(sources_by_split: dict[str, RationaleSources], scorer=None, 
     one only when scoring is cheap (local Teacher or a warm cache), else sentences show "—".
     ``corrector(problem, rl_text) -> str | None`` likewise asks for corrections of val/test.
     """
-    import ipywidgets as w
+    import ipywidgets as w  # deferred: the HTML builders above are used without a kernel
 
     splits = list(sources_by_split)
     split_box = w.Dropdown(options=splits, value=splits[0], description="split")
@@ -357,9 +359,6 @@ def teacher_callbacks(cfg, paths, force: bool = False):
     """
     if not (force or (cfg.teacher.serve_local and cfg.teacher.local_backend == "reference")):
         return None, None, None
-    from aresnb.rationale_metrics import dedupe_sentences
-    from aresnb.teacher import CorrectionItem, ProblemView, ScoreItem, open_teacher
-
     teacher = open_teacher(cfg, paths)
 
     def scorer(problem: dict, text: str) -> Optional[list]:
@@ -371,3 +370,9 @@ def teacher_callbacks(cfg, paths, force: bool = False):
         return teacher.correct([item])[0].text
 
     return scorer, corrector, teacher
+
+
+def run_sources(paths, round_index: int, splits: Sequence[str] = ("test", "val", "train")) -> dict[str, RationaleSources]:
+    """Every split's :class:`RationaleSources` of a run (the problems read from stage 01's dataset)."""
+    data = load_problems(paths)
+    return {s: RationaleSources.load(paths, round_index, s, [dict(r) for r in data[s]]) for s in splits}

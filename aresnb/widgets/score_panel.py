@@ -46,7 +46,7 @@ def render_sample_html(row: Mapping[str, Any], problem: Mapping[str, Any] | None
 
 def score_panel(samples: pd.DataFrame, problems: Mapping[str, Mapping[str, Any]] | None = None):
     """The interactive panel (ipywidgets): problem dropdown, sample dropdown, the rendered sample."""
-    import ipywidgets as w
+    import ipywidgets as w  # deferred: render_sample_html is used without a kernel
 
     qids = list(dict.fromkeys(samples["qid"]))
     pick_qid = w.Dropdown(options=qids, description="problem")

@@ -8,8 +8,6 @@ parameters are unchanged) and every reply is in the cache the moment it arrives.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -18,10 +16,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .paths import read_jsonl, write_jsonl, write_summary
-from .sentences import split_sentences
-from .teacher import PROMPT_VERSION, ProblemView, ScoreItem, open_teacher
+from aresnb.checkpoints import dir_signature, fingerprint
+from aresnb.generation import generate_rationales
+from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
+from aresnb.models import load_rationale_model
+from aresnb.paths import TEACHER_SCORES, RunPaths
+from aresnb.sentences import split_sentences
+from aresnb.stages.data import load_features, load_problems
+from aresnb.tokenizer import load_tokenizer
+from aresnb.teacher import PROMPT_VERSION, ProblemView, ScoreItem, open_teacher, prompt_preview
 
+STAGE = TEACHER_SCORES
 SCORE_BINS = [round(0.1 * i, 1) for i in range(11)]
 
 
@@ -33,36 +38,28 @@ def select_problems(n_total: int, max_problems: int | None, seed: int) -> list[i
     return sorted(rng.choice(n_total, size=max_problems, replace=False).tolist())
 
 
-def _fingerprint(policy_dir: Path, cfg: Any, round_index: int, qids: list[str]) -> str:
+def rollouts_fingerprint(policy_dir: Path, cfg: Any, round_index: int, qids: list[str]) -> str:
     """Identity of one set of rollouts: the policy weights' files, the rollout section, the qids."""
-    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in policy_dir.iterdir() if p.is_file())
-    blob = json.dumps([str(policy_dir), files, asdict(cfg.rollout), cfg.model.max_source_length, cfg.run.seed,
-                       round_index, qids], default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return fingerprint(str(policy_dir), dir_signature(policy_dir), asdict(cfg.rollout), cfg.model.max_source_length,
+                       cfg.run.seed, round_index, qids)
 
 
-def sample_rationales(cfg: Any, paths: Any, round_index: int, problems: list[dict], indices: list[int],
-                      stage_dir: Path) -> tuple[list[dict], bool]:
+def sample_rationales(cfg: Any, paths: RunPaths, round_index: int, problems: list[dict],
+                      indices: list[int]) -> tuple[list[dict], bool]:
     """k sampled rationales per problem from the policy entering this round (reused if saved)."""
     policy_dir = Path(paths.policy_entering_round(round_index))
     if not policy_dir.exists():
         raise FileNotFoundError(f"stage 03 round {round_index}: the policy {policy_dir} does not exist; run the earlier stages first")
     qids = [p["qid"] for p in problems]
-    fp = _fingerprint(policy_dir, cfg, round_index, qids)
-    saved = stage_dir / "rollouts.jsonl"
+    fp = rollouts_fingerprint(policy_dir, cfg, round_index, qids)
+    saved = paths.rollouts_file(round_index)
     rows = read_jsonl(saved)
     if rows and rows[0].get("fingerprint") == fp:
         return rows[1:], True
 
-    from transformers import AutoTokenizer  # heavy imports only when we really generate
-
-    from .data import load_features
-    from .generation import generate_rationales
-    from .models import load_rationale_model
-
     features = load_features(paths, "train")[indices]
     model = load_rationale_model(policy_dir, feature_shape=features.shape[1:])
-    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    tokenizer = load_tokenizer(policy_dir)
     r = cfg.rollout
     samples = generate_rationales(
         model, tokenizer, problems, features, num_samples=r.samples_per_problem, do_sample=True, top_k=r.top_k,
@@ -107,16 +104,19 @@ def score_summary(df: pd.DataFrame) -> dict:
     }
 
 
-def run_teacher_scores_stage(cfg: Any, paths: Any, round_index: int) -> dict:
-    """Stage 03. Returns {"samples": DataFrame, "problems": {qid: row}, "summary": dict}."""
-    t0 = time.monotonic()
-    stage_dir = paths.stage_dir("03_teacher_scores", round_index)
-    from .data import load_problems
-
+def _round_problems(cfg: Any, paths: RunPaths, round_index: int) -> tuple[list[int], list[dict]]:
+    """The train problems sampled this round: (row indices, rows)."""
     train = load_problems(paths)["train"]
     indices = select_problems(len(train), cfg.rollout.max_problems, cfg.run.seed + round_index)
-    problems = train.select(indices).to_list()
-    samples, reused = sample_rationales(cfg, paths, round_index, problems, indices, stage_dir)
+    return indices, train.select(indices).to_list()
+
+
+def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
+    """Sample, split, score; write ``samples.parquet`` and ``summary.json``; return the summary."""
+    t0 = time.monotonic()
+    paths.stage_dir(STAGE, round_index)
+    indices, problems = _round_problems(cfg, paths, round_index)
+    samples, reused = sample_rationales(cfg, paths, round_index, problems, indices)
     t_gen = time.monotonic() - t0
     by_qid = {p["qid"]: p for p in problems}
     with open_teacher(cfg, paths) as teacher:
@@ -124,7 +124,7 @@ def run_teacher_scores_stage(cfg: Any, paths: Any, round_index: int) -> dict:
         usage = teacher.usage()
     df.to_parquet(paths.samples_file(round_index), index=False)
     summary = {
-        "stage": "03_teacher_scores", "round": round_index, "problems": len(problems),
+        "stage": STAGE, "round": round_index, "problems": len(problems),
         "samples_per_problem": cfg.rollout.samples_per_problem, **score_summary(df),
         "teacher": {"model": cfg.teacher.model, "prompt_version": PROMPT_VERSION,
                     "endpoint": "local:" + cfg.teacher.local_backend if cfg.teacher.serve_local else cfg.teacher.base_url,
@@ -132,5 +132,20 @@ def run_teacher_scores_stage(cfg: Any, paths: Any, round_index: int) -> dict:
         "rollouts_reused": reused, "generation_s": round(t_gen, 3),
         "scoring_s": round(time.monotonic() - t0 - t_gen, 3), "wall_time_s": round(time.monotonic() - t0, 3),
     }
-    write_summary(stage_dir, summary)
-    return {"samples": df, "problems": by_qid, "summary": summary}
+    write_json(paths.summary_file(STAGE, round_index), summary)
+    return summary
+
+
+def request_preview() -> str:
+    """The score request the Teacher gets (system and user message, placeholders for the problem)."""
+    return prompt_preview("score")
+
+
+def load(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
+    """The finished round: summary, the samples (DataFrame), the problems by qid."""
+    _, problems = _round_problems(cfg, paths, round_index)
+    return {
+        "summary": read_json(paths.summary_file(STAGE, round_index)),
+        "samples": pd.read_parquet(paths.samples_file(round_index)),
+        "problems": {p["qid"]: p for p in problems},
+    }

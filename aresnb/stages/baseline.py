@@ -12,11 +12,14 @@ from typing import Any
 import numpy as np
 
 from aresnb.generation import generate_rationales
+from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.models import build_rationale_model, describe_model
-from aresnb.paths import RunPaths, write_jsonl, write_summary
+from aresnb.paths import BASELINE, BASELINE_MODEL, RunPaths
 from aresnb.sft import evaluate_seq2seq, make_examples, train_seq2seq
+from aresnb.stages.data import load_features, load_problems
 from aresnb.tokenizer import build_or_load_tokenizer
 
+STAGE = BASELINE
 RATIONALE_SPLITS = ("val", "test")
 
 
@@ -28,12 +31,10 @@ def tokenizer_corpus(problems: list[dict], use_caption: bool) -> list[str]:
     return texts
 
 
-def run_baseline_stage(cfg: Any, paths: RunPaths) -> dict:
-    """Train the baseline, write its rationales for val and test; returns summary + curves."""
-    from aresnb.data import load_features, load_problems
-
+def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
+    """Train the baseline, write its rationales for val and test; returns the summary."""
     t0 = time.time()
-    stage_dir = paths.stage_dir("02_baseline")
+    stage_dir = paths.stage_dir(STAGE)
     ds = load_problems(paths)
     features = {split: load_features(paths, split) for split in ("train", *RATIONALE_SPLITS)}
     train = ds["train"].to_list()
@@ -65,11 +66,11 @@ def run_baseline_stage(cfg: Any, paths: RunPaths) -> dict:
             max_source_length=cfg.model.max_source_length, seed=cfg.run.seed, use_caption=use_caption,
         )
         rationales[split] = [{"qid": r["qid"], "rationale": r["rationale"]} for r in rows]
-        write_jsonl(paths.rationales_file("baseline", split), rationales[split])
+        write_jsonl(paths.rationales_file(BASELINE_MODEL, split), rationales[split])
     gen_time = time.time() - t_gen
 
     summary = {
-        "stage": "02_baseline",
+        "stage": STAGE,
         "wall_time_s": time.time() - t0,
         "train": {**result.summary(), "examples": len(examples)},
         "val": {"teacher_forced_loss": val_metrics["loss"], "token_accuracy": val_metrics["token_accuracy"],
@@ -84,13 +85,20 @@ def run_baseline_stage(cfg: Any, paths: RunPaths) -> dict:
         "generation_time_s": gen_time,
         "model_dir": paths.baseline_model_dir,
     }
-    write_summary(stage_dir, summary)
-    test = ds["test"].to_list()
-    examples_shown = [
-        {"qid": p["qid"], "question": p["question"], "gold": p["solution"], "generated": r["rationale"]}
-        for p, r in zip(test[:4], rationales["test"][:4])
-    ]
-    return {"summary": summary, "metrics": result.metrics, "examples": examples_shown}
+    write_json(paths.summary_file(STAGE), summary)
+    return summary
+
+
+def load(cfg: Any, paths: RunPaths, round_index: int | None = None, n_examples: int = 4) -> dict:
+    """The finished stage: summary, training metrics, the first test problems' gold and greedy rationales."""
+    test = load_problems(paths)["test"].to_list()[:n_examples]
+    generated = {r["qid"]: r["rationale"] for r in read_jsonl(paths.rationales_file(BASELINE_MODEL, "test"))}
+    return {
+        "summary": read_json(paths.summary_file(STAGE)),
+        "metrics": read_jsonl(paths.metrics_file(STAGE)),
+        "examples": [{"qid": p["qid"], "question": p["question"], "gold": p["solution"],
+                      "generated": generated.get(p["qid"])} for p in test],
+    }
 
 
 def _token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:

@@ -1,4 +1,9 @@
-"""Stage 01: load (or generate) the problems, extract vision features, write summary.json."""
+"""Stage 01: load (or generate) the problems into one schema, extract vision features.
+
+Writes ``01_data/dataset/`` (a ``datasets.DatasetDict``), ``01_data/features/<split>.npy`` (row i
+belongs to row i of the split) and ``summary.json``. :func:`load_problems` and
+:func:`load_features` are how every later stage reads them.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,19 @@ from typing import Any
 import datasets
 import numpy as np
 
-from ..paths import RunPaths, write_summary
-from .schema import SPLITS, DataError, category_counts, to_dataset_dict
+from aresnb.data.aokvqa import load_aokvqa_dir, load_aokvqa_hub
+from aresnb.data.features import open_extractor
+from aresnb.data.prompts import build_source, build_target, load_length_tokenizer, token_lengths
+from aresnb.data.schema import SPLITS, DataError, category_counts, to_dataset_dict
+from aresnb.data.scienceqa import load_scienceqa_dir, load_scienceqa_hub
+from aresnb.data.synthetic import write_synthetic_scienceqa
+from aresnb.io import read_json, write_json
+from aresnb.paths import DATA, RunPaths
 
-STAGE = "01_data"
+STAGE = DATA
+
+
+# ---- what later stages read --------------------------------------------------------------------
 
 
 def load_problems(paths: RunPaths) -> datasets.DatasetDict:
@@ -33,33 +47,29 @@ def load_features(paths: RunPaths, split: str) -> np.ndarray:
     return np.load(file)
 
 
+# ---- the stage ---------------------------------------------------------------------------------
+
+
 def read_problems(cfg: Any, paths: RunPaths) -> tuple[dict[str, list[dict]], dict, str]:
     """Rows per split from the configured source -> (rows, {"skipped", "zero_filled"}, source description)."""
-    d, stage_dir = cfg.data, paths.run_dir / STAGE
+    d = cfg.data
     if d.source == "synthetic":
-        from .scienceqa import load_scienceqa_dir
-        from .synthetic import write_synthetic_scienceqa
-
         s = d.synthetic
-        raw_dir = write_synthetic_scienceqa(stage_dir / "synthetic_raw", s.n_train, s.n_val, s.n_test,
+        raw_dir = write_synthetic_scienceqa(paths.synthetic_raw_dir, s.n_train, s.n_val, s.n_test,
                                             s.image_size, seed=cfg.run.seed)
         rows, stats = load_scienceqa_dir(raw_dir, d.missing_image)
         return rows, stats, f"synthetic (seed {cfg.run.seed}) at {raw_dir}"
     if d.source == "scienceqa":
-        from .scienceqa import load_scienceqa_dir, load_scienceqa_hub
-
         if d.path:
             rows, stats = load_scienceqa_dir(d.path, d.missing_image)
             return rows, stats, f"scienceqa dir {d.path}"
-        rows, stats = load_scienceqa_hub(d.hub_id, stage_dir / "hub_images", d.missing_image)
+        rows, stats = load_scienceqa_hub(d.hub_id, paths.hub_images_dir, d.missing_image)
         return rows, stats, f"scienceqa hub {d.hub_id}"
     if d.source == "aokvqa":
-        from .aokvqa import load_aokvqa_dir, load_aokvqa_hub
-
         if d.path:
             rows, stats = load_aokvqa_dir(d.path, d.image_dir, d.missing_image, seed=cfg.run.seed)
             return rows, stats, f"aokvqa dir {d.path} (images {d.image_dir})"
-        rows, stats = load_aokvqa_hub(d.hub_id, stage_dir / "hub_images", d.missing_image, seed=cfg.run.seed)
+        rows, stats = load_aokvqa_hub(d.hub_id, paths.hub_images_dir, d.missing_image, seed=cfg.run.seed)
         return rows, stats, f"aokvqa hub {d.hub_id}"
     raise DataError(f"unknown data.source {d.source!r}")
 
@@ -84,10 +94,8 @@ def _quiet_progress():
             datasets.enable_progress_bars()
 
 
-def run_data_stage(cfg: Any, paths: RunPaths) -> dict:
-    """Write ``01_data/dataset``, ``01_data/features/<split>.npy`` and ``summary.json``; return the summary + dataset."""
-    from .features import open_extractor
-
+def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
+    """Write the dataset, the features of every split and ``summary.json``; return the summary."""
     t0 = time.time()
     stage_dir = paths.stage_dir(STAGE)
     rows, stats, source = read_problems(cfg, paths)
@@ -103,8 +111,8 @@ def run_data_stage(cfg: Any, paths: RunPaths) -> dict:
     t_load = time.time() - t0
 
     f = cfg.features
-    cache_dir = Path(f.cache_dir) if f.cache_dir else stage_dir / "feature_cache"
-    extractor = open_extractor(f, stage_dir / "vision_model", cache_dir, seed=cfg.run.seed)
+    cache_dir = Path(f.cache_dir) if f.cache_dir else paths.feature_cache_dir
+    extractor = open_extractor(f, paths.vision_model_dir, cache_dir, seed=cfg.run.seed)
     feature_stats = {"images": 0, "cache_hits": 0, "computed": 0}
     P, D = extractor.feature_shape
     for split in SPLITS:
@@ -129,13 +137,16 @@ def run_data_stage(cfg: Any, paths: RunPaths) -> dict:
         "zero_filled": stats["zero_filled"],
         "missing_image_policy": cfg.data.missing_image,
         "feature_shape": list(extractor.feature_shape),
-        "feature_model": f.model if f.model != "tiny" else f"tiny ViT ({stage_dir / 'vision_model'})",
+        "feature_model": f.model if f.model != "tiny" else f"tiny ViT ({paths.vision_model_dir})",
         "feature_cache": feature_stats,
         "load_time_s": round(t_load, 2),
         "wall_time_s": round(time.time() - t0, 2),
     }
-    write_summary(stage_dir, summary)
-    return {"summary": summary, "dataset": ds}
+    write_json(paths.summary_file(STAGE), summary)
+    return summary
+
+
+# ---- what the notebook shows -------------------------------------------------------------------
 
 
 def pick_examples(dataset: datasets.Dataset, n: int = 4, seed: int = 0) -> list[dict]:
@@ -146,3 +157,24 @@ def pick_examples(dataset: datasets.Dataset, n: int = 4, seed: int = 0) -> list[
     without = [r for r in rows if not r["image"]]
     k = min(len(with_image), max(1, n // 2)) if with_image else 0
     return rng.sample(with_image, k) + rng.sample(without, min(len(without), n - k))
+
+
+def load(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
+    """The finished stage: summary, dataset, a few examples with their QCM-E prompts, prompt
+    lengths (Flan-T5 tokens when ../shared has the tokenizer, else words) and the train features."""
+    ds = load_problems(paths)
+    examples = pick_examples(ds["train"], n=4, seed=cfg.run.seed)
+    tokenizer = load_length_tokenizer()
+    features = load_features(paths, "train")
+    train = ds["train"]
+    has = np.array(train["has_image"], dtype=bool) & ~np.array(train["features_zeroed"], dtype=bool)
+    return {
+        "summary": read_json(paths.summary_file(STAGE)),
+        "dataset": ds,
+        "examples": [{**p, "source": build_source(p, "QCM-E"), "target": build_target(p, "QCM-E")} for p in examples],
+        "lengths": token_lengths(train.to_list(), "QCM-E", tokenizer),
+        "length_unit": "Flan-T5 tokens" if tokenizer else "words",
+        "train_features": {"shape": list(features.shape), "dtype": str(features.dtype),
+                           "rows_with_image_features": int(has.sum()),
+                           "zero_rows": int((~features.any(axis=(1, 2))).sum())},
+    }

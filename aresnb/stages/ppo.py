@@ -6,7 +6,7 @@ sentence; scores greedy rationales on held-out (val) problems with the Teacher b
 PPO; trains; saves the policy (``save_pretrained`` + tokenizer), the critic, metrics and
 ``summary.json``. A killed run resumes from the last checkpoint when run again.
 
-Multi-process: ``accelerate launch -m aresnb.rl_stage --params P --round 1``; the main process
+Multi-process: ``accelerate launch -m aresnb.stages.ppo --params P --round 1``; the main process
 evaluates and writes, every process trains its share of each batch.
 """
 
@@ -20,10 +20,25 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import pandas as pd
+import torch
 
-from aresnb.paths import RunPaths, read_json, write_json, write_summary
+from aresnb.checkpoints import fingerprint
+from aresnb.config import load_config
+from aresnb.data.prompts import build_source, build_target
+from aresnb.generation import generate_rationales
+from aresnb.io import read_json, read_jsonl, write_json
+from aresnb.models import load_rationale_model
+from aresnb.paths import PPO, RunPaths
+from aresnb.ppo import PPOSample, make_accelerator, train_ppo
+from aresnb.rationale_metrics import repeated_sentence_rate
+from aresnb.sentences import sentence_last_token_indices, sentence_texts, split_sentences
+from aresnb.stages.data import load_features, load_problems
+from aresnb.teacher import ProblemView, ScoreItem, open_teacher
+from aresnb.tokenizer import load_tokenizer
+from aresnb.value_model import Seq2SeqValueModel
 
-STAGE = "04_ppo"
+STAGE = PPO
 SOURCE_FORMAT = "QCM-E"
 
 
@@ -46,10 +61,6 @@ def build_ppo_samples(rows: Sequence[dict], problems: Any, tokenizer: Any, max_s
     (``build_target`` collapses whitespace) the target's rationale is split again; if that gives
     another number of sentences than there are scores, the sample is dropped ("span_mismatch").
     """
-    from aresnb.data.prompts import build_source, build_target
-    from aresnb.ppo import PPOSample
-    from aresnb.sentences import sentence_last_token_indices, split_sentences
-
     row_of_qid = {q: i for i, q in enumerate(problems["qid"])}
     out, truncated_sentences, reasons = [], 0, {}
     for r in rows:
@@ -95,11 +106,6 @@ def eval_subset(n_val: int, n: int | None, seed: int) -> list[int]:
 def score_greedy_rationales(model: Any, tokenizer: Any, problems: list[dict], features: np.ndarray,
                             teacher: Any, cfg: Any) -> dict:
     """Mean Teacher score of the model's greedy rationales on ``problems`` (dropped replies counted)."""
-    from aresnb.generation import generate_rationales
-    from aresnb.rationale_metrics import repeated_sentence_rate
-    from aresnb.sentences import sentence_texts
-    from aresnb.teacher import ProblemView, ScoreItem
-
     model.eval()
     rows = generate_rationales(model, tokenizer, problems, features, num_samples=1, do_sample=False,
                                max_new_tokens=cfg.ppo.eval_max_new_tokens, batch_size=cfg.rollout.batch_size,
@@ -125,19 +131,9 @@ def score_greedy_rationales(model: Any, tokenizer: Any, problems: list[dict], fe
 # ---- the stage ---------------------------------------------------------------------------------
 
 
-def run_ppo_stage(cfg: Any, paths: RunPaths, round_index: int = 1, *, accelerator: Any = None,
-                  log: Callable[[str], None] = print) -> dict:
-    """Stage 04: evaluate, PPO on the buffer, evaluate again; returns the summary plus the metrics."""
-    import pandas as pd
-    import torch
-
-    from aresnb.data import load_features, load_problems
-    from aresnb.models import load_rationale_model
-    from aresnb.paths import read_jsonl
-    from aresnb.ppo import make_accelerator, train_ppo
-    from aresnb.tokenizer import load_tokenizer
-    from aresnb.value_model import Seq2SeqValueModel
-
+def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, *, accelerator: Any = None,
+        log: Callable[[str], None] = print) -> dict:
+    """Evaluate the entering policy, PPO on the buffer, evaluate again; returns the summary."""
     started = time.time()
     accelerator = accelerator or make_accelerator()
     main = accelerator.is_main_process
@@ -165,22 +161,19 @@ def run_ppo_stage(cfg: Any, paths: RunPaths, round_index: int = 1, *, accelerato
                                               cfg.model.max_source_length, cfg.model.max_target_length,
                                               use_caption=cfg.data.use_caption)
 
-    # what identifies this run's checkpoints: every parameter and the exact buffer file
-    st = samples_file.stat()
-    fingerprint = f"{cfg.hash()}:{st.st_size}:{st.st_mtime_ns}"
+    # what identifies this run's checkpoints: every parameter and the exact buffer
+    run_id = fingerprint(cfg.hash(), [(s.qid, s.sample_index, s.response_ids, s.scores) for s in samples])
     teacher = None
-    before_file = stage_dir / "eval_before.json"
+    before_file = paths.ppo_eval_file(round_index, "before")
     if main:
-        from aresnb.teacher import open_teacher
-
         teacher = open_teacher(cfg, paths)
     try:
         if main:
             before = read_json(before_file) if before_file.exists() else {}
-            if before.get("fingerprint") != fingerprint:  # else: resumed, the entering policy was scored
+            if before.get("fingerprint") != run_id:  # else: resumed, the entering policy was scored
                 t = time.time()
                 before = score_greedy_rationales(ref_policy, tokenizer, eval_problems, eval_features, teacher, cfg)
-                before.update(wall_time_s=time.time() - t, fingerprint=fingerprint)
+                before.update(wall_time_s=time.time() - t, fingerprint=run_id)
                 write_json(before_file, before)
             log(f"before PPO: Teacher score {_fmt(before['teacher_score'])} on {len(eval_problems)} val problems "
                 f"({before['dropped']} dropped)")
@@ -189,20 +182,20 @@ def run_ppo_stage(cfg: Any, paths: RunPaths, round_index: int = 1, *, accelerato
         result = train_ppo(policy, ref_policy, value_model, samples, cfg.ppo, stage_dir, accelerator=accelerator,
                            features=train_features, pad_token_id=tokenizer.pad_token_id,
                            decoder_start_token_id=policy.config.decoder_start_token_id,
-                           temperature=cfg.rollout.temperature, seed=cfg.run.seed, fingerprint=fingerprint, log=log)
+                           temperature=cfg.rollout.temperature, seed=cfg.run.seed, fingerprint=run_id, log=log)
 
         summary: dict = {}
         if main:
             policy_out = paths.ppo_policy_dir(round_index)
             policy.save_pretrained(policy_out)
             tokenizer.save_pretrained(policy_out)
-            value_model.save_pretrained(stage_dir / "value")
+            value_model.save_pretrained(paths.ppo_value_dir(round_index))
             t = time.time()
             after = score_greedy_rationales(policy, tokenizer, eval_problems, eval_features, teacher, cfg)
             after["wall_time_s"] = time.time() - t
-            write_json(stage_dir / "eval_after.json", after)
+            write_json(paths.ppo_eval_file(round_index, "after"), after)
             log(f"after PPO:  Teacher score {_fmt(after['teacher_score'])} (before {_fmt(before['teacher_score'])})")
-            metrics = read_jsonl(stage_dir / "metrics.jsonl")
+            metrics = read_jsonl(paths.metrics_file(STAGE, round_index))
             summary = {
                 "stage": STAGE,
                 "round": round_index,
@@ -230,12 +223,23 @@ def run_ppo_stage(cfg: Any, paths: RunPaths, round_index: int = 1, *, accelerato
                 "teacher_usage": teacher.usage(),
                 "wall_time_s": time.time() - started,
             }
-            write_summary(stage_dir, summary)
+            write_json(paths.summary_file(STAGE, round_index), summary)
         accelerator.wait_for_everyone()
     finally:
         if teacher is not None:
             teacher.close()
-    return {**summary, "metrics": read_jsonl(stage_dir / "metrics.jsonl")}
+    return summary
+
+
+def load(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
+    """The finished round: summary, per-update metrics, greedy val rationales before and after PPO."""
+    rows = {when: pd.DataFrame(read_json(paths.ppo_eval_file(round_index, when))["rows"]).set_index("qid")
+            for when in ("before", "after")}
+    return {
+        "summary": read_json(paths.summary_file(STAGE, round_index)),
+        "metrics": read_jsonl(paths.metrics_file(STAGE, round_index)),
+        "examples": rows["before"].merge(rows["after"], left_index=True, right_index=True, suffixes=("_before", "_after")),
+    }
 
 
 def _fmt(x: float | None) -> str:
@@ -243,16 +247,14 @@ def _fmt(x: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``[accelerate launch ...] python -m aresnb.rl_stage --params P --round 1 [--set k=v ...]``."""
-    from aresnb.config import load_config
-
+    """``[accelerate launch ...] python -m aresnb.stages.ppo --params P --round 1 [--set k=v ...]``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default=None, help="parameter YAML (default: params/smoke.yaml)")
     ap.add_argument("--round", type=int, default=1, dest="round_index")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override")
     args = ap.parse_args(argv)
     cfg = load_config(args.params, args.set)
-    run_ppo_stage(cfg, RunPaths(cfg), args.round_index)
+    run(cfg, RunPaths(cfg), args.round_index)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,220 @@
+"""Win rate of ARES over the baseline, as judged: verdicts -> outcomes -> rates and intervals.
+
+Definitions (used by every table and figure that shows a win rate):
+- Each test problem is judged twice: once with the two rationales in a seeded random order as
+  Option A / Option B, once with the order swapped. An item is a **win** for ARES only when the
+  judge prefers ARES in both orders, a **loss** only when it prefers the baseline in both; every
+  other item is a **tie** -- both "tie" verdicts, or *inconsistent* verdicts across the two orders
+  (counted separately as ``ties_inconsistent``), or a judge reply that could not be used.
+- ``win_rate`` = wins / items: the share of ARES wins (ties count against).
+  ``decisive_win_rate`` = wins / (wins + losses): ties left out.
+- ``single_order_win_rate`` = share of first asks (the seeded random order alone) won by ARES:
+  the paper's own protocol, one random order per item, without the swap.
+- Intervals: percentile bootstrap over items (seeded), 95%.
+- Position bias: with the swap each item shows ARES once as Option A and once as Option B; the
+  share of decisive verdicts that pick Option A is 0.5 for a judge without position bias.
+  ``consistency_rate`` = share of items whose two verdicts name the same winner (or both tie).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from aresnb.paper_numbers import CATEGORIES
+from aresnb.teacher import JudgeItem, ProblemView
+
+OUTCOME_CODE = {"win": 1, "tie": 0, "loss": -1}
+
+
+def side_of(choice: str | None, ares_is_a: bool) -> str:
+    """Which side a verdict picks: 'ares', 'baseline', 'tie', or 'invalid' (no usable reply)."""
+    c = (choice or "").strip().lower()
+    if c == "tie":
+        return "tie"
+    if c == "a":
+        return "ares" if ares_is_a else "baseline"
+    if c == "b":
+        return "baseline" if ares_is_a else "ares"
+    return "invalid"
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    """The judge's two verdicts on one problem. ``first``/``second``: 'A' | 'B' | 'tie' | None."""
+
+    qid: str
+    ares_first: bool  # ARES was Option A in the first ask (and Option B in the swapped ask)
+    first: str | None
+    second: str | None
+
+    @property
+    def sides(self) -> tuple[str, str]:
+        return side_of(self.first, self.ares_first), side_of(self.second, not self.ares_first)
+
+    @property
+    def consistent(self) -> bool:
+        s1, s2 = self.sides
+        return s1 == s2 and s1 != "invalid"
+
+    @property
+    def outcome(self) -> str:
+        s1, s2 = self.sides
+        if s1 == s2 == "ares":
+            return "win"
+        if s1 == s2 == "baseline":
+            return "loss"
+        return "tie"
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def tally(verdicts: Sequence[PairVerdict]) -> dict[str, Any]:
+    """Counts, win rates, consistency and position-bias figures of a set of verdicts."""
+    n = len(verdicts)
+    outcomes = [v.outcome for v in verdicts]
+    wins, losses, ties = outcomes.count("win"), outcomes.count("loss"), outcomes.count("tie")
+    sides = [v.sides for v in verdicts]
+    both_tie = sum(1 for s in sides if s == ("tie", "tie"))
+    invalid_items = sum(1 for s in sides if "invalid" in s)
+    # every ask: (choice, ARES shown as A?)
+    asks = [(v.first, v.ares_first) for v in verdicts] + [(v.second, not v.ares_first) for v in verdicts]
+    letters = [(c or "").strip().lower() for c, _ in asks]
+    n_a, n_b, n_tie = letters.count("a"), letters.count("b"), letters.count("tie")
+    ares_when_a = sum(1 for c, a in asks if a and side_of(c, a) == "ares")
+    ares_when_b = sum(1 for c, a in asks if not a and side_of(c, a) == "ares")
+    first_sides = [s[0] for s in sides]
+    return {
+        "n": n,
+        "wins": wins,
+        "ties": ties,
+        "losses": losses,
+        "ties_both_tie": both_tie,
+        "ties_inconsistent": ties - both_tie,
+        "items_with_invalid_verdict": invalid_items,
+        "win_rate": _ratio(wins, n),
+        "tie_rate": _ratio(ties, n),
+        "loss_rate": _ratio(losses, n),
+        "decisive_win_rate": _ratio(wins, wins + losses),
+        "single_order_win_rate": _ratio(first_sides.count("ares"), n),
+        "consistency_rate": _ratio(sum(v.consistent for v in verdicts), n),
+        "position": {
+            "asks": len(asks),
+            "chose_A": n_a,
+            "chose_B": n_b,
+            "chose_tie": n_tie,
+            "invalid": len(asks) - n_a - n_b - n_tie,
+            # 0.5 = no position bias; above 0.5 the judge favours whatever is shown first.
+            "share_A_of_decisive": _ratio(n_a, n_a + n_b),
+            "ares_preferred_when_A": _ratio(ares_when_a, n),
+            "ares_preferred_when_B": _ratio(ares_when_b, n),
+        },
+    }
+
+
+def bootstrap_interval(outcomes: Sequence[int] | np.ndarray, n_samples: int, seed: int,
+                       level: float = 0.95) -> dict[str, list[float | None]]:
+    """Percentile bootstrap over items of win_rate and decisive_win_rate; outcomes in {1, 0, -1}."""
+    o = np.asarray(outcomes, dtype=np.int8)
+    if o.size == 0:
+        return {"win_rate": [None, None], "decisive_win_rate": [None, None]}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, o.size, size=(n_samples, o.size))
+    draws = o[idx]
+    wins = (draws == 1).sum(axis=1)
+    decided = wins + (draws == -1).sum(axis=1)
+    q = [(1 - level) / 2, 1 - (1 - level) / 2]
+    win_rate = np.quantile(wins / o.size, q)
+    decisive = wins[decided > 0] / decided[decided > 0]
+    dec = np.quantile(decisive, q) if decisive.size else [None, None]
+    return {"win_rate": [float(x) for x in win_rate],
+            "decisive_win_rate": [None if x is None else float(x) for x in dec]}
+
+
+def win_rate_table(verdicts: Sequence[PairVerdict], categories_of: Mapping[str, Iterable[str]],
+                   n_samples: int, seed: int, words: Mapping[str, tuple[int, int]] | None = None) -> pd.DataFrame:
+    """One row for all items, then one per category that has items: counts, rates, 95% intervals,
+    and, given ``words`` ({qid: (baseline words, ARES words)}), both sides' mean length."""
+    groups = {"All": list(verdicts)}
+    for cat in CATEGORIES:
+        members = [v for v in verdicts if cat in set(categories_of.get(v.qid, ()))]
+        if members:
+            groups[cat] = members
+    rows = []
+    for k, (name, members) in enumerate(groups.items()):
+        t = tally(members)
+        ci = bootstrap_interval([OUTCOME_CODE[v.outcome] for v in members], n_samples, seed + k)
+        rows.append({
+            "group": name, "n": t["n"], "wins": t["wins"], "ties": t["ties"], "losses": t["losses"],
+            "ties_inconsistent": t["ties_inconsistent"],
+            "win_rate": t["win_rate"], "win_rate_lo": ci["win_rate"][0], "win_rate_hi": ci["win_rate"][1],
+            "decisive_win_rate": t["decisive_win_rate"],
+            "decisive_lo": ci["decisive_win_rate"][0], "decisive_hi": ci["decisive_win_rate"][1],
+            "consistency_rate": t["consistency_rate"],
+        })
+        if words is not None:
+            rows[-1]["baseline_words"] = float(np.mean([words[v.qid][0] for v in members]))
+            rows[-1]["ares_words"] = float(np.mean([words[v.qid][1] for v in members]))
+    return pd.DataFrame(rows)
+
+
+# ---- asking the judge ----------------------------------------------------------------------
+
+
+def assign_orders(qids: Sequence[str], seed: int) -> dict[str, bool]:
+    """Seeded random order per item: True when ARES is Option A in the first ask."""
+    ordered = sorted(qids)
+    flips = np.random.default_rng(seed).random(len(ordered)) < 0.5
+    return {q: bool(f) for q, f in zip(ordered, flips)}
+
+
+def judge_subset(problems: Sequence[Mapping[str, Any]], max_n: int | None, seed: int) -> list:
+    """At most ``max_n`` problems (seeded, in their original order); all when max_n is None."""
+    if max_n is None or max_n >= len(problems):
+        return list(problems)
+    keep = np.random.default_rng(seed).choice(len(problems), max_n, replace=False)
+    return [problems[i] for i in sorted(keep)]
+
+
+# judge(list of (problem row, option A text, option B text)) -> objects with .choice / .raw_reply
+JudgeFn = Callable[[list[tuple[Mapping[str, Any], str, str]]], list[Any]]
+
+
+def judge_both_orders(judge: JudgeFn, problems: Sequence[Mapping[str, Any]], baseline: Mapping[str, str],
+                      ares: Mapping[str, str], seed: int) -> tuple[list[PairVerdict], list[dict]]:
+    """Ask the judge about every problem in a seeded random order and swapped; one batch of 2N asks.
+
+    Returns the verdicts and one record per problem (both raw replies) for judgments.jsonl.
+    """
+    orders = assign_orders([p["qid"] for p in problems], seed)
+    asks = []
+    for p in problems:
+        first = (ares[p["qid"]], baseline[p["qid"]]) if orders[p["qid"]] else (baseline[p["qid"]], ares[p["qid"]])
+        asks.append((p, *first))
+        asks.append((p, first[1], first[0]))
+    results = judge(asks)
+    if len(results) != len(asks):
+        raise RuntimeError(f"judge returned {len(results)} verdicts for {len(asks)} requests")
+    verdicts, records = [], []
+    for i, p in enumerate(problems):
+        r1, r2 = results[2 * i], results[2 * i + 1]
+        v = PairVerdict(str(p["qid"]), orders[p["qid"]], r1.choice, r2.choice)
+        verdicts.append(v)
+        records.append({**asdict(v), "outcome": v.outcome, "consistent": v.consistent,
+                        "sides": list(v.sides), "raw_first": r1.raw_reply, "raw_second": r2.raw_reply,
+                        "error_first": getattr(r1, "detail", None), "error_second": getattr(r2, "detail", None)})
+    return verdicts, records
+
+
+def teacher_judge(teacher: Any) -> JudgeFn:
+    """Adapt ``aresnb.teacher`` (JudgeItem in, JudgeResult out) to :data:`JudgeFn`."""
+
+    def judge(asks):
+        return teacher.judge([JudgeItem(ProblemView.from_row(p), a, b) for p, a, b in asks])
+
+    return judge

@@ -1,0 +1,228 @@
+"""Stage 05: the Teacher corrects the RL model's rationales, then SFT on them from the RL checkpoint.
+
+1. the round's PPO policy writes one greedy rationale per train problem (and for val and test:
+   the after-RL rates and the panels),
+2. sentences that repeat an earlier one are removed,
+3. the Teacher corrects each rationale (:mod:`aresnb.correction` says what each outcome means),
+4. the corrected rationales replace the train solutions and the one trainer (:mod:`aresnb.sft`)
+   fine-tunes on QCM-E starting FROM the PPO policy; the result enters the next round,
+5. the degeneration rates of greedy val rationales before RL, after RL and after SFT.
+
+Resumable: each generation is written once and reused, the Teacher's reply cache makes repeated
+requests free, and the trainer resumes from its last checkpoint (whose fingerprint covers the SFT
+examples, so new corrections never resume an old run). The generated artefacts are tied to a
+fingerprint of their inputs (parameters + the PPO policy's weights) and discarded when it changes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from aresnb.checkpoints import dir_signature, fingerprint
+from aresnb.correction import correction_row, select_problems, summarize_corrections
+from aresnb.generation import generate_rationales
+from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
+from aresnb.models import load_rationale_model
+from aresnb.paths import BASELINE_MODEL, CORRECTION_SFT, RunPaths, round_model
+from aresnb.rationale_metrics import dedupe_sentences, rationale_quality
+from aresnb.sft import make_examples, train_seq2seq
+from aresnb.stages.data import load_features, load_problems
+from aresnb.teacher import CorrectionItem, ProblemView, open_teacher, prompt_preview
+from aresnb.tokenizer import load_tokenizer
+
+STAGE = CORRECTION_SFT
+EVAL_SPLITS = ("val", "test")
+RATES_DEFINITION = {
+    "repeated_sentence_rate": "sentences repeating an earlier sentence of the same rationale / all sentences",
+    "unfinished_sentence_rate": "rationales whose last sentence lacks . ! or ? / non-empty rationales",
+    "repeated_word_rate": "words equal to the previous word / all words",
+}
+
+
+# ---- resumable artefacts -----------------------------------------------------------------------
+
+
+def inputs_fingerprint(cfg: Any, round_index: int, policy_dir: Path) -> str:
+    """What the stage's generated artefacts depend on: parameters and the PPO policy's weights."""
+    values = cfg.to_dict()
+    return fingerprint(round_index, cfg.run.seed, values["model"], values["correction"], cfg.teacher.model,
+                       dir_signature(policy_dir))
+
+
+def reset_if_inputs_changed(paths: RunPaths, round_index: int, fp: str) -> bool:
+    """Discard artefacts made from other inputs (True when something was discarded)."""
+    state = paths.correction_inputs_file(round_index)
+    if state.exists() and read_json(state).get("fingerprint") == fp:
+        return False
+    stage_dir = paths.stage_dir(STAGE, round_index)
+    stale = state.exists()
+    for name in ("checkpoints", "model"):
+        if (stage_dir / name).exists():
+            shutil.rmtree(stage_dir / name)
+            stale = True
+    files = [paths.rl_rationales_file(round_index, s) for s in ("train", *EVAL_SPLITS)]
+    files += [paths.before_rl_rationales_file(round_index, "val"), paths.corrections_file(round_index),
+              paths.metrics_file(STAGE, round_index)]
+    for f in files:
+        if f.exists():
+            f.unlink()
+            stale = True
+    write_json(state, {"fingerprint": fp})
+    return stale
+
+
+def cached_rationales(path: Path, qids: Sequence[str], make: Callable[[], dict[str, str]]) -> dict[str, str]:
+    """``{qid: rationale}`` from ``path`` if it covers exactly ``qids``, else ``make()`` and save."""
+    rows = read_jsonl(path)
+    if rows and [r["qid"] for r in rows] == list(qids):
+        return {r["qid"]: r["rationale"] for r in rows}
+    out = make()
+    write_jsonl(path, [{"qid": q, "rationale": out[q]} for q in qids])
+    return out
+
+
+# ---- the stage ---------------------------------------------------------------------------------
+
+
+def _greedy(model, tokenizer, problems: list[dict], features: np.ndarray, cfg: Any) -> dict[str, str]:
+    rows = generate_rationales(
+        model, tokenizer, problems, features, num_samples=1, do_sample=False,
+        max_new_tokens=cfg.correction.max_new_tokens, batch_size=cfg.correction.sft.gen_batch_size,
+        max_source_length=cfg.model.max_source_length, seed=cfg.run.seed, use_caption=cfg.data.use_caption,
+    )
+    return {str(r["qid"]): r["rationale"] for r in rows}
+
+
+def _load_model(path: Path):
+    if not (Path(path) / "config.json").exists():
+        raise FileNotFoundError(f"stage 05 needs a saved model at {path}: run the earlier stages of this round first")
+    model = load_rationale_model(path)
+    model.eval()
+    return model, load_tokenizer(path)
+
+
+def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
+    """Correct the RL policy's train rationales with the Teacher, SFT on them, measure the effect."""
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        timings[name] = round(time.perf_counter() - start - sum(timings.values()), 2)
+
+    stage_dir = paths.stage_dir(STAGE, round_index)
+    policy_dir = paths.ppo_policy_dir(round_index)
+    restarted = reset_if_inputs_changed(paths, round_index, inputs_fingerprint(cfg, round_index, policy_dir))
+
+    data = load_problems(paths)
+    train_all = [dict(r) for r in data["train"]]
+    rows_idx = select_problems(len(train_all), cfg.correction.max_problems, cfg.run.seed, round_index)
+    train = [train_all[i] for i in rows_idx]
+    train_features = load_features(paths, "train")[rows_idx]
+    split_data = {s: ([dict(r) for r in data[s]], load_features(paths, s)) for s in EVAL_SPLITS}
+    qids = {s: [str(p["qid"]) for p in probs] for s, (probs, _) in split_data.items()}
+    train_qids = [str(p["qid"]) for p in train]
+
+    lap("load_data")
+    # 1. the RL policy's greedy rationales: train (to correct), val (the after-RL rates), test (panel)
+    model, tokenizer = _load_model(policy_dir)
+    rl_train = cached_rationales(paths.rl_rationales_file(round_index, "train"), train_qids,
+                                 lambda: _greedy(model, tokenizer, train, train_features, cfg))
+    rl_eval = {s: cached_rationales(paths.rl_rationales_file(round_index, s), qids[s],
+                                    lambda s=s: _greedy(model, tokenizer, *split_data[s], cfg))
+               for s in EVAL_SPLITS}
+
+    lap("generate_rl")
+    # 2-3. de-duplicate, then the Teacher corrects (its cache makes a restarted stage free)
+    items = [CorrectionItem(ProblemView.from_row(p), dedupe_sentences(rl_train[q])[0]) for p, q in zip(train, train_qids)]
+    with open_teacher(cfg, paths) as teacher:
+        results = teacher.correct(items)
+        usage = teacher.usage()
+    rows = [correction_row(q, rl_train[q], r) for q, r in zip(train_qids, results)]
+    pd.DataFrame(rows).to_parquet(paths.corrections_file(round_index), index=False)
+
+    lap("teacher")
+    # 4. SFT on the corrections, from the RL checkpoint (the trainer resumes from its checkpoints)
+    examples = make_examples(train, "QCM-E", rationales={r["qid"]: r["target"] for r in rows},
+                             use_caption=cfg.data.use_caption)
+    model_dir = paths.sft_model_dir(round_index)
+    trained = train_seq2seq(model, tokenizer, examples, train_features, cfg.correction.sft, stage_dir,
+                            model_dir=model_dir, max_source_length=cfg.model.max_source_length,
+                            max_target_length=cfg.model.max_target_length, seed=cfg.run.seed + round_index,
+                            mixed_precision=cfg.run.mixed_precision, desc=f"sft on corrections, round {round_index}")
+    model = trained.model
+    model.eval()
+
+    lap("sft")
+    after_sft = {}
+    for s in EVAL_SPLITS:
+        out = _greedy(model, tokenizer, *split_data[s], cfg)
+        write_jsonl(paths.rationales_file(round_model(round_index), s), [{"qid": q, "rationale": out[q]} for q in qids[s]])
+        after_sft[s] = out
+
+    lap("generate_sft")
+    # 5. the paper's motivation, measured on val: before RL, after RL, after SFT
+    before, before_source = before_rl_val_rationales(cfg, paths, round_index, split_data["val"], qids["val"])
+    rates = {
+        "before_rl": rationale_quality([before[q] for q in qids["val"]]),
+        "after_rl": rationale_quality([rl_eval["val"][q] for q in qids["val"]]),
+        "after_sft": rationale_quality([after_sft["val"][q] for q in qids["val"]]),
+    }
+    train_rates = {
+        "rl": rationale_quality([r["rl_rationale"] for r in rows]),
+        "deduped": rationale_quality([r["deduped"] for r in rows]),
+        "sft_target": rationale_quality([r["target"] for r in rows]),
+    }
+    lap("rates")
+    summary = {
+        "stage": STAGE,
+        "round": round_index,
+        **summarize_corrections(rows),
+        "val_rates": rates,
+        "train_rates": train_rates,
+        "rates_definition": RATES_DEFINITION,
+        "before_rl_model": str(paths.policy_entering_round(round_index)),
+        "before_rl_rationales": before_source,
+        "max_new_tokens": cfg.correction.max_new_tokens,
+        "teacher": usage,
+        "sft": trained.summary(),
+        "restarted_with_new_inputs": restarted,
+        "model_dir": str(model_dir),
+        "timings_s": timings,
+        "wall_time_s": round(time.perf_counter() - start, 2),
+    }
+    write_json(paths.summary_file(STAGE, round_index), summary)
+    return summary
+
+
+def before_rl_val_rationales(cfg: Any, paths: RunPaths, round_index: int, val: tuple,
+                             qids: list[str]) -> tuple[dict[str, str], str]:
+    """Val rationales of the model entering the round and where they came from: the file its
+    stage wrote (baseline or the previous round), else generated here with this stage's settings."""
+    name = BASELINE_MODEL if round_index == 1 else round_model(round_index - 1)
+    path = paths.rationales_file(name, "val")
+    rows = read_jsonl(path)
+    if rows and {str(r["qid"]) for r in rows} >= set(qids):
+        by = {str(r["qid"]): r["rationale"] for r in rows}
+        return {q: by[q] for q in qids}, str(path)
+    model, tokenizer = _load_model(paths.policy_entering_round(round_index))
+    own = paths.before_rl_rationales_file(round_index, "val")
+    return cached_rationales(own, qids, lambda: _greedy(model, tokenizer, *val, cfg)), str(own)
+
+
+def request_preview() -> str:
+    """The correct request the Teacher gets (system and user message, placeholders for the problem)."""
+    return prompt_preview("correct")
+
+
+def load(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
+    """The finished round: summary, the corrections (DataFrame), the val rates."""
+    return {
+        "summary": read_json(paths.summary_file(STAGE, round_index)),
+        "corrections": pd.read_parquet(paths.corrections_file(round_index)),
+    }

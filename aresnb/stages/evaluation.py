@@ -1,0 +1,216 @@
+"""Stage 07: win rate of ARES over the baseline, answer accuracy, rationale metrics; the tables.
+
+Reads the test rationales of the baseline (02) and of every round's SFT model (05; the last one is
+ARES), stage 06's accuracies, the test problems. Asks the judge (definitions in
+:mod:`aresnb.evaluation.winrate`), writes ``07_evaluation/judgments.jsonl``, the tables under
+``tables/`` and ``summary.json``. Judges favour longer answers and RL changes length, so both
+sides' mean length (words) is reported beside the win rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from aresnb import paper_numbers
+from aresnb.data import categories
+from aresnb.evaluation.accuracy import accuracy_gain, accuracy_table, model_label
+from aresnb.evaluation.tables import write_table
+from aresnb.evaluation.text_metrics import gold_metrics, load_similarity_model, word_count
+from aresnb.evaluation.winrate import (OUTCOME_CODE, bootstrap_interval, judge_both_orders, judge_subset, tally,
+                                      teacher_judge, win_rate_table)
+from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
+from aresnb.paper_numbers import ACCURACY_COLUMNS
+from aresnb.paths import ANSWER_LORA, BASELINE_MODEL, EVALUATION, RunPaths, round_model
+from aresnb.stages.data import load_problems
+from aresnb.teacher import endpoint_label, open_teacher, prompt_preview
+
+log = logging.getLogger(__name__)
+
+STAGE = EVALUATION
+WIN_RATE_DEFINITION = ("win = ARES preferred in both orders; loss = baseline preferred in both; anything else "
+                       "(incl. inconsistent verdicts) = tie. win_rate = wins/n (paper: share of ARES wins); "
+                       "decisive_win_rate = wins/(wins+losses)")
+METRIC_COLUMNS = ("bleu1", "bleu4", "rougeL", "similarity", "mean_words", "n")
+
+
+def judge_model(cfg: Any) -> str:
+    """evaluation.judge.model, else the Teacher's model."""
+    return cfg.evaluation.judge.model or cfg.teacher.model
+
+
+def read_rationales(path: Path) -> dict[str, str]:
+    """{qid: rationale} of a rationales JSONL file; names the file and line on bad input."""
+    if not path.exists():
+        raise FileNotFoundError(f"rationales file not found: {path} (has the stage that writes it run?)")
+    out = {}
+    for i, row in enumerate(read_jsonl(path), 1):
+        if "qid" not in row or "rationale" not in row:
+            raise ValueError(f"{path}: line {i} lacks 'qid' or 'rationale': {str(row)[:120]}")
+        out[str(row["qid"])] = str(row["rationale"] or "")
+    return out
+
+
+def test_rationales(paths: RunPaths, rounds: int, qids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """{model name: {qid: rationale}} for the baseline and every round that has them (the last must)."""
+    files = {BASELINE_MODEL: paths.rationales_file(BASELINE_MODEL, "test")}
+    files.update({round_model(i): paths.rationales_file(round_model(i), "test") for i in range(1, rounds + 1)})
+    required = (BASELINE_MODEL, round_model(rounds))
+    out = {}
+    for name, f in files.items():
+        if not (f.exists() or name in required):
+            continue
+        out[name] = read_rationales(f)
+        missing = [q for q in qids if q not in out[name]]
+        if missing:
+            raise ValueError(f"{f}: no rationale for {len(missing)} test problem(s), e.g. qid {missing[:5]}")
+    return out
+
+
+def judge_test_set(cfg: Any, paths: RunPaths, problems: list[dict], baseline: Mapping[str, str],
+                   ares: Mapping[str, str]) -> tuple[list, list[dict], dict, float]:
+    """Ask the judge (its own endpoint, ``evaluation.judge``: the paper has GPT-4o judge what Claude 3
+    Haiku taught).
+
+    Returns the verdicts, one record per judged problem, the judge's usage and the wall time.
+    """
+    t0 = time.time()
+    judged = judge_subset(problems, cfg.evaluation.max_judge_problems, cfg.run.seed)
+    with open_teacher(cfg, paths, role="judge") as judge:
+        verdicts, records = judge_both_orders(teacher_judge(judge), judged, baseline, ares, cfg.run.seed)
+        usage = judge.usage()
+    by_qid = {p["qid"]: p for p in problems}
+    for rec in records:
+        p = by_qid[rec["qid"]]
+        rec.update(categories=categories(p), baseline=baseline[p["qid"]], ares=ares[p["qid"]],
+                   gold=p.get("solution", ""), question=p["question"], choices=list(p["choices"]), answer=p["answer"])
+    return verdicts, records, usage, time.time() - t0
+
+
+def win_rate_summary(cfg: Any, verdicts: list, cats: Mapping[str, list[str]], baseline: Mapping[str, str],
+                     ares: Mapping[str, str]) -> tuple[dict, pd.DataFrame]:
+    """The headline win-rate figures (summary keys) and the per-category table."""
+    ev, seed = cfg.evaluation, cfg.run.seed
+    judged_qids = [v.qid for v in verdicts]
+    overall = tally(verdicts)
+    ci = bootstrap_interval([OUTCOME_CODE[v.outcome] for v in verdicts], ev.bootstrap_samples, seed)
+    words = {q: (word_count(baseline[q]), word_count(ares[q])) for q in judged_qids}
+    table = win_rate_table(verdicts, cats, ev.bootstrap_samples, seed, words)
+    return {
+        "judge_model": judge_model(cfg),
+        "judge_endpoint": endpoint_label(cfg, "judge"),
+        "win_rate_definition": WIN_RATE_DEFINITION,
+        "win_rate": overall["win_rate"],
+        "win_rate_ci95": ci["win_rate"],
+        "decisive_win_rate": overall["decisive_win_rate"],
+        "decisive_win_rate_ci95": ci["decisive_win_rate"],
+        "single_order_win_rate": overall["single_order_win_rate"],
+        "judged_problems": len(verdicts),
+        # identical texts leave the judge nothing to prefer: many of these mean ARES barely moved
+        "identical_rationales": sum(baseline[q].strip() == ares[q].strip() for q in judged_qids),
+        "counts": {k: overall[k] for k in ("n", "wins", "ties", "losses", "ties_both_tie",
+                                            "ties_inconsistent", "items_with_invalid_verdict")},
+        "consistency_rate": overall["consistency_rate"],
+        "position_bias": overall["position"],
+        "lengths": {"baseline_mean_words": float(np.mean([w[0] for w in words.values()])),
+                    "ares_mean_words": float(np.mean([w[1] for w in words.values()])),
+                    "over": "the judged problems"},
+        "win_rate_by_category": table.to_dict(orient="records"),
+        "paper_win_rate": paper_numbers.reference_win_rate(cfg.data.source, cfg.model.base),
+        "bootstrap": {"samples": ev.bootstrap_samples, "seed": seed, "level": 0.95},
+    }, table
+
+
+def accuracy_summary(cfg: Any, paths: RunPaths) -> tuple[dict, pd.DataFrame | None]:
+    """Stage 06's accuracies as summary keys and a table (with the paper's rows for ScienceQA)."""
+    summary06 = paths.summary_file(ANSWER_LORA)
+    if not summary06.exists():
+        log.warning("%s is missing: no accuracy table (run stage 06 first)", summary06)
+        return {"accuracy": None, "accuracy_gain_pts": None, "paper_accuracy_gain_pts": None}, None
+    rounds = cfg.ares.rounds
+    table = accuracy_table(read_json(summary06), rounds, cfg.data.source, cfg.model.base)
+    return {
+        "accuracy": {f"{r['key']}/{r['format']}": {"model": r["model"], "source": r["source"],
+                                                  **{c: r[c] for c in ACCURACY_COLUMNS}}
+                     for r in table.to_dict(orient="records")},
+        "accuracy_gain_pts": accuracy_gain(table, rounds),
+        "paper_accuracy_gain_pts": (paper_numbers.ARES_MEAN_ACCURACY_GAIN
+                                    if cfg.data.source in ("scienceqa", "aokvqa") else None),
+    }, table
+
+
+def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, Any]:
+    """Judge ARES against the baseline, collect accuracies and rationale metrics; write the
+    judgments, the tables and ``summary.json``; return the summary."""
+    t0, cpu0 = time.time(), time.process_time()
+    paths.stage_dir(STAGE)
+    rounds = cfg.ares.rounds
+    problems = load_problems(paths)["test"].to_list()
+    qids = [str(p["qid"]) for p in problems]
+    rationales = test_rationales(paths, rounds, qids)
+    baseline, ares = rationales[BASELINE_MODEL], rationales[round_model(rounds)]
+    # Importing sentence-transformers and loading MiniLM takes seconds: overlap it with judging,
+    # which mostly waits on the Teacher's HTTP replies.
+    pool = ThreadPoolExecutor(max_workers=1)
+    similarity = pool.submit(load_similarity_model, cfg.evaluation.similarity_model)
+    pool.shutdown(wait=False)
+
+    verdicts, records, usage, judge_s = judge_test_set(cfg, paths, problems, baseline, ares)
+    write_jsonl(paths.judgments_file, records)
+    win, wr_table = win_rate_summary(cfg, verdicts, {str(p["qid"]): categories(p) for p in problems}, baseline, ares)
+    acc, acc_table = accuracy_summary(cfg, paths)
+
+    t_sim = time.time()
+    sim_model, sim_source = similarity.result()
+    gold = [str(p.get("solution") or "") for p in problems]
+    metrics = {name: gold_metrics(gold, [r[q] for q in qids], sim_model) for name, r in rationales.items()}
+    metrics_df = pd.DataFrame([{"model": model_label(k, rounds), **{c: m.get(c) for c in METRIC_COLUMNS}}
+                               for k, m in metrics.items()])
+    sim_s = time.time() - t_sim
+
+    tables = {
+        "win_rate": write_table(wr_table, paths.tables_dir, "win_rate",
+                                f"Win rate of ARES over the baseline (judge {judge_model(cfg)}; win = preferred "
+                                "in both orders; inconsistent verdicts count as ties; 95% bootstrap intervals)", 3),
+        "rationale_metrics": write_table(metrics_df, paths.tables_dir, "rationale_metrics",
+                                         "Rationale metrics against the gold solutions (test split)", 3),
+    }
+    if acc_table is not None:
+        tables["accuracy"] = write_table(acc_table.drop(columns="key"), paths.tables_dir, "accuracy_evaluation",
+                                         "Answer accuracy (%) by category, baseline and ARES", 2)
+    summary = {
+        "stage": STAGE,
+        **win,
+        "test_problems": len(problems),
+        **acc,
+        "rationale_metrics": metrics,
+        "similarity_model": {"requested": cfg.evaluation.similarity_model, "used": sim_source},
+        "teacher_usage": usage,
+        "tables": tables,
+        "timing_s": {"judge": round(judge_s, 2), "rationale_metrics_after_judging": round(sim_s, 2)},
+        "wall_time_s": round(time.time() - t0, 2),
+        "cpu_time_s": round(time.process_time() - cpu0, 2),  # all threads of this process
+    }
+    write_json(paths.summary_file(STAGE), summary)
+    return summary
+
+
+def request_preview() -> str:
+    """The judge request the Teacher gets (system and user message, placeholders for the problem)."""
+    return prompt_preview("judge")
+
+
+def load(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, Any]:
+    """The finished stage: summary, judged records by qid, its tables (DataFrames)."""
+    summary = read_json(paths.summary_file(STAGE))
+    return {
+        "summary": summary,
+        "judgments": {r["qid"]: r for r in read_jsonl(paths.judgments_file)},
+        "tables": {name: pd.read_csv(files["csv"]) for name, files in summary["tables"].items()},
+    }
