@@ -8,8 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
+from aresnb import preflight
 from aresnb.config import ConfigError, describe, load_config
-from aresnb.runner import RunError, parse_stage_selection, run_pipeline
+from aresnb.runner import NOTEBOOKS_DIR, RunError, RunRefused, parse_stage_selection, run_pipeline
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -30,11 +31,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         pm_logger.propagate = False
     try:
         run_pipeline(cfg, stages=stages, force=args.force, log_output=not args.quiet)
+    except RunRefused as e:
+        print(f"aresnb run: {e}", file=sys.stderr)
+        return 2
     except RunError as e:
         print(f"\naresnb run: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\naresnb run: interrupted; run the same command again to resume", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        during = f" during {e}" if str(e) else ""
+        print(f"\naresnb run: interrupted{during}; run the same command again to resume", file=sys.stderr)
         return 130
     return 0
 
@@ -58,16 +63,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    if args.params:
-        try:
-            cfg = load_config(args.params, args.set)
-        except ConfigError as e:
-            print(f"aresnb params: {e}", file=sys.stderr)
-            return 2
-        print(f"{args.params}: valid (hash {cfg.hash()})")
+    if not args.params:
+        for key, default, doc in describe():
+            print(f"{key:<36} {default!r:<28} {doc}")
         return 0
-    for key, default, doc in describe():
-        print(f"{key:<36} {default!r:<28} {doc}")
+    try:
+        cfg = load_config(args.params, args.set)
+        stages = parse_stage_selection(args.stages)
+    except (ConfigError, RunError) as e:
+        print(f"aresnb params: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.params}: valid (hash {cfg.hash()})")
+    problems = preflight.problems(cfg, stages, NOTEBOOKS_DIR)
+    if problems:
+        which = f"stages {args.stages}" if args.stages else "a full run"
+        print(f"{args.params}: not ready for {which} here:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -129,9 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "(<out>.attempts.jsonl), invalid replies included")
     cache.set_defaults(func=_cmd_teacher_cache)
 
-    params = sub.add_parser("params", help="print every parameter with its default and doc, or validate a file")
+    params = sub.add_parser("params", help="print every parameter with its default and doc, or validate a file "
+                                           "and check it can run here (API keys, paths); exit 2 invalid, 1 not ready")
     params.add_argument("params", nargs="?", help="a YAML file to validate")
     params.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    params.add_argument("--stages", help="check the file for these stages only, e.g. 01-02 (default: all)")
     params.set_defaults(func=_cmd_params)
     return parser
 

@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,7 +30,27 @@ SMOKE_PARAMS = PACKAGE_DIR.parent / "params" / "smoke.yaml"
 
 
 class ConfigError(ValueError):
-    """A parameter file or override is invalid; the message names the file and the key."""
+    """A parameter file or override is invalid; the message names the file (or ``--set``) and the key."""
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-5`` as a number, as YAML 1.2 does.
+
+    YAML 1.1 (PyYAML) requires a dot in a float, so ``lr: 1e-5`` would be the *string* "1e-5"
+    while ``lr: 1.0e-5`` is a number: an exponent without a dot is appended as a float pattern.
+    """
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """The project's one YAML reader (parameter files and ``--set`` values)."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def p(default: Any, doc: str, *, min: float | None = None, max: float | None = None) -> Any:
@@ -68,7 +89,8 @@ class DataConfig:
     path: Optional[str] = p(None, "Local directory in the dataset's original layout (wins over hub_id).")
     hub_id: Optional[str] = p(None, "Hugging Face dataset id, e.g. derek-thomas/ScienceQA or HuggingFaceM4/A-OKVQA.")
     image_dir: Optional[str] = p(None, "A-OKVQA only: folder of COCO 2017 images (<image_dir>/<split>2017/<id>.jpg).")
-    missing_image: Literal["error", "skip", "zeros"] = p("error", "A referenced image that is absent: fail, drop the problem, or keep it with zero features.")
+    missing_image: Literal["error", "skip", "zeros"] = p("error", "A referenced image that is absent or unreadable: fail, drop the problem, or keep it with zero features.")
+    allow_overlap: bool = p(False, "Accept a qid that appears in more than one split (a deliberate overlap); false fails stage 01 naming the qids.")
     use_caption: bool = p(True, "Append the image caption to the context, as the paper's runs do.")
     max_per_split: Optional[int] = p(None, "Keep at most this many problems per split (seeded subsample); None keeps all.", min=1)
     synthetic: SyntheticDataConfig = p(SyntheticDataConfig(), "The embedded synthetic dataset's sizes.")
@@ -162,6 +184,7 @@ class TeacherConfig:
     cache_path: Optional[str] = p(None, "SQLite reply cache; None = <output_dir>/teacher_cache.sqlite (shared by runs: never pay twice).")
     cassette: Optional[str] = p(None, "JSONL cassette to import into the cache before any call (exact offline replay).")
     replay_only: bool = p(False, "Fail on a cache miss instead of calling the API (strict replay).")
+    max_drop_share: float = p(0.5, "Stage 03 fails when more than this share of its samples is dropped (empty rationale, invalid reply, API error); all dropped always fails.", min=0.0, max=1.0)
     price_input_per_mtok: float = p(0.0, "USD per million prompt tokens, for the cost estimate.", min=0.0)
     price_output_per_mtok: float = p(0.0, "USD per million completion tokens, for the cost estimate.", min=0.0)
     image_tokens: int = p(0, "Prompt tokens the provider bills per image (aresnb estimate and the budget check), e.g. ~width*height/750 for Claude.", min=0)
@@ -371,45 +394,75 @@ def _merge(base: dict, extra: dict) -> dict:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``'ppo.lr=1e-5'`` -> (['ppo', 'lr'], 1e-05); the value is parsed as YAML."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. ppo.lr=1e-5")
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. ppo.lr=1e-5")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"override {text!r}: empty key")
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    # YAML reads 1e-5 as a string (no dot); accept it as the number it obviously is.
-    if isinstance(value, str):
-        try:
-            value = float(value) if any(c in value for c in "eE.") else value
-        except ValueError:
-            pass
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = read_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
     return key.split("."), value
 
 
-def _check_consistency(cfg: Config, where: str) -> None:
-    """Rules that span keys."""
+FAULT_RATES = ("rate_429", "rate_500", "rate_slow", "rate_malformed", "rate_truncated")
+
+
+def _check_consistency(cfg: Config) -> None:
+    """Rules that span keys (the caller adds where the values came from)."""
     if cfg.data.source in ("scienceqa", "aokvqa") and not (cfg.data.path or cfg.data.hub_id):
-        raise ConfigError(f"{where}: data.source={cfg.data.source!r} needs data.path or data.hub_id")
+        raise ConfigError(f"data.source={cfg.data.source!r} needs data.path or data.hub_id")
     if cfg.ppo.minibatch_size > cfg.ppo.batch_size:
-        raise ConfigError(f"{where}: ppo.minibatch_size ({cfg.ppo.minibatch_size}) exceeds ppo.batch_size ({cfg.ppo.batch_size})")
+        raise ConfigError(f"ppo.minibatch_size ({cfg.ppo.minibatch_size}) exceeds ppo.batch_size ({cfg.ppo.batch_size})")
     for fmt in cfg.answer.formats:
         if fmt not in ("QCM-A", "QCMG-A"):
-            raise ConfigError(f"{where}: answer.formats: {fmt!r} is not one of ['QCM-A', 'QCMG-A']")
+            raise ConfigError(f"answer.formats: {fmt!r} is not one of ['QCM-A', 'QCMG-A']")
     if not cfg.teacher.serve_local and not cfg.teacher.base_url:
-        raise ConfigError(f"{where}: teacher.base_url is required when teacher.serve_local is false")
+        raise ConfigError("teacher.base_url is required when teacher.serve_local is false")
     for key, name in (("teacher.api_key_env", cfg.teacher.api_key_env),
                       ("evaluation.judge.api_key_env", cfg.evaluation.judge.api_key_env)):
         if name is not None and not name.replace("_", "").isalnum():
-            raise ConfigError(f"{where}: {key} must be the NAME of an environment variable, got {name!r}")
+            raise ConfigError(f"{key} must be the NAME of an environment variable, got {name!r}")
     f = cfg.teacher.faults
     for entry in f.plan:
         index, _, fault = str(entry).partition(":")
         if not index.strip().isdigit() or fault.strip() not in ("429", "500", "slow", "malformed", "truncated"):
-            raise ConfigError(f"{where}: teacher.faults.plan: {entry!r} is not 'N:fault' with fault one of "
+            raise ConfigError(f"teacher.faults.plan: {entry!r} is not 'N:fault' with fault one of "
                               "429, 500, slow, malformed, truncated")
     for fmt in f.reject_response_formats:
         if fmt not in ("json_schema", "json_object"):
-            raise ConfigError(f"{where}: teacher.faults.reject_response_formats: {fmt!r} is not json_schema or json_object")
+            raise ConfigError(f"teacher.faults.reject_response_formats: {fmt!r} is not json_schema or json_object")
+    # The local server draws one fault per request from these shares: they cannot exceed 1.
+    rates = {name: getattr(cfg.teacher.faults, name) for name in FAULT_RATES}
+    if sum(rates.values()) > 1.0 + 1e-9:
+        listed = ", ".join(f"{k}={v:g}" for k, v in rates.items() if v)
+        raise ConfigError(f"teacher.faults: the fault rates sum to {sum(rates.values()):g}, above 1 ({listed}); "
+                          "each request draws at most one fault")
+
+
+def _resolve(values: dict) -> Config:
+    cfg = _build(Config, values, "")
+    _check_consistency(cfg)
+    return cfg
+
+
+def _blame(values: dict, overrides: list[tuple[str, dict]], where: str, message: str) -> str:
+    """Where an error came from: the parameter file, or the first ``--set`` that introduces it."""
+    def error_of(v: dict) -> str | None:
+        try:
+            _resolve(v)
+        except ConfigError as e:
+            return str(e)
+        return None
+
+    if error_of(values) == message:
+        return where
+    for text, nested in overrides:
+        values = _merge(values, nested)
+        if error_of(values) == message:
+            return f"--set {text}"
+    return f"{where} with --set {' '.join(t for t, _ in overrides)}"
 
 
 def load_config(source: str | Path | dict | Config | None = None, overrides: list[str] | None = None) -> Config:
@@ -425,7 +478,7 @@ def load_config(source: str | Path | dict | Config | None = None, overrides: lis
         if not path.exists():
             raise ConfigError(f"parameter file not found: {path}")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{where}: not valid YAML: {e}") from e
         if not isinstance(values, dict):
@@ -435,18 +488,20 @@ def load_config(source: str | Path | dict | Config | None = None, overrides: lis
     else:
         raise ConfigError(f"cannot read parameters from {type(source).__name__}")
 
+    applied = []
     for text in overrides or []:
         keys, value = parse_override(text)
         nested: Any = value
         for k in reversed(keys):
             nested = {k: nested}
-        values = _merge(values, nested)
+        applied.append((text, nested))
+    merged = values
+    for _, nested in applied:
+        merged = _merge(merged, nested)
     try:
-        cfg = _build(Config, values, "")
+        return _resolve(merged)
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    _check_consistency(cfg, where)
-    return cfg
+        raise ConfigError(f"{_blame(values, applied, where, str(e))}: {e}") from None
 
 
 def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:

@@ -5,7 +5,8 @@ own folder. Stages 03-05 repeat once per ARES round and write under ``round_<i>/
 mirrors the latest round's ``summary.json`` into ``<stage>/summary.json``.
 
     outputs/<run>/
-      manifest.json  params.yaml  notebooks/  tables/  figures/  teacher/  report.html
+      manifest.json  params.yaml  run.lock (held while a run writes)  notebooks/  tables/  figures/
+      teacher/  report.html
       01_data/        dataset/ (DatasetDict)  features/<split>.npy  summary.json
       02_baseline/    model/ (save_pretrained + tokenizer)  checkpoints/  metrics.jsonl
                       rationales_val.jsonl  rationales_test.jsonl  summary.json
@@ -58,6 +59,11 @@ class RunPaths:
     @property
     def manifest(self) -> Path:
         return self.run_dir / "manifest.json"
+
+    @property
+    def lock_file(self) -> Path:
+        """flock-ed by ``aresnb run`` while it writes this folder (aresnb.runlock)."""
+        return self.run_dir / "run.lock"
 
     @property
     def params_file(self) -> Path:

@@ -6,6 +6,11 @@ parameters and their hash, the git commit, package versions and each stage's sta
 time. A stage is skipped when it completed before with the same *key*: the hash of the
 parameters, of the notebook's source, and of the completions of the stages it depends on — so a
 crashed run resumes where it stopped, and re-running an upstream stage re-runs what follows.
+
+Before anything runs, a run is refused (``RunRefused``: nothing executed, no result written) when a
+check of ``aresnb.preflight`` fails (an unset API key variable, a missing path, ...), when a
+selected stage needs an upstream stage that is neither selected nor done, or when another run
+holds the run folder's lock (``aresnb.runlock``). The lock is held until the run ends.
 """
 
 from __future__ import annotations
@@ -25,10 +30,14 @@ from pathlib import Path
 
 import yaml
 
+from aresnb import preflight
 from aresnb.config import Config
+from aresnb.errors import CLEAR_ERRORS
 from aresnb.io import read_json, write_json
+from aresnb.notebook_exec import execute_notebook
 from aresnb.paths import (ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, ROUND_STAGES, STAGES,
                           TEACHER_SCORES, RunPaths)
+from aresnb.runlock import RunFolderLocked, RunLock
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -40,6 +49,14 @@ TRACKED_PACKAGES = (
 
 class RunError(RuntimeError):
     """A run cannot start or a stage failed; the message says which and why."""
+
+
+class RunRefused(RunError):
+    """The run did not start: nothing was executed (at most the run folder and its lock file were created)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a step; the manifest marks it ``interrupted``. Its message names it."""
 
 
 @dataclass(frozen=True)
@@ -205,12 +222,20 @@ STAGE_SECTIONS = {
 }
 
 
+NOT_IN_STEP_KEY = {
+    "teacher": ("concurrency", "max_retries", "timeout_s", "backoff_base_s", "backoff_max_s", "cassette", "max_drop_share"),
+    "data": ("allow_overlap",),
+}
+
+
 def step_key(cfg: Config, step: Step, manifest: Manifest, schedule: list[Step]) -> str:
     """What decides whether a completed step can be skipped: its parameters, code and inputs."""
     values = cfg.to_dict()
-    # Throughput-only teacher settings never change a reply (the cache sees to that).
-    for k in ("concurrency", "max_retries", "timeout_s", "backoff_base_s", "backoff_max_s", "cassette"):
-        values["teacher"].pop(k, None)
+    # Throughput-only teacher settings never change a reply (the cache sees to that); the
+    # thresholds of the output checks decide whether a stage fails, never what it wrote.
+    for section, keys in NOT_IN_STEP_KEY.items():
+        for k in keys:
+            values[section].pop(k, None)
     relevant = {s: values[s] for s in STAGE_SECTIONS[step.stage]}
     relevant["seed"] = cfg.run.seed
     upstream = [manifest.stage(s).get("completion_id", "missing") for s in upstream_of(step, schedule)]
@@ -234,8 +259,16 @@ def _print(msg: str) -> None:
     print(f"[aresnb] {msg}", flush=True)
 
 
-def _report_failure(step: Step, error: Exception, out_nb: Path) -> str:
-    """The failing cell and its error, for the terminal and the manifest."""
+def _report_failure(step: Step, error: BaseException, out_nb: Path) -> str:
+    """What the terminal and the manifest say about a failed step.
+
+    An error whose message tells the whole story (``aresnb.errors.CLEAR_ERRORS``: a stage check,
+    bad data, bad parameters) is one line; any other shows the failing cell and its error.
+    """
+    ename = getattr(error, "ename", type(error).__name__)
+    evalue = getattr(error, "evalue", str(error))
+    if ename in CLEAR_ERRORS:
+        return f"stage {step.label} failed: {evalue}\nexecuted notebook: {out_nb}"
     lines = [f"stage {step.label} failed"]
     cell_source = None
     try:
@@ -248,65 +281,86 @@ def _report_failure(step: Step, error: Exception, out_nb: Path) -> str:
         pass
     if cell_source:
         lines += ["--- failing cell ---", cell_source, "--------------------"]
-    ename = getattr(error, "ename", type(error).__name__)
-    evalue = getattr(error, "evalue", str(error))
     lines.append(f"{ename}: {evalue}")
     lines.append(f"executed notebook: {out_nb}")
     return "\n".join(lines)
 
 
+def check_before_work(cfg: Config, selected: set[str]) -> None:
+    """Refuse, listing every problem at once, what ``aresnb.preflight`` finds for these stages."""
+    found = preflight.problems(cfg, [s for s in STAGES if s in selected], NOTEBOOKS_DIR)
+    if found:
+        raise RunRefused("cannot start:\n" + "\n".join(f"  - {p}" for p in found))
+
+
+def check_upstream(todo: list[Step], schedule: list[Step], selected: set[str], manifest: Manifest) -> None:
+    """Every step's upstream is selected (it runs first) or done: a gap refuses before anything runs."""
+    for step in todo:
+        for up in upstream_of(step, schedule):
+            if up.stage not in selected and manifest.stage(up).get("status") != "done":
+                raise RunRefused(f"{step.label} needs {up.label}, which has not completed in this run: "
+                                 f"run it first (e.g. --stages {up.stage[:2]}-{step.stage[:2]})")
+
+
 def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = False,
                  log_output: bool = True) -> dict:
     """Run the selected stages of the schedule; return the manifest data."""
-    import papermill  # heavy import: only when something runs
-
-    paths = RunPaths(cfg)
-    paths.run_dir.mkdir(parents=True, exist_ok=True)
-    paths.notebooks_dir.mkdir(parents=True, exist_ok=True)
-    paths.params_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    manifest = Manifest(paths, cfg)
-    manifest.save()
-
     selected = set(stages or STAGES)
     schedule = build_schedule(cfg.ares.rounds)
     missing = [s.notebook for s in schedule if s.stage in selected and not s.notebook.exists()]
     if missing:
-        raise RunError("missing notebooks: " + ", ".join(str(m) for m in sorted(set(missing))))
+        raise RunRefused("missing notebooks: " + ", ".join(str(m) for m in sorted(set(missing))))
+    check_before_work(cfg, selected)
+
+    paths = RunPaths(cfg)
+    try:
+        lock = RunLock(paths.lock_file).acquire()
+    except RunFolderLocked as e:
+        raise RunRefused(str(e)) from None
+    try:
+        return _run_locked(cfg, paths, schedule, selected, force, log_output)
+    finally:
+        lock.release()
+
+
+def _run_locked(cfg: Config, paths: RunPaths, schedule: list[Step], selected: set[str], force: bool,
+                log_output: bool) -> dict:
+    manifest = Manifest(paths, cfg)
+    todo = [s for s in schedule if s.stage in selected]
+    check_upstream(todo, schedule, selected, manifest)
+    paths.notebooks_dir.mkdir(parents=True, exist_ok=True)
+    paths.params_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    manifest.save()
 
     if cfg.run.cpu_threads:
         # Kernels inherit the environment. Tiny models on a shared CPU run many times faster on
         # one thread than with threads that spin against each other.
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(cfg.run.cpu_threads)
-    todo = [s for s in schedule if s.stage in selected]
     _print(f"run {cfg.run.name!r} -> {paths.run_dir} ({len(todo)} steps, params {cfg.hash()})")
     for i, step in enumerate(todo, 1):
-        for up in upstream_of(step, schedule):
-            if up.stage not in selected and manifest.stage(up).get("status") != "done":
-                raise RunError(f"{step.label} needs {up.label}, which has not completed in this run: "
-                               f"run it first (e.g. --stages {up.stage[:2]}-{step.stage[:2]})")
         key = step_key(cfg, step, manifest, schedule)
         prev = manifest.stage(step)
         if not force and prev.get("status") == "done" and prev.get("key") == key:
             _print(f"[{i}/{len(todo)}] {step.label}: done before with the same parameters and inputs, skipped")
             continue
         out_nb = paths.notebooks_dir / step.output_name
+        kernel_log = out_nb.with_suffix(".kernel.log")
         _print(f"[{i}/{len(todo)}] {step.label}: running {step.notebook.name} -> {out_nb}")
-        manifest.set_stage(step, status="running", started=_now(), key=key, notebook=str(out_nb))
+        manifest.set_stage(step, status="running", started=_now(), key=key, notebook=str(out_nb),
+                           kernel_log=str(kernel_log))
         start = time.perf_counter()
         try:
-            papermill.execute_notebook(
-                str(step.notebook), str(out_nb),
-                parameters={"params": cfg.to_dict(), "round_index": step.round_index or 1},
-                kernel_name="python3", cwd=str(NOTEBOOKS_DIR), progress_bar=False,
-                log_output=log_output, stdout_file=None, stderr_file=None,
-            )
-        except BaseException as error:  # noqa: BLE001 - KeyboardInterrupt must be recorded too
-            wall = time.perf_counter() - start
+            execute_notebook(step.notebook, out_nb, {"params": cfg.to_dict(), "round_index": step.round_index or 1},
+                             cwd=NOTEBOOKS_DIR, log_output=log_output, kernel_log=kernel_log)
+        except KeyboardInterrupt:
+            manifest.set_stage(step, status="interrupted", wall_time_s=round(time.perf_counter() - start, 2),
+                               error="interrupted (SIGINT)", finished=_now())
+            raise RunInterrupted(step.label) from None
+        except Exception as error:  # noqa: BLE001 - every notebook failure is recorded and reported
             message = _report_failure(step, error, out_nb)
-            manifest.set_stage(step, status="failed", wall_time_s=round(wall, 2), error=message, finished=_now())
-            if isinstance(error, KeyboardInterrupt):
-                raise
+            manifest.set_stage(step, status="failed", wall_time_s=round(time.perf_counter() - start, 2),
+                               error=message, finished=_now())
             raise RunError(message) from None
         wall = time.perf_counter() - start
         if step.round_index is not None:

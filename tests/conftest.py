@@ -15,6 +15,24 @@ SHARED = ROOT.parent / "shared"
 SMOKE_SECRET = "sk-aresnb-test-SECRET-4c1d7e"
 
 
+def write_stage_notebooks(nb_dir: Path, body: str) -> Path:
+    """One stand-in notebook per stage in ``nb_dir``: a parameters cell, then ``body`` with
+    ``{stage}`` filled in (literal braces doubled). Runner tests point runner.NOTEBOOKS_DIR here."""
+    import nbformat
+
+    from aresnb.paths import STAGES
+
+    nb_dir.mkdir(parents=True, exist_ok=True)
+    for stage in STAGES:
+        nb = nbformat.v4.new_notebook()
+        params = nbformat.v4.new_code_cell("params = None\nround_index = 1")
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [params, nbformat.v4.new_code_cell(body.format(stage=stage))]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, nb_dir / f"{stage}.ipynb")
+    return nb_dir
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.exists():

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from aresnb.config import load_config
+from aresnb.errors import StageFailed
 from aresnb.io import read_jsonl, write_jsonl
 from aresnb.models import build_rationale_model, load_rationale_model
 from aresnb.paths import RunPaths
@@ -109,17 +110,21 @@ def test_rerun_resumes_without_teacher_calls_or_retraining(run):
 
 
 def test_unparsable_replies_keep_the_rl_rationale_and_are_counted(run, tmp_path):
+    """Every reply malformed (the local server's fault injection): each row falls back to the RL
+    rationale and is recorded, and the stage fails: zero corrections cannot serve the next round."""
     cfg, paths, _, _ = run
     cfg2 = _cfg(cfg.run.output_dir, "corr_faulty", "teacher.faults.rate_malformed=1.0",
                 f"teacher.cache_path={tmp_path / 'faulty.sqlite'}")
     paths2 = RunPaths(cfg2)
     for part in ("01_data", "02_baseline", "round_1/04_ppo"):
         shutil.copytree(paths.run_dir / part, paths2.run_dir / part)
-    s = correction_sft.run(cfg2, paths2, 1)
-    assert s["fallback"] == N_CORRECTED and s["fallback_rate"] == 1.0 and s["mean_edit_distance"] == 0
+    with pytest.raises(StageFailed, match=f"zero corrections: .* every one of the {N_CORRECTED} rationales"):
+        correction_sft.run(cfg2, paths2, 1)
     df = pd.read_parquet(paths2.stage_dir("05_correction_sft", 1) / "corrections.parquet")
+    assert (df["status"] == "fallback").all() and len(df) == N_CORRECTED and (df["edit_distance"] == 0).all()
     assert (df["target"] == df["deduped"]).all() and df["corrected"].isna().all()
     assert df["raw_reply"].notna().all()
+    assert not paths2.sft_model_dir(1).exists()  # no SFT on nothing
 
 
 def test_notebook_runs_with_papermill_and_writes_figure3(run, tmp_path):

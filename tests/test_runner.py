@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from aresnb import runner
@@ -13,6 +12,8 @@ from aresnb.config import load_config
 from aresnb.io import read_json
 from aresnb.paths import STAGES, RunPaths
 from aresnb.runner import RunError, build_schedule, parse_stage_selection, run_pipeline
+
+from conftest import write_stage_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,15 +36,7 @@ write_json(summary, {{"stage": stage, "round": round_index, "value": round_index
 
 @pytest.fixture
 def fake_notebooks(tmp_path, monkeypatch):
-    nb_dir = tmp_path / "notebooks"
-    nb_dir.mkdir()
-    for stage in STAGES:
-        nb = nbformat.v4.new_notebook()
-        params = nbformat.v4.new_code_cell("params = None\nround_index = 1")
-        params.metadata["tags"] = ["parameters"]
-        nb.cells = [params, nbformat.v4.new_code_cell(STAGE_BODY.format(stage=stage))]
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nbformat.write(nb, nb_dir / f"{stage}.ipynb")
+    nb_dir = write_stage_notebooks(tmp_path / "notebooks", STAGE_BODY)
     monkeypatch.setattr(runner, "NOTEBOOKS_DIR", nb_dir)
     return nb_dir
 

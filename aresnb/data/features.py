@@ -26,6 +26,8 @@ try:  # transformers 5: the PIL-backed processor (the default one wants torchvis
 except ImportError:
     from transformers import ViTImageProcessor
 
+from .schema import DataError
+
 DEFAULT_HUB_MODEL = "google/vit-large-patch32-384"
 
 
@@ -163,8 +165,12 @@ class VisionFeatureExtractor:
             batch = digests[start:start + self.batch_size]
             images = []
             for d in batch:
-                with Image.open(files[d]) as im:
-                    images.append(im.convert("RGB"))
+                try:
+                    with Image.open(files[d]) as im:
+                        images.append(im.convert("RGB"))
+                except Exception as e:  # noqa: BLE001 - the loaders verify images; decoding can still fail
+                    raise DataError(f"unreadable image {files[d]} ({type(e).__name__}: {e}); "
+                                    "data.missing_image decides for images found unreadable at load time") from None
             feats = self._forward(images)
             for d, f in zip(batch, feats):
                 for i in todo[d]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import datasets
+from PIL import Image
 
 SPLITS = ("train", "val", "test")
 CATEGORY_COLUMNS = ("NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12")
@@ -100,29 +101,45 @@ def _default(name: str) -> Any:
     return False if name in ("has_image", "features_zeroed") else ""
 
 
+def image_problem(path: str | Path) -> str | None:
+    """Why an image file cannot be used ("image not found", "unreadable image ..."), or None.
+
+    ``verify()`` reads the file's structure without decoding the pixels: it catches files that
+    are not images at all and most truncated ones, at a fraction of a decode's cost.
+    """
+    if not Path(path).is_file():
+        return f"image not found: {path}"
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, struct.error ...
+        return f"unreadable image {path} ({type(e).__name__}: {e})"
+    return None
+
+
 def apply_missing_image(rows: list[dict], policy: str, file: str | Path) -> tuple[list[dict], int, int]:
-    """Apply ``data.missing_image`` to rows whose referenced image file is absent.
+    """Apply ``data.missing_image`` to rows whose referenced image is absent or unreadable.
 
     Returns (rows kept, number skipped, number zero-filled). Zero-filled rows keep
     ``has_image`` (the problem *has* an image; it is the IMG category) but get ``image=""`` so
     nothing downstream tries to open it, and ``features_zeroed=True``.
     """
+    if policy not in ("error", "skip", "zeros"):
+        raise ValueError(f"unknown missing_image policy {policy!r}")
     kept, skipped, zeroed = [], 0, 0
     for row in rows:
-        if row["has_image"] and not Path(row["image"]).is_file():
+        problem = image_problem(row["image"]) if row["has_image"] else None
+        if problem is not None:
             if policy == "error":
                 raise DataError(
-                    f"{where(row['qid'], file)}: image not found: {row['image']} "
-                    "(set data.missing_image to 'skip' or 'zeros' to load a partial download)"
+                    f"{where(row['qid'], file)}: {problem} "
+                    "(set data.missing_image to 'skip' or 'zeros' to go on without it)"
                 )
             if policy == "skip":
                 skipped += 1
                 continue
-            if policy == "zeros":
-                row = {**row, "image": "", "features_zeroed": True}
-                zeroed += 1
-            else:
-                raise ValueError(f"unknown missing_image policy {policy!r}")
+            row = {**row, "image": "", "features_zeroed": True}
+            zeroed += 1
         kept.append(row)
     return kept, skipped, zeroed
 

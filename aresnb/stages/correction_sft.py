@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from aresnb.checkpoints import dir_signature, fingerprint
+from aresnb.checks import check_corrections
 from aresnb.correction import correction_row, select_problems, summarize_corrections
 from aresnb.generation import generate_rationales
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
@@ -145,6 +146,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
         usage = teacher.usage()
     rows = [correction_row(q, rl_train[q], r) for q, r in zip(train_qids, results)]
     pd.DataFrame(rows).to_parquet(paths.corrections_file(round_index), index=False)
+    check_corrections(rows, paths.corrections_file(round_index))
 
     lap("teacher")
     # 4. SFT on the corrections, from the RL checkpoint (the trainer resumes from its checkpoints)

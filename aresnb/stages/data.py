@@ -22,6 +22,7 @@ from aresnb.data.features import open_extractor
 from aresnb.data.prompts import build_source, build_target, load_length_tokenizer, token_lengths
 from aresnb.data.schema import SPLITS, DataError, category_counts, to_dataset_dict
 from aresnb.data.scienceqa import load_scienceqa_dir, load_scienceqa_hub
+from aresnb.data.splits import check_splits
 from aresnb.data.synthetic import write_synthetic_scienceqa
 from aresnb.io import read_json, write_json
 from aresnb.paths import DATA, RunPaths
@@ -103,6 +104,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
         rows[split] = subsample(rows.get(split, []), cfg.data.max_per_split, cfg.run.seed + i)
         if not cfg.data.use_caption:  # prompts append the caption when present: drop it here, once
             rows[split] = [dict(r, caption="") for r in rows[split]]
+    check_splits(rows, allow_overlap=cfg.data.allow_overlap, source=source)
     ds = to_dataset_dict(rows)
     if paths.dataset_dir.exists():
         shutil.rmtree(paths.dataset_dir)

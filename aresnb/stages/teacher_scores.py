@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from aresnb.checkpoints import dir_signature, fingerprint
+from aresnb.checks import check_scored_samples
 from aresnb.generation import generate_rationales
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.models import load_rationale_model
@@ -133,6 +134,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
         "scoring_s": round(time.monotonic() - t0 - t_gen, 3), "wall_time_s": round(time.monotonic() - t0, 3),
     }
     write_json(paths.summary_file(STAGE, round_index), summary)
+    check_scored_samples(summary, cfg.teacher.max_drop_share, paths.samples_file(round_index))
     return summary
 
 

@@ -1,0 +1,144 @@
+"""What can be checked before any work starts, given the stages a run will execute.
+
+``load_config`` checks the parameters themselves (types, ranges, rules across keys). This module
+checks them against *this machine*: the API key variables of every endpoint a selected stage will
+call, the paths that must exist, and the process count that batch sizes must divide. ``aresnb
+params FILE`` prints the problems; ``aresnb run`` refuses to start while there are any, so an
+unset key is reported before hours of training and sampling, not after.
+
+Endpoints: stages 03, 04 and 05 call the Teacher; stage 07 calls the judge, which is the Teacher
+unless ``evaluation.judge`` names its own ``base_url`` / ``api_key_env`` (``endpoint_config``). The local
+server (``teacher.serve_local``) needs no key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from aresnb.paths import BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, TEACHER_SCORES
+from aresnb.teacher.facade import cache_path, endpoint_config
+
+TEACHER_STAGES = (TEACHER_SCORES, PPO, CORRECTION_SFT)
+JUDGE_STAGES = (EVALUATION,)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An OpenAI-compatible endpoint some selected stages call."""
+
+    role: str  # "Teacher" | "judge"
+    stages: tuple[str, ...]
+    base_url: str | None  # None: the project's local server
+    key_env: str | None  # the variable that must hold the key; None: no key needed
+
+    def describe(self) -> str:
+        where = self.base_url or "the local server"
+        return f"the {self.role} at {where} (stage{'s' if len(self.stages) > 1 else ''} {', '.join(s[:2] for s in self.stages)})"
+
+
+def endpoints(cfg: Any, stages: Iterable[str]) -> list[Endpoint]:
+    """The endpoints the selected stages will call, with the key variable each needs."""
+    stages = set(stages)
+    t = cfg.teacher
+    out = []
+    teacher_stages = tuple(s for s in TEACHER_STAGES if s in stages)
+    if teacher_stages:
+        out.append(Endpoint("Teacher", teacher_stages, None, None) if t.serve_local
+                   else Endpoint("Teacher", teacher_stages, t.base_url, t.api_key_env))
+    judge_stages = tuple(s for s in JUDGE_STAGES if s in stages)
+    if judge_stages:
+        j = endpoint_config(cfg, "judge")  # evaluation.judge, each field None = the Teacher's
+        out.append(Endpoint("judge", judge_stages, None, None) if j.serve_local
+                   else Endpoint("judge", judge_stages, j.base_url, j.api_key_env))
+    return out
+
+
+def key_problems(cfg: Any, stages: Iterable[str], environ: os._Environ | dict | None = None) -> list[str]:
+    """One line per unset key variable, naming every endpoint that needs it (never a key's value)."""
+    environ = os.environ if environ is None else environ
+    needing: dict[str, list[Endpoint]] = {}
+    for ep in endpoints(cfg, stages):
+        if ep.key_env and not environ.get(ep.key_env):
+            needing.setdefault(ep.key_env, []).append(ep)
+    return [f"the environment variable {var} is not set; {' and '.join(ep.describe() for ep in eps)} "
+            f"need{'s' if len(eps) == 1 else ''} the API key it holds: export {var}=..."
+            for var, eps in needing.items()]
+
+
+def _looks_local(value: str | None) -> bool:
+    """A model/tokenizer value that is a local path rather than a hub id."""
+    return bool(value) and (value.startswith(("/", "./", "../", "~")) or value.endswith(".gguf"))
+
+
+def _resolve(value: str, base_dir: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def path_problems(cfg: Any, stages: Iterable[str], base_dir: Path) -> list[str]:
+    """Paths the selected stages read that do not exist. Relative paths are resolved from
+    ``base_dir``: the folder the stage notebooks run in."""
+    stages = set(stages)
+    wanted: list[tuple[str, str | None, str]] = []  # (key, value, "dir" | "file" | "any")
+    d = cfg.data
+    if DATA in stages:
+        if d.source != "synthetic" and d.path:
+            wanted.append(("data.path", d.path, "dir"))
+        if d.source == "aokvqa" and d.path:
+            wanted.append(("data.image_dir", d.image_dir, "dir"))
+        if _looks_local(cfg.features.model):
+            wanted.append(("features.model", cfg.features.model, "any"))
+    if BASELINE in stages:
+        for key in ("base", "tokenizer"):
+            if _looks_local(getattr(cfg.model, key)):
+                wanted.append((f"model.{key}", getattr(cfg.model, key), "any"))
+    calls_teacher = stages & set(TEACHER_STAGES + JUDGE_STAGES)
+    if calls_teacher:
+        if cfg.teacher.cassette:
+            wanted.append(("teacher.cassette", cfg.teacher.cassette, "file"))
+        if cfg.teacher.serve_local and not cfg.teacher.replay_only and _looks_local(cfg.teacher.local_backend):
+            wanted.append(("teacher.local_backend", cfg.teacher.local_backend, "any"))
+    if EVALUATION in stages and _looks_local(cfg.evaluation.similarity_model):
+        wanted.append(("evaluation.similarity_model", cfg.evaluation.similarity_model, "any"))
+
+    problems = []
+    for key, value, kind in wanted:
+        if value is None:
+            problems.append(f"{key} is not set (data.source={d.source!r} needs it)")
+            continue
+        path = _resolve(value, base_dir)
+        ok = path.is_dir() if kind == "dir" else path.is_file() if kind == "file" else path.exists()
+        if not ok:
+            what = {"dir": "directory", "file": "file", "any": "path"}[kind]
+            relative = "" if Path(value).expanduser().is_absolute() else f" (a relative path is read from {base_dir})"
+            problems.append(f"{key}: {what} not found: {path}{relative}")
+    if calls_teacher and cfg.teacher.replay_only and not cfg.teacher.cassette:
+        if not cache_path(cfg).exists():
+            problems.append(f"teacher.replay_only is set, but there is no reply cache at {cache_path(cfg)} and no "
+                            "teacher.cassette: every Teacher request would miss")
+    return problems
+
+
+def process_count(environ: os._Environ | dict | None = None) -> int | None:
+    """Processes a launcher (``accelerate launch``, torchrun) runs, when one set WORLD_SIZE."""
+    value = (os.environ if environ is None else environ).get("WORLD_SIZE")
+    return int(value) if value and value.isdigit() and int(value) > 0 else None
+
+
+def process_problems(cfg: Any, stages: Iterable[str], environ: os._Environ | dict | None = None) -> list[str]:
+    """PPO splits its global batch and minibatch across processes: both must divide evenly."""
+    n = process_count(environ)
+    if n is None or n == 1 or PPO not in set(stages):
+        return []
+    return [f"ppo.{key} ({getattr(cfg.ppo, key)}) is not divisible by the {n} processes (WORLD_SIZE={n})"
+            for key in ("batch_size", "minibatch_size") if getattr(cfg.ppo, key) % n]
+
+
+def problems(cfg: Any, stages: Iterable[str], base_dir: Path, environ: os._Environ | dict | None = None) -> list[str]:
+    """Every problem found before work starts; empty when the run may start."""
+    stages = list(stages)
+    return [*key_problems(cfg, stages, environ), *path_problems(cfg, stages, base_dir),
+            *process_problems(cfg, stages, environ)]
