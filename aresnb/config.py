@@ -81,6 +81,8 @@ class SyntheticDataConfig:
     n_val: int = p(48, "Synthetic val problems.", min=1)
     n_test: int = p(48, "Synthetic test problems.", min=1)
     image_size: int = p(32, "Side of the rendered square images in pixels.", min=8, max=1024)
+    wrong_fact_rate: float = p(0.0, "Share of train problems whose gold rationale states one wrong image- or hint-specific "
+                                    "fact, as LLM-written rationales do (val and test golds stay clean).", min=0.0, max=1.0)
 
 
 @dataclass
@@ -198,27 +200,33 @@ class TeacherConfig:
 @dataclass
 class PPOConfig:
     lr: float = p(2e-5, "AdamW learning rate of policy and value model (paper: 2e-5).", min=0.0)
-    ppo_epochs: int = p(10, "PPO epochs over the collected buffer (paper: 10 Base / 5 Large).", min=1)
-    batch_size: int = p(64, "Sequences per PPO update (paper effective batch: 256 Base / 128 Large).", min=1)
-    minibatch_size: int = p(16, "Sequences per forward/backward.", min=1)
+    weight_decay: float = p(0.01, "AdamW weight decay on every weight but LayerNorm weights and biases (reference code: 0.01).", min=0.0)
+    adam_beta1: float = p(0.9, "AdamW beta1 (reference code: 0.9).", min=0.0, max=1.0)
+    adam_beta2: float = p(0.999, "AdamW beta2 (reference code: 0.999).", min=0.0, max=1.0)
+    adam_eps: float = p(1e-8, "AdamW epsilon (reference code: 1e-8).", min=0.0)
+    ppo_epochs: int = p(10, "Passes over the round's buffer (paper: 10 Base / 5 Large).", min=1)
+    batch_size: int = p(256, "Sequences per optimizer step, over all processes (paper: 256 Base / 128 Large).", min=1)
+    micro_batch_size: int = p(8, "Sequences per forward/backward on one process; a step accumulates its micro-batches.", min=1)
+    sort_window: int = p(8, "Optimizer steps' worth of the shuffled buffer sorted by response length together, so steps "
+                            "and micro-batches hold similar lengths (less padding); 1 = sort within each step only.", min=1)
     gamma: float = p(1.0, "GAE discount (paper: 1.0).", min=0.0, max=1.0)
     lam: float = p(0.95, "GAE lambda (paper: 0.95).", min=0.0, max=1.0)
     clip_range: float = p(0.2, "Clip range of the policy ratio (paper: 0.2).", min=0.0)
     clip_range_value: Optional[float] = p(None, "Clip range of the value update; None = unclipped MSE (paper).", min=0.0)
-    vf_coef: float = p(1.0, "Value-loss coefficient (paper: 1.0).", min=0.0)
-    whiten_advantages: bool = p(True, "Whiten advantages per batch (paper: Base on, Large off).")
-    kl_coef: float = p(1e-4, "beta of the per-token KL penalty (paper: 1e-4, fixed).", min=0.0)
-    adaptive_kl: bool = p(False, "Adapt beta towards target_kl (Ziegler et al.); off in the paper.")
-    target_kl: float = p(6.0, "Adaptive controller: target KL per sequence.", min=0.0)
-    kl_horizon: int = p(10000, "Adaptive controller: horizon in sequences.", min=1)
+    vf_coef: float = p(1.0, "Value-loss (MSE) coefficient (paper: 1.0).", min=0.0)
+    whiten_advantages: bool = p(True, "Whiten advantages over each optimizer step's sequences (paper: Base on, Large off).")
+    kl_loss_coef: float = p(0.0, "Guard against drift: coefficient of the per-token KL(ref || pi) added to the loss. "
+                                 "0 = off (paper: the reward's KL term is zero on a buffer the reference sampled).", min=0.0)
+    value_warmup_passes: int = p(0, "Guard: passes over the buffer that train only the critic, on the rewards-to-go, "
+                                    "before any policy update, so early advantages are not a fresh value head's noise. "
+                                    "0 = off (paper).", min=0)
     max_grad_norm: Optional[float] = p(None, "Gradient clipping norm; None = off (paper).", min=0.0)
     value_model: Literal["separate", "shared"] = p("separate", "Separate value copy with an MLP head (paper) or a head on the policy trunk.")
-    save_every_updates: int = p(5, "Checkpoint every N PPO updates (and at the end).", min=1)
+    save_every_steps: int = p(50, "Checkpoint every N optimizer steps (and at the end).", min=1)
+    log_every_steps: int = p(1, "Progress line every N optimizer steps (every step is in metrics.jsonl).", min=1)
+    max_steps: Optional[int] = p(None, "Stop after this many optimizer steps (a budget); None = ppo_epochs full passes.", min=1)
     eval_problems: Optional[int] = p(None, "Held-out (val) problems scored before/after PPO; None = all val.", min=1)
     eval_max_new_tokens: int = p(96, "Max new tokens of the greedy evaluation rationales.", min=1)
-    grad_accum: int = p(1, "Micro-batches each minibatch is split into (gradient accumulation).", min=1)
-    max_updates: Optional[int] = p(None, "Stop after this many PPO updates (a budget); None = one pass over the buffer.", min=1)
-    rollout_batch_size: int = p(64, "Sequences per no-grad forward when computing old/ref log-probs and values.", min=1)
 
 
 @dataclass
@@ -413,8 +421,8 @@ def _check_consistency(cfg: Config) -> None:
     """Rules that span keys (the caller adds where the values came from)."""
     if cfg.data.source in ("scienceqa", "aokvqa") and not (cfg.data.path or cfg.data.hub_id):
         raise ConfigError(f"data.source={cfg.data.source!r} needs data.path or data.hub_id")
-    if cfg.ppo.minibatch_size > cfg.ppo.batch_size:
-        raise ConfigError(f"ppo.minibatch_size ({cfg.ppo.minibatch_size}) exceeds ppo.batch_size ({cfg.ppo.batch_size})")
+    if cfg.ppo.micro_batch_size > cfg.ppo.batch_size:
+        raise ConfigError(f"ppo.micro_batch_size ({cfg.ppo.micro_batch_size}) exceeds ppo.batch_size ({cfg.ppo.batch_size})")
     for fmt in cfg.answer.formats:
         if fmt not in ("QCM-A", "QCMG-A"):
             raise ConfigError(f"answer.formats: {fmt!r} is not one of ['QCM-A', 'QCMG-A']")

@@ -1,16 +1,20 @@
 """Batched generation with the rationale model: greedy or sampled (top-k, temperature), k per prompt.
 
 Prompts are sorted by length before batching (less padding, much faster on CPU) and results are
-returned in the input order. Sampling is seeded once per call, so a call is reproducible.
+returned in the input order. ``generate_texts`` is seeded once per call; ``sample_responses``
+(the RL buffer) once per batch, so a resumed sampling draws exactly what an uninterrupted one
+would, and it keeps what was sampled: the token ids, whether EOS ended the sample, and the
+sampling policy's log-probability of every token.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from trl.trainer.utils import pad, selective_log_softmax
 
 from aresnb.data.prompts import build_source, strip_solution_prefix
 from aresnb.sft import encode_batch, gather_features
@@ -105,3 +109,91 @@ def generate_rationales(
         for p, samples in zip(problems, texts)
         for k, t in enumerate(samples)
     ]
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices sorted by decreasing length, cut into batches (the same for the same lengths)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def split_response(row: Sequence[int], eos_token_id: int) -> tuple[list[int], bool]:
+    """One generated row (decoder start first) -> (the sampled tokens up to and with EOS, ended).
+
+    A row without EOS ran to ``max_new_tokens``: every token after the start was sampled (a
+    sampled pad token is a token like any other, so padding is recognised by EOS, not by id).
+    """
+    ids = [int(t) for t in row[1:]]
+    if eos_token_id in ids:
+        return ids[: ids.index(eos_token_id) + 1], True
+    return ids, False
+
+
+@torch.no_grad()
+def response_logprobs(model: Any, batch: dict[str, torch.Tensor], responses: Sequence[Sequence[int]],
+                      decoder_start_token_id: int, pad_token_id: int, temperature: float) -> list[list[float]]:
+    """log pi(y_t | x, y_<t) of each response under ``model`` at ``temperature`` (teacher forcing).
+
+    ``batch`` holds the encoder inputs, one row per response. This is the full softmax at the
+    sampling temperature: the probability PPO's ratio uses (top-k truncation is the sampler's).
+    """
+    tensors = [torch.tensor(r, dtype=torch.long) for r in responses]
+    decoder_in = [torch.tensor([decoder_start_token_id] + list(r[:-1]), dtype=torch.long) for r in responses]
+    labels = pad(tensors, padding_value=pad_token_id).to(batch["input_ids"].device)
+    mask = pad([torch.ones_like(t) for t in tensors], padding_value=0).to(labels.device)
+    logits = model(**batch, decoder_input_ids=pad(decoder_in, padding_value=pad_token_id).to(labels.device),
+                   decoder_attention_mask=mask).logits
+    logprobs = selective_log_softmax(logits, labels, temperature=temperature)
+    return [logprobs[i, : len(r)].tolist() for i, r in enumerate(responses)]
+
+
+@torch.no_grad()
+def sample_responses(
+    model: Any,
+    tokenizer: Any,
+    problems: Sequence[dict],
+    features: np.ndarray | None,
+    *,
+    num_samples: int,
+    top_k: int = 50,
+    temperature: float = 1.0,
+    max_new_tokens: int = 96,
+    batch_size: int = 32,
+    max_source_length: int = 192,
+    seed: int = 0,
+    use_caption: bool = True,
+    skip_batches: int = 0,
+) -> Iterator[tuple[int, list[dict]]]:
+    """(batch index, rows) per length-sorted batch of problems: ``num_samples`` sampled QCM-E
+    rationales each, as rows ``{qid, sample_index, rationale, response_ids, ended, sample_logprobs}``.
+
+    ``features`` is row-aligned with ``problems``. Batch b is sampled under ``torch.manual_seed``
+    of (seed, b); ``skip_batches`` resumes after the batches already kept.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    start_id, pad_id, eos_id = model.config.decoder_start_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id
+    sources = [build_source(p, "QCM-E", use_caption=use_caption) for p in problems]
+    lengths = [len(ids) for ids in tokenizer(sources, max_length=max_source_length, truncation=True)["input_ids"]]
+    gen_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": True, "top_k": top_k, "temperature": temperature,
+                  "num_return_sequences": num_samples}
+    for b, idx in enumerate(length_sorted_batches(lengths, batch_size)):
+        if b < skip_batches:
+            continue
+        torch.manual_seed(seed * 1_000_003 + b)
+        feats = gather_features(features, idx)
+        batch = {k: v.to(device) for k, v in encode_batch(tokenizer, [sources[i] for i in idx], None, feats,
+                                                          max_source_length, 0).items()}
+        rows = model.generate(**batch, **gen_kwargs)
+        responses = [split_response(r, eos_id) for r in rows.tolist()]
+        repeated = {k: v.repeat_interleave(num_samples, dim=0) for k, v in batch.items()}  # generate's order
+        logprobs = response_logprobs(model, repeated, [r for r, _ in responses], start_id, pad_id, temperature)
+        out = []
+        for j, ((ids, ended), lp) in enumerate(zip(responses, logprobs)):
+            problem = problems[idx[j // num_samples]]
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            out.append({"qid": problem["qid"], "sample_index": j % num_samples, "rationale": strip_solution_prefix(text),
+                        "response_ids": ids, "ended": ended, "sample_logprobs": lp})
+        yield b, out
+    model.train(was_training)

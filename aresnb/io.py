@@ -47,21 +47,35 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def append_jsonl(path: str | Path, row: dict) -> None:
-    """Append one row and flush: metrics and replies survive a kill."""
+def append_jsonl(path: str | Path, rows: dict | list[dict]) -> None:
+    """Append one row (or several, in one write) and flush: what was written survives a kill."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [rows] if isinstance(rows, dict) else rows
     with open(path, "a") as f:
-        f.write(json.dumps(jsonable(row)) + "\n")
+        f.write("".join(json.dumps(jsonable(row)) + "\n" for row in rows))
         f.flush()
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Every row of a JSONL file; [] when the file does not exist."""
+def read_jsonl(path: str | Path, tolerate_partial_last_line: bool = False) -> list[dict]:
+    """Every row of a JSONL file; [] when the file does not exist.
+
+    ``tolerate_partial_last_line`` drops a last line a kill cut in half (files grown by
+    :func:`append_jsonl`); any other malformed line is an error naming the file and line.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().split("\n") if line.strip()]
+    rows = []
+    for i, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if tolerate_partial_last_line and i == len(lines):
+                break
+            raise ValueError(f"{path}:{i}: not a JSON line ({e.msg})") from None
+    return rows
 
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> Path:

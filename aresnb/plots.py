@@ -22,13 +22,13 @@ from aresnb.paths import BASELINE, CORRECTION_SFT, EVALUATION, PPO, RunPaths
 
 PALETTE = {"Baseline": "#7f7f7f", "ARES": "#d62728", "paper": "#1f77b4"}
 OUTCOME_COLORS = {"wins": "#2ca02c", "ties": "#c7c7c7", "losses": "#d62728"}
-X_KEYS = ("step", "global_step", "update", "iteration", "epoch")
+X_KEYS = ("step", "global_step", "iteration", "epoch")
 # aresnb.ppo's metric names first (TRL-style), then anything that looks like them.
-PPO_PREFERRED = ("objective/scores", "objective/rlhf_reward", "objective/kl", "loss/policy", "loss/value",
+PPO_PREFERRED = ("objective/scores", "objective/kl", "objective/kl_k3", "loss/policy", "loss/value",
                  "response/length")
 PPO_PATTERNS = (r"score", r"reward", r"kl$", r"policy_loss|pg_loss|loss/policy", r"value_loss|vf_loss|loss/value",
                 r"length")
-SKIP_KEYS = re.compile(r"time|wall|lr$|learning_rate|round|_per_s|sps|seconds|^n_|count|coef|buffer/")
+SKIP_KEYS = re.compile(r"time|wall|lr$|learning_rate|round|_per_s|sps|seconds|^n_|count|coef|buffer/|^pass$|throughput/")
 
 
 def _style() -> None:

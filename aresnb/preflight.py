@@ -129,12 +129,12 @@ def process_count(environ: os._Environ | dict | None = None) -> int | None:
 
 
 def process_problems(cfg: Any, stages: Iterable[str], environ: os._Environ | dict | None = None) -> list[str]:
-    """PPO splits its global batch and minibatch across processes: both must divide evenly."""
+    """PPO splits each optimizer step's sequences across processes: an equal share each."""
     n = process_count(environ)
     if n is None or n == 1 or PPO not in set(stages):
         return []
     return [f"ppo.{key} ({getattr(cfg.ppo, key)}) is not divisible by the {n} processes (WORLD_SIZE={n})"
-            for key in ("batch_size", "minibatch_size") if getattr(cfg.ppo, key) % n]
+            for key in ("batch_size",) if getattr(cfg.ppo, key) % n]
 
 
 def problems(cfg: Any, stages: Iterable[str], base_dir: Path, environ: os._Environ | dict | None = None) -> list[str]:

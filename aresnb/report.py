@@ -82,7 +82,7 @@ def headline_html(ev: dict | None) -> str:
         ("Win rate of ARES over the baseline", _pct(ev.get("win_rate")),
          f"95% CI [{_pct(lo_hi[0])}, {_pct(lo_hi[1])}] · judge {_e(ev.get('judge_model'))}"
          + (f" · paper {paper:.2f}%" if paper is not None else "")),
-        ("Wins / ties / losses", f"{c.get('wins', '–')} / {c.get('ties', '–')} / {c.get('losses', '–')}",
+        ("Both orders: wins / ties / losses", f"{c.get('wins', '–')} / {c.get('ties', '–')} / {c.get('losses', '–')}",
          f"of {c.get('n', '–')} test problems; {c.get('ties_inconsistent', '–')} ties from inconsistent verdicts"
          + (f"; {ev['identical_rationales']} identical rationale pairs" if ev.get("identical_rationales") else "")),
         ("Decisive win rate", _pct(dec), f"wins/(wins+losses), 95% CI [{_pct(dec_ci[0])}, {_pct(dec_ci[1])}]"),
@@ -99,8 +99,7 @@ def headline_html(ev: dict | None) -> str:
     body = "".join(f'<div class="card"><div class="muted">{_e(t)}</div><div class="big">{_e(v)}</div>'
                    f'<div class="muted">{d}</div></div>' for t, v, d in cards)
     return (f'<div class="headline">{body}</div><p class="muted">{_e(ev.get("win_rate_definition", ""))}. '
-            f'Single-order win rate (the paper\'s protocol: one random order per item): '
-            f'{_pct(ev.get("single_order_win_rate"))}.</p>')
+            f'Both orders: ARES preferred in both on {_pct(ev.get("both_orders_win_rate"))} of the problems.</p>')
 
 
 def _in_order(files: Iterable[Path], order: Sequence[str]) -> list[Path]:

@@ -17,6 +17,7 @@ letter) is a boundary: detokenizers sometimes drop the space.
 
 from __future__ import annotations
 
+import bisect
 import re
 from typing import Any, NamedTuple, Sequence
 
@@ -132,4 +133,38 @@ def sentence_last_token_indices(
         while t + 1 < len(real) and real[t + 1][1] < end:
             t += 1
         out.append(real[t][0])
+    return out
+
+
+def decoded_prefix_lengths(tokenizer: Any, ids: Sequence[int]) -> list[int]:
+    """Where each token's text ends: ``len(decode(ids[:k+1]))`` for every k (special tokens removed).
+
+    Works on the ids as they were sampled, which need not be the tokenizer's own encoding of
+    the text (a sampled sequence can spell a word in pieces the tokenizer would never choose).
+    Made non-decreasing, so a token that completes a multi-byte character owns that character.
+    """
+    if not ids:
+        return []
+    texts = tokenizer.batch_decode([list(ids[: k + 1]) for k in range(len(ids))], skip_special_tokens=True)
+    out, top = [], 0
+    for t in texts:
+        top = max(top, len(t))
+        out.append(top)
+    return out
+
+
+def sentence_end_tokens(tokenizer: Any, ids: Sequence[int], spans: Sequence[Sentence | tuple[int, int]],
+                        char_offset: int = 0) -> list[int]:
+    """Index into ``ids`` of the token that completes each sentence of ``decode(ids)``.
+
+    ``spans`` are relative to ``decode(ids)[char_offset:]`` (the rationale after "Solution: ").
+    An unfinished last sentence (a sample cut at ``max_new_tokens``) ends at its last token.
+    """
+    lengths = decoded_prefix_lengths(tokenizer, ids)
+    if not lengths:
+        return [0 for _ in spans]
+    out = []
+    for span in spans:
+        end = (span.end if isinstance(span, Sentence) else span[1]) + char_offset
+        out.append(min(bisect.bisect_left(lengths, end), len(lengths) - 1))
     return out

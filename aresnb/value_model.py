@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForSeq2SeqLM
+from transformers.modeling_outputs import BaseModelOutput
 
 from aresnb.models import load_rationale_model
 
@@ -37,10 +38,22 @@ class ValueHead(nn.Module):
         return self.mlp(hidden).squeeze(-1)
 
 
-def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The keys of a PPO batch that a seq2seq forward takes (image features only when present)."""
-    keys = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "image_features")
-    return {k: batch[k] for k in keys if k in batch}
+def encode_sources(model: nn.Module, batch: dict[str, torch.Tensor]) -> BaseModelOutput:
+    """Encoder states of the batch's sources (fused with the image for the multimodal model)."""
+    if hasattr(model, "encode"):
+        return model.encode(batch["input_ids"], batch["attention_mask"], batch.get("image_features"))
+    return model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+
+def decoder_inputs(batch: dict[str, torch.Tensor], encoded: BaseModelOutput) -> dict[str, Any]:
+    """Inputs of a forward that reuses ``encoded``: row i of the responses reads source
+    ``batch["source_index"][i]`` (the k samples of a prompt share one encoder pass)."""
+    index = batch.get("source_index")
+    states, mask = encoded.last_hidden_state, batch["attention_mask"]
+    if index is not None:
+        states, mask = states[index], mask[index]
+    return {"encoder_outputs": BaseModelOutput(last_hidden_state=states), "attention_mask": mask,
+            "decoder_input_ids": batch["decoder_input_ids"], "decoder_attention_mask": batch.get("decoder_attention_mask")}
 
 
 class Seq2SeqValueModel(nn.Module):
@@ -61,9 +74,16 @@ class Seq2SeqValueModel(nn.Module):
     def trunk(self) -> nn.Module:
         return self._trunk if self.shared else self.backbone
 
-    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
-        out = self.trunk(**inputs, output_hidden_states=True)
-        return self.head(out.decoder_hidden_states[-1])
+    def forward(self, **batch: torch.Tensor) -> torch.Tensor:
+        """Values of a batch (``input_ids``, ``attention_mask``, ``decoder_input_ids``, optional
+        ``decoder_attention_mask``, ``image_features``, ``source_index``). The trunk's encoder and
+        decoder run; its vocabulary projection does not (a value needs none)."""
+        inputs = decoder_inputs(batch, encode_sources(self.trunk, batch))
+        hidden = self.trunk.get_decoder()(
+            input_ids=inputs["decoder_input_ids"], attention_mask=inputs["decoder_attention_mask"],
+            encoder_hidden_states=inputs["encoder_outputs"].last_hidden_state,
+            encoder_attention_mask=inputs["attention_mask"]).last_hidden_state
+        return self.head(hidden)
 
     # ---- Hugging Face style persistence ---------------------------------------------------
     def save_pretrained(self, out_dir: str | Path, **kwargs: Any) -> Path:

@@ -1,21 +1,27 @@
-"""PPO update throughput: aresnb.ppo against TRL 0.11.4's PPOTrainer (seq2seq, value head).
+"""PPO throughput: aresnb.ppo against TRL 0.11.4's PPOTrainer.step on the same buffer.
 
-Both sides get the same tiny T5 (the smoke model's sizes), the same buffer of random token
-sequences (seeded), the same batch / minibatch / epochs, and are timed on what one PPO update
-does: policy / reference / value forward passes over the batch, then ``ppo_epochs`` passes of
-minibatch forward/backward/AdamW. No generation on either side.
+    .venv/bin/python benchmarks/ppo_throughput.py --shape tiny|small [--out PATH] [--repeats N]
 
-- ours:  ``aresnb.ppo.train_ppo`` in the main venv, critic as a head on the policy trunk
-         (``shared``, what TRL's ``AutoModelForSeq2SeqLMWithValueHead`` is) and as a separate copy
-         (``separate``, the paper's critic: two forward passes per step).
-- TRL:   ``PPOTrainer.step(queries, responses, scores)`` (one scalar score per sample) in
-         ``benchmarks/.venv-trl011`` (TRL 0.11.4 conflicts with the project's TRL 1.16).
+Both sides get the same seeded buffer shaped as ARES's -- k = 4 sampled responses per prompt,
+random token ids with response lengths drawn from the real ScienceQA solution lengths
+("Solution: ..." in Flan-T5 tokens, from ../shared/data/scienceqa-mini; a histogram of that
+sample is written below for when ../shared is absent) -- the same model shape,
+the same buffer size, optimizer-step size and passes, and are timed on one whole PPO update of the
+buffer: the rollout forward passes, then ``ppo_epochs`` passes of optimizer steps. No generation.
 
-Each side runs in its own fresh process, so peak RSS is comparable. Usage (from the project root):
+- ``ours_shared``:   aresnb.ppo.train_ppo, critic head on the policy trunk (what TRL's
+                     ``AutoModelForSeq2SeqLMWithValueHead`` is): the like-for-like comparison;
+- ``ours_separate``: the paper's critic, a second copy of the model (twice the model work);
+- ``trl``:           ``PPOTrainer.step(queries, responses, scores)`` (TRL 0.11.4, the last release
+                     with seq2seq PPO; one scalar score per sample) in ``benchmarks/.venv-trl011``,
+                     built by ``make bench`` (it conflicts with the project's TRL 1.16).
 
-    python3.11 -m venv benchmarks/.venv-trl011
-    benchmarks/.venv-trl011/bin/pip install torch==2.13.0 trl==0.11.4 transformers==5.24.0 accelerate==1.15.0
-    .venv/bin/python benchmarks/ppo_throughput.py            # -> benchmarks/results/ppo_throughput.json
+TRL's ``batch_size`` is our buffer, its ``mini_batch_size`` our optimizer step (``batch_size`` =
+``micro_batch_size``), its ``ppo_epochs`` ours: the same number of optimizer steps on the same
+sequences. Every run is a fresh process with one torch thread; the sides are interleaved
+(ours_shared, trl, ours_separate, then again) so drifting machine load hits them alike. JSON:
+``results.<side>.{sequences_per_s, tokens_per_s, peak_rss_mb}`` (medians over repeats) and
+``ratios.{shared_vs_trl, separate_vs_trl}``.
 """
 
 from __future__ import annotations
@@ -34,86 +40,92 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TRL_PYTHON = ROOT / "benchmarks" / ".venv-trl011" / "bin" / "python"
-RESULT = ROOT / "benchmarks" / "results" / "ppo_throughput.json"
+SHARED = ROOT.parent / "shared"
 
-# The smoke model's sizes (params/smoke.yaml -> model.*) and a smoke-sized PPO batch.
-SETTINGS = dict(
-    vocab_size=2000, d_model=128, d_ff=256, d_kv=32, num_heads=4, num_layers=2, num_decoder_layers=2,
-    batch_size=64, minibatch_size=16, ppo_epochs=2, source_len=64, response_len=48, sentences=3,
-    lr=2e-5, warmup_updates=1, timed_updates=2, seed=0,
-)
+SHAPES = {
+    # the smoke model (params/smoke.yaml): the test-sized check
+    "tiny": dict(vocab_size=2000, d_model=128, d_ff=256, d_kv=32, num_heads=4, num_layers=2, num_decoder_layers=2,
+                 source_len=64, max_response_len=96, buffer=64, step_size=16, ppo_epochs=2),
+    # T5-small-like: the shape where the comparison means something
+    "small": dict(vocab_size=32128, d_model=512, d_ff=2048, d_kv=64, num_heads=8, num_layers=6, num_decoder_layers=6,
+                  source_len=256, max_response_len=512, buffer=16, step_size=4, ppo_epochs=2),
+}
+SENTENCES = 3
+SAMPLES_PER_PROMPT = 4  # ARES's k
+# Lengths of "Solution: <solution>" + EOS in Flan-T5 tokens over the 150 problems of
+# ../shared/data/scienceqa-mini, in 16-token bins (bin start: count); used when ../shared is absent.
+FALLBACK_HISTOGRAM = {0: 29, 16: 11, 32: 38, 48: 19, 64: 16, 80: 9, 96: 6, 128: 1, 144: 5, 160: 2, 176: 3,
+                      192: 2, 208: 3, 224: 2, 240: 1, 304: 1, 320: 1, 336: 1}
 
 
-def rss_mb() -> float:
-    """Current resident set size (MB), from /proc."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def scienceqa_lengths() -> tuple[list[int], str]:
+    """The response lengths to draw from, and where they came from."""
+    problems, tok_dir = SHARED / "data" / "scienceqa-mini" / "problems.json", SHARED / "tokenizers" / "flan-t5"
+    if problems.exists() and (tok_dir / "tokenizer.json").exists():
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(tok_dir))
+        texts = ["Solution: " + " ".join(p["solution"].split()) for p in json.loads(problems.read_text()).values()]
+        return [len(ids) for ids in tok(texts)["input_ids"]], "scienceqa-mini solutions (Flan-T5 tokens)"
+    return [b + 8 for b, n in FALLBACK_HISTOGRAM.items() for _ in range(n)], "fallback histogram (bin centres)"
+
+
+def make_buffer(s: dict, lengths: list[int], seed: int = 0) -> list[dict]:
+    """The seeded buffer both sides train on: prompt, source, response (EOS last), sentence ends, scores."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(s["buffer"]):
+        if i % SAMPLES_PER_PROMPT == 0:
+            source = torch.randint(3, s["vocab_size"], (s["source_len"],), generator=g).tolist()
+        n = min(s["max_response_len"], max(SENTENCES + 1, lengths[int(torch.randint(len(lengths), (1,), generator=g))]))
+        response = torch.randint(3, s["vocab_size"], (n - 1,), generator=g).tolist() + [1]
+        rows.append({"prompt": f"p{i // SAMPLES_PER_PROMPT}", "source": source, "response": response,
+                     "ends": [(j + 1) * (n - 1) // SENTENCES - 1 for j in range(SENTENCES)],
+                     "scores": [round(float(x), 1) for x in torch.rand(SENTENCES, generator=g)]})
+    return rows
+
+
+def t5(s: dict):
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    return T5ForConditionalGeneration(T5Config(
+        vocab_size=s["vocab_size"], d_model=s["d_model"], d_ff=s["d_ff"], d_kv=s["d_kv"], num_heads=s["num_heads"],
+        num_layers=s["num_layers"], num_decoder_layers=s["num_decoder_layers"], feed_forward_proj="gated-gelu",
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def tiny_t5(s: dict):
-    import torch
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    torch.manual_seed(s["seed"])
-    cfg = T5Config(vocab_size=s["vocab_size"], d_model=s["d_model"], d_ff=s["d_ff"], d_kv=s["d_kv"],
-                   num_heads=s["num_heads"], num_layers=s["num_layers"], num_decoder_layers=s["num_decoder_layers"],
-                   feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    return T5ForConditionalGeneration(cfg)
-
-
-def buffer(s: dict, n: int) -> list[dict]:
-    """n random (source, response ending in EOS, sentence ends, sentence scores) rows, seeded."""
-    import torch
-
-    g = torch.Generator().manual_seed(s["seed"] + 1)
-    L, k = s["response_len"], s["sentences"]
-    rows = []
-    for _ in range(n):
-        response = torch.randint(3, s["vocab_size"], (L - 1,), generator=g).tolist() + [1]
-        ends = [(j + 1) * (L - 1) // k - 1 for j in range(k)]
-        rows.append({"source": torch.randint(3, s["vocab_size"], (s["source_len"],), generator=g).tolist(),
-                     "response": response, "ends": ends,
-                     "scores": [round(float(x), 1) for x in torch.rand(k, generator=g)]})
-    return rows
-
-
-def run_ours(s: dict, value_model: str) -> dict:
-    import copy
+def run_ours(s: dict, rows: list[dict], critic: str) -> dict:
     import dataclasses
-
-    import torch
 
     sys.path.insert(0, str(ROOT))
     from aresnb.config import PPOConfig
-    from aresnb.ppo import PPOSample, train_ppo
+    from aresnb.ppo import train_ppo
+    from aresnb.ppo_buffer import PPOSample
     from aresnb.value_model import Seq2SeqValueModel
 
-    n_updates = s["warmup_updates"] + s["timed_updates"]
-    rows = buffer(s, s["batch_size"] * n_updates)
-    samples = [PPOSample(qid=str(i), sample_index=0, source_ids=r["source"], response_ids=r["response"],
+    samples = [PPOSample(qid=r["prompt"], sample_index=i, source_ids=r["source"], response_ids=r["response"],
                          sentence_end_indices=r["ends"], scores=r["scores"]) for i, r in enumerate(rows)]
-    policy = tiny_t5(s)
-    ref = copy.deepcopy(policy)
-    value = Seq2SeqValueModel.from_policy(policy, shared=value_model == "shared")
-    cfg = dataclasses.replace(PPOConfig(), batch_size=s["batch_size"], minibatch_size=s["minibatch_size"],
-                              ppo_epochs=s["ppo_epochs"], lr=s["lr"], save_every_updates=10**6,
-                              rollout_batch_size=s["batch_size"], value_model=value_model)
-    rss_before = rss_mb()
+    policy = t5(s)
+    value = Seq2SeqValueModel.from_policy(policy, shared=critic == "shared")
+    cfg = dataclasses.replace(PPOConfig(), batch_size=s["step_size"], micro_batch_size=s["step_size"],
+                              ppo_epochs=s["ppo_epochs"], save_every_steps=10**6, value_model=critic)
     with tempfile.TemporaryDirectory() as out:
-        result = train_ppo(policy, ref, value, samples, cfg, out, log=lambda _: None)
-    times = [m["time/update_s"] for m in result.metrics][s["warmup_updates"]:]
-    cpu = [m["time/update_cpu_s"] for m in result.metrics][s["warmup_updates"]:]
-    return {"update_s": times, "update_cpu_s": cpu, "rss_before_mb": rss_before, "peak_rss_mb": peak_rss_mb(),
-            "parameters_trained": sum(p.numel() for p in {id(p): p for m in (policy, value) for p in m.parameters()}.values())}
+        t0 = time.perf_counter()
+        result = train_ppo(policy, value, samples, cfg, out, log=lambda _: None)
+        wall = time.perf_counter() - t0
+    padding = statistics.fmean(m["throughput/padding_share"] for m in result.metrics)
+    return {"update_s": wall, "optimizer_steps": result.optimizer_steps, "padding_share": padding}
 
 
-def run_trl(s: dict) -> dict:
+def run_trl(s: dict, rows: list[dict]) -> dict:
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -123,50 +135,38 @@ def run_trl(s: dict) -> dict:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-
-    model = AutoModelForSeq2SeqLMWithValueHead.from_pretrained(tiny_t5(s))
-    ref = create_reference_model(model)
-    config = PPOConfig(batch_size=s["batch_size"], mini_batch_size=s["minibatch_size"], ppo_epochs=s["ppo_epochs"],
-                       learning_rate=s["lr"], init_kl_coef=1e-4, adap_kl_ctrl=False, gamma=1.0, lam=0.95,
-                       cliprange=0.2, vf_coef=1.0, seed=s["seed"], forward_batch_size=None)
-    trainer = PPOTrainer(config=config, model=model, ref_model=ref, tokenizer=tokenizer)
-    n_updates = s["warmup_updates"] + s["timed_updates"]
-    rows = buffer(s, s["batch_size"] * n_updates)
-    rss_before = rss_mb()
-    times, cpu = [], []
-    for u in range(n_updates):
-        batch = rows[u * s["batch_size"]: (u + 1) * s["batch_size"]]
-        queries = [torch.tensor(r["source"]) for r in batch]
-        # TRL's seq2seq responses are decoder inputs as generate() returns them: start token first
-        responses = [torch.tensor([0] + r["response"]) for r in batch]
-        scores = [torch.tensor(sum(x - 0.5 for x in r["scores"])) for r in batch]  # one scalar per sample
-        t0, c0 = time.time(), time.process_time()
-        trainer.step(queries, responses, scores)
-        times.append(time.time() - t0)
-        cpu.append(time.process_time() - c0)
-    n_params = sum(p.numel() for p in model.parameters())
-    return {"update_s": times[s["warmup_updates"]:], "update_cpu_s": cpu[s["warmup_updates"]:], "rss_before_mb": rss_before, "peak_rss_mb": peak_rss_mb(),
-            "parameters_trained": n_params}
+    model = AutoModelForSeq2SeqLMWithValueHead.from_pretrained(t5(s))
+    config = PPOConfig(batch_size=s["buffer"], mini_batch_size=s["step_size"], ppo_epochs=s["ppo_epochs"],
+                       learning_rate=2e-5, init_kl_coef=1e-4, adap_kl_ctrl=False, gamma=1.0, lam=0.95,
+                       cliprange=0.2, vf_coef=1.0, seed=0)
+    trainer = PPOTrainer(config=config, model=model, ref_model=create_reference_model(model), tokenizer=tokenizer)
+    queries = [torch.tensor(r["source"]) for r in rows]
+    # TRL's seq2seq responses are decoder inputs as generate() returns them: start token first
+    responses = [torch.tensor([0] + r["response"]) for r in rows]
+    scores = [torch.tensor(sum(x - 0.5 for x in r["scores"])) for r in rows]  # one scalar per sample
+    t0 = time.perf_counter()
+    trainer.step(queries, responses, scores)
+    wall = time.perf_counter() - t0
+    steps = s["ppo_epochs"] * -(-s["buffer"] // s["step_size"])
+    return {"update_s": wall, "optimizer_steps": steps, "padding_share": None}
 
 
-def side_main(side: str, settings: dict) -> None:
+def side_main(side: str, shape: str) -> None:
     import torch
 
-    torch.set_num_threads(settings["threads"])
-    out = run_trl(settings) if side == "trl" else run_ours(settings, side.split("-", 1)[1])
-    import transformers
-
-    out["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
-    if side == "trl":
-        import trl
-
-        out["versions"]["trl"] = trl.__version__
+    torch.set_num_threads(1)
+    s = SHAPES[shape]
+    lengths, _ = scienceqa_lengths()
+    rows = make_buffer(s, lengths)
+    out = run_trl(s, rows) if side == "trl" else run_ours(s, rows, side.split("_", 1)[1])
+    out.update(peak_rss_mb=peak_rss_mb(), response_tokens=sum(len(r["response"]) for r in rows),
+               sequences=len(rows))
     print("RESULT " + json.dumps(out))
 
 
-def launch(python: Path, side: str, settings: dict) -> dict:
-    cmd = [str(python), str(Path(__file__).resolve()), "--side", side, "--settings", json.dumps(settings)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+def launch(python: Path, side: str, shape: str) -> dict:
+    cmd = [str(python), str(Path(__file__).resolve()), "--side", side, "--shape", shape]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -174,55 +174,58 @@ def launch(python: Path, side: str, settings: dict) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def summarise(raw: dict, s: dict) -> dict:
-    median = statistics.median(raw["update_s"])
-    median_cpu = statistics.median(raw["update_cpu_s"])
-    return {"sequences_per_s": s["batch_size"] / median, "median_update_s": median, "update_s": raw["update_s"],
-            "sequences_per_cpu_s": s["batch_size"] / median_cpu, "median_update_cpu_s": median_cpu,
-            "peak_rss_mb": raw["peak_rss_mb"], "peak_rss_over_start_mb": raw["peak_rss_mb"] - raw["rss_before_mb"],
-            "parameters_trained": raw["parameters_trained"], "versions": raw.get("versions", {})}
+def summarise(runs: list[dict], s: dict) -> dict:
+    walls = [r["update_s"] for r in runs]
+    median = statistics.median(walls)
+    seq = runs[0]["sequences"] * s["ppo_epochs"]
+    tokens = runs[0]["response_tokens"] * s["ppo_epochs"]
+    return {"sequences_per_s": seq / median, "tokens_per_s": tokens / median, "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "update_s": walls, "median_update_s": median, "optimizer_steps": runs[0]["optimizer_steps"],
+            "padding_share": runs[0]["padding_share"]}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="PPO update throughput: aresnb.ppo vs TRL 0.11.4")
-    ap.add_argument("--side", choices=["ours-shared", "ours-separate", "trl"], help=argparse.SUPPRESS)
-    ap.add_argument("--settings", help=argparse.SUPPRESS)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads of each side (1: steadier on a shared machine)")
-    ap.add_argument("--timed-updates", type=int, default=SETTINGS["timed_updates"])
-    ap.add_argument("--out", type=Path, default=RESULT)
+    ap = argparse.ArgumentParser(description="PPO throughput: aresnb.ppo vs TRL 0.11.4 PPOTrainer.step")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each side (fresh processes)")
+    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/ppo_throughput_<shape>.json")
+    ap.add_argument("--side", choices=["ours_shared", "ours_separate", "trl"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:
-        side_main(args.side, json.loads(args.settings))
+        side_main(args.side, args.shape)
         return
     if not TRL_PYTHON.exists():
-        sys.exit(f"{TRL_PYTHON} not found: create the TRL 0.11.4 venv first (see this file's docstring)")
-    settings = {**SETTINGS, "threads": args.threads, "timed_updates": args.timed_updates}
-    results, load_start = {}, os.getloadavg()
-    for side, python in (("ours-shared", Path(sys.executable)), ("trl", TRL_PYTHON), ("ours-separate", Path(sys.executable))):
-        print(f"running {side} ...", flush=True)
-        results[side] = summarise(launch(python, side, settings), settings)
-        print(f"  {results[side]['sequences_per_s']:.1f} seq/s, peak RSS {results[side]['peak_rss_mb']:.0f} MB", flush=True)
-    trl_sps = results["trl"]["sequences_per_s"]
+        sys.exit(f"{TRL_PYTHON} not found: `make bench` builds the TRL 0.11.4 venv")
+    s = SHAPES[args.shape]
+    out_file = args.out or ROOT / "benchmarks" / "results" / f"ppo_throughput_{args.shape}.json"
+    runs: dict[str, list[dict]] = {"ours_shared": [], "trl": [], "ours_separate": []}
+    load_start = os.getloadavg()
+    for r in range(args.repeats):
+        for side in runs:
+            python = TRL_PYTHON if side == "trl" else Path(sys.executable)
+            runs[side].append(launch(python, side, args.shape))
+            print(f"[{r + 1}/{args.repeats}] {side}: {runs[side][-1]['update_s']:.1f} s", flush=True)
+    results = {side: summarise(rs, s) for side, rs in runs.items()}
+    trl = results["trl"]["sequences_per_s"]
+    lengths, source = scienceqa_lengths()
     report = {
-        "benchmark": "ppo_update_throughput",
-        "settings": settings,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "benchmark": "ppo_throughput",
+        "shape": {"name": args.shape, **s},
+        "response_lengths": {"source": source, "buffer_mean": runs["trl"][0]["response_tokens"] / s["buffer"],
+                             "distribution_mean": statistics.fmean(lengths), "distribution_max": max(lengths)},
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "torch_threads_per_side": 1, "python": platform.python_version()},
         "results": results,
-        "ratio_ours_shared_over_trl": results["ours-shared"]["sequences_per_s"] / trl_sps,
-        "ratio_ours_separate_over_trl": results["ours-separate"]["sequences_per_s"] / trl_sps,
-        "cpu_ratio_ours_shared_over_trl": results["ours-shared"]["sequences_per_cpu_s"] / results["trl"]["sequences_per_cpu_s"],
-        "cpu_ratio_ours_separate_over_trl": results["ours-separate"]["sequences_per_cpu_s"] / results["trl"]["sequences_per_cpu_s"],
+        "ratios": {"shared_vs_trl": results["ours_shared"]["sequences_per_s"] / trl,
+                   "separate_vs_trl": results["ours_separate"]["sequences_per_s"] / trl},
         "load_average_1_5_15min": {"start": load_start, "end": os.getloadavg()},
-        "note": "sequences/s = batch_size / median PPO update time (rollout forward passes + ppo_epochs of "
-                "minibatch updates; no generation). 'shared' is the like-for-like comparison (TRL's value head "
-                "sits on the policy trunk); 'separate' is the paper's critic copy (twice the forward work). "
-                "sequences_per_cpu_s divides by process CPU time instead of wall time: steadier when other "
-                "work shares the machine.",
+        "note": "sequences/s = buffer sequences x ppo_epochs / median wall time of one whole PPO update "
+                "(rollout forward passes + every optimizer step); tokens/s the same with response tokens.",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"ours (shared trunk) / TRL 0.11.4 = {report['ratio_ours_shared_over_trl']:.2f}x; "
-          f"ours (separate critic) / TRL = {report['ratio_ours_separate_over_trl']:.2f}x -> {args.out}")
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"shared / TRL = {report['ratios']['shared_vs_trl']:.2f}x, separate / TRL = "
+          f"{report['ratios']['separate_vs_trl']:.2f}x -> {out_file}")
 
 
 if __name__ == "__main__":

@@ -53,3 +53,14 @@ def smoke_run(tmp_path_factory) -> RunPaths:
     if result.returncode != 0:
         pytest.fail(f"smoke pipeline failed (exit {result.returncode}); log {log}\n{result.stderr[-6000:]}")
     return RunPaths(run_dir=out / "smoke")
+
+
+def sample_row(qid: str, sample_index: int, rationale: str) -> dict:
+    """A stage-03 rollout row as sample_rationales returns it, for tests that stub the sampling."""
+    from aresnb.sentences import split_sentences
+
+    spans = split_sentences(rationale)
+    ids = [5] * max(1, len(spans)) + [1]  # one token per sentence, then EOS
+    return {"qid": qid, "sample_index": sample_index, "rationale": rationale, "response_ids": ids, "ended": True,
+            "sample_logprobs": [-1.0] * len(ids), "sentences": [x.text for x in spans],
+            "sentence_spans": [[x.start, x.end] for x in spans], "sentence_end_tokens": list(range(len(spans)))}

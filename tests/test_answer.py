@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import random
 
-import numpy as np
 import pytest
 import torch
 

@@ -28,7 +28,9 @@ def test_paper_files_carry_the_papers_settings():
     large = load_config(ROOT / "params" / "scienceqa_large.yaml")
     assert base.model.base == "declare-lab/flan-alpaca-base"
     assert large.model.base == "declare-lab/flan-alpaca-large"
-    assert (base.ppo.kl_coef, base.ppo.lam, base.ppo.gamma, base.ppo.clip_range) == (1e-4, 0.95, 1.0, 0.2)
+    assert (base.ppo.lam, base.ppo.gamma, base.ppo.clip_range, base.ppo.vf_coef) == (0.95, 1.0, 0.2, 1.0)
+    assert (base.ppo.lr, base.ppo.weight_decay, base.ppo.adam_eps) == (2e-5, 0.01, 1e-8)
+    assert base.ppo.kl_loss_coef == 0.0 and base.ppo.value_model == "separate"  # no guard in the paper files
     assert (base.ppo.ppo_epochs, large.ppo.ppo_epochs) == (10, 5)
     assert (base.ppo.batch_size, large.ppo.batch_size) == (256, 128)
     assert base.ppo.whiten_advantages and not large.ppo.whiten_advantages
@@ -58,7 +60,7 @@ def test_typo_names_file_key_and_closest_valid_key(tmp_path):
         ("rollout.samples_per_problem=2.5", "expected an integer"),
         ("nosuchsection.x=1", "unknown key 'nosuchsection'"),
         ("teacher.api_key_env=sk-abc123-secret", "NAME of an environment variable"),
-        ("ppo.minibatch_size=1000", "exceeds ppo.batch_size"),
+        ("ppo.micro_batch_size=1000", "exceeds ppo.batch_size"),
     ],
 )
 def test_bad_values_fail_before_work(override, fragment):

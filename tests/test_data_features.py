@@ -1,10 +1,8 @@
 """Vision features: shape, zeros for no-image rows, the on-disk cache, informativeness."""
 
-import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from aresnb.config import load_config
 from aresnb.data.features import VisionFeatureExtractor, build_tiny_vit, open_extractor

@@ -134,3 +134,15 @@ def test_check_sentence_bad_record():
 def test_synthetic_module_does_not_import_torch():
     code = "import sys, aresnb.data.synthetic, aresnb.data; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_wrong_facts_only_in_a_share_of_the_train_golds(tmp_path):
+    from aresnb.data.synthetic_grader import FALSE, grade_sentence
+    from aresnb.sentences import sentence_texts
+
+    rows, _ = load_scienceqa_dir(write_synthetic_scienceqa(tmp_path / "w", 240, 48, 48, 16, seed=1, wrong_fact_rate=0.5))
+    wrong = {split: [sum(grade_sentence(s, r["image_record"]) == FALSE for s in sentence_texts(r["solution"]))
+                     for r in split_rows] for split, split_rows in rows.items()}
+    assert set(wrong["train"]) == {0, 1}  # at most one wrong fact, and the conclusion stays right
+    assert 0.35 < sum(wrong["train"]) / 240 < 0.65
+    assert sum(wrong["val"]) == sum(wrong["test"]) == 0

@@ -52,7 +52,7 @@ def test_tally_counts_rates_and_inconsistent_ties():
     t = winrate.tally(verdicts)
     assert (t["n"], t["wins"], t["ties"], t["losses"]) == (5, 2, 2, 1)
     assert (t["ties_both_tie"], t["ties_inconsistent"]) == (1, 1)
-    assert t["win_rate"] == pytest.approx(2 / 5)
+    assert t["both_orders_win_rate"] == pytest.approx(2 / 5)
     assert t["decisive_win_rate"] == pytest.approx(2 / 3)
     assert t["loss_rate"] == pytest.approx(1 / 5)
     assert t["consistency_rate"] == pytest.approx(4 / 5)
@@ -78,7 +78,7 @@ def test_a_judge_that_always_says_A_is_all_ties_and_fully_position_biased():
 
 def test_tally_of_nothing():
     t = winrate.tally([])
-    assert t["n"] == 0 and t["win_rate"] is None
+    assert t["n"] == 0 and t["both_orders_win_rate"] is None
 
 
 # ---- bootstrap -------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def test_judge_both_orders_detects_a_position_biased_judge():
     verdicts, _ = winrate.judge_both_orders(lambda asks: [SimpleNamespace(choice="A", raw_reply="")] * len(asks),
                                       problems, texts, texts, seed=0)
     t = winrate.tally(verdicts)
-    assert t["win_rate"] == 0 and t["consistency_rate"] == 0 and t["position"]["share_A_of_decisive"] == 1
+    assert t["both_orders_win_rate"] == 0 and t["consistency_rate"] == 0 and t["position"]["share_A_of_decisive"] == 1
 
 
 def test_judge_subset_is_seeded_and_keeps_order():

@@ -20,7 +20,7 @@ FACTS = ["Magnets attract iron.", "Iron is a metal.", "Copper is not attracted b
 
 
 def _problem(i: int, split: str) -> dict:
-    gold = f"{FACTS[i % 6]} {FACTS[(i + 1) % 6]} So the answer is choice {i % 2}."
+    gold = f"{FACTS[i % 6]} {FACTS[(i + 1) % 6]} So the answer is {('first', 'second')[i % 2]}."
     row = {c: "" for c in COLUMNS}
     row.update(qid=f"{split}{i}", question=f"Question {i}: which is true?", choices=["first", "second"],
                answer=i % 2, hint="A hint." if i % 3 == 0 else "", has_image=False, features_zeroed=False,
@@ -88,10 +88,13 @@ def test_stage_summary_has_the_win_rate_and_both_accuracies(stage_result):
     assert c["n"] == 16 and c["wins"] + c["ties"] + c["losses"] == 16
     assert c["wins"] == 12 and c["ties"] >= 4  # identical texts tie, the corrupted baseline loses
     assert s["identical_rationales"] == 4
-    assert s["win_rate"] == pytest.approx(12 / 16)
+    # the paper's protocol: one order, a forced choice; identical pairs go to whichever was Option A
+    assert s["single_order"]["ares"] >= 12 and s["win_rate"] == pytest.approx(s["single_order"]["ares"] / 16)
+    assert s["both_orders_win_rate"] == pytest.approx(12 / 16)
     lo, hi = s["win_rate_ci95"]
     assert lo <= s["win_rate"] <= hi < 1.0 + 1e-9 and lo < 0.75
-    assert s["consistency_rate"] == 1.0  # the reference judge has no position bias
+    # a forced choice: the judge is consistent where it can separate the two, positional where it cannot
+    assert s["consistency_rate"] == pytest.approx(12 / 16)
     assert s["judge_model"] == "reference" and s["lengths"]["ares_mean_words"] > 0
     acc = s["accuracy"]
     assert acc["baseline/QCM-A"]["Avg"] == pytest.approx(60.0) and acc["ares/QCM-A"]["Avg"] == pytest.approx(70.0)

@@ -112,16 +112,32 @@ def test_two_round_run_killed_between_rounds_resumes_there(smoke_run, tmp_path):
 # ---- each stage's evidence on the embedded default --------------------------------------------
 
 
+def _smoke_cfg():
+    from aresnb.config import load_config
+
+    return load_config(ROOT / "params" / "smoke.yaml")
+
+
 def test_data_summary_counts_every_split_and_category(smoke_run):
     s = read_json(smoke_run.run_dir / "01_data" / "summary.json")
-    assert s["problems"] == {"train": 240, "val": 48, "test": 48}
+    syn = _smoke_cfg().data.synthetic
+    assert s["problems"] == {"train": syn.n_train, "val": syn.n_val, "test": syn.n_test}
     for split in ("train", "val", "test"):
         assert all(s["categories"][split][c] > 0 for c in ("NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12"))
 
 
-def test_ppo_raises_the_teacher_score_of_held_out_greedy_rationales(smoke_run):
-    s = read_json(smoke_run.run_dir / "04_ppo" / "summary.json")
-    assert s["teacher_score_after"] > s["teacher_score_before"], s
+def test_ppo_ran_the_planned_passes_over_the_whole_buffer(smoke_run):
+    """Behaviour, not a lucky outcome (the effect across seeds is benchmarks/ares_effect.py's)."""
+    cfg, s = _smoke_cfg(), read_json(smoke_run.run_dir / "04_ppo" / "summary.json")
+    assert s["passes"] == cfg.ppo.ppo_epochs and s["optimizer_steps"] == s["expected_optimizer_steps"]
+    assert s["sequences_trained"] + s["samples_dropped"] == s["samples_total"] > 0
+    assert [k["pass"] for k in s["kl_by_pass"]] == list(range(1, cfg.ppo.ppo_epochs + 1))
+    assert all(k["kl_k3"] >= 0 for k in s["kl_by_pass"])
+    assert s["sampling_logprob_gap"] < 1e-3  # stage 03's ids and stage 04's log-probs line up
+    for when in ("before_rl", "after_rl"):
+        q = s["eval_quality"][when]
+        assert 0 <= q["empty_rate"] <= 1 and 0 <= q["repeated_sentence_rate"] <= 1 and q["mean_words"] > 0
+    assert s["eval_empty_before"] + s["eval_unscored_before"] <= s["eval_problems"]
 
 
 def test_correction_accounts_for_every_rationale(smoke_run):
@@ -134,9 +150,14 @@ def test_evaluation_reports_win_rate_with_interval_and_both_accuracies(smoke_run
     s = read_json(smoke_run.run_dir / "07_evaluation" / "summary.json")
     lo, hi = s["win_rate_ci95"]
     assert 0.0 <= lo <= s["win_rate"] <= hi <= 1.0 and hi > lo
-    assert s["judged_problems"] == 48
+    n = _smoke_cfg().data.synthetic.n_test
+    assert s["judged_problems"] == n
     c = s["counts"]
-    assert c["wins"] + c["ties"] + c["losses"] == c["n"] == 48
+    assert c["wins"] + c["ties"] + c["losses"] == c["n"] == n
+    assert s["single_order"]["ares"] + s["single_order"]["baseline"] + s["single_order"]["tie_or_invalid"] == n
+    claims = s["claims"]["baseline"]["all"]
+    assert abs(sum(claims[f"{g}_share"] for g in ("true", "false", "neutral", "unverifiable")) - 1) < 1e-9
+    assert set(s["degeneration"]) == {"baseline", "after_rl", "after_sft"}
     assert {"baseline/QCM-A", "ares/QCM-A"} <= set(s["accuracy"])
 
 

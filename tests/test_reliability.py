@@ -32,7 +32,7 @@ from aresnb.runner import RunError, RunRefused, run_pipeline
 from aresnb.stages import data as data_stage
 from aresnb.stages import teacher_scores
 
-from conftest import ROOT, SMOKE_SECRET, write_stage_notebooks
+from conftest import sample_row, ROOT, SMOKE_SECRET, write_stage_notebooks
 
 SMOKE = ROOT / "params" / "smoke.yaml"
 DEADLINE_S = 300  # only so that a broken build fails instead of hanging
@@ -86,8 +86,8 @@ def test_stage_03_fails_when_every_teacher_reply_is_malformed(tmp_path, monkeypa
     paths = RunPaths(cfg)
     datasets.DatasetDict(train=datasets.Dataset.from_list([_problem(i) for i in range(4)])).save_to_disk(str(paths.dataset_dir))
     monkeypatch.setattr(teacher_scores, "sample_rationales", lambda cfg, paths, r, problems, idx: (
-        [{"qid": p["qid"], "sample_index": k, "rationale": "A dog feeds its young milk. So the answer is (B)."}
-         for p in problems for k in range(2)], False))
+        [sample_row(p["qid"], k, "A dog feeds its young milk. So the answer is (B).") for p in problems for k in range(2)],
+        False))
     with pytest.raises(StageFailed, match=r"8 of 8 samples \(100%\) were dropped \(invalid_reply 8\), every sample"):
         teacher_scores.run(cfg, paths, 1)
     assert paths.samples_file(1).exists()
@@ -269,11 +269,11 @@ def test_a_gap_in_the_stage_list_refuses_before_anything_runs(tmp_path, monkeypa
 def test_cross_field_rules_and_paths_are_checked_before_work(tmp_path):
     with pytest.raises(ConfigError, match=r"fault rates sum to 1.1, above 1 \(rate_429=0.5, rate_malformed=0.6\)"):
         load_config(SMOKE, ["teacher.faults.rate_429=0.5", "teacher.faults.rate_malformed=0.6"])
-    with pytest.raises(ConfigError, match=r"ppo.minibatch_size \(128\) exceeds ppo.batch_size \(64\)"):
-        load_config(SMOKE, ["ppo.minibatch_size=128"])
-    cfg = load_config(SMOKE, ["ppo.batch_size=64", "ppo.minibatch_size=30"])
+    with pytest.raises(ConfigError, match=r"ppo.micro_batch_size \(128\) exceeds ppo.batch_size \(64\)"):
+        load_config(SMOKE, ["ppo.micro_batch_size=128"])
+    cfg = load_config(SMOKE, ["ppo.batch_size=66", "ppo.micro_batch_size=30"])
     assert preflight.process_problems(cfg, ["04_ppo"], {"WORLD_SIZE": "4"}) == [
-        "ppo.minibatch_size (30) is not divisible by the 4 processes (WORLD_SIZE=4)"]
+        "ppo.batch_size (66) is not divisible by the 4 processes (WORLD_SIZE=4)"]
     assert preflight.process_problems(cfg, ["04_ppo"], {}) == []  # no launcher: one process
     assert preflight.process_problems(cfg, ["03_teacher_scores"], {"WORLD_SIZE": "4"}) == []
     cfg = load_config(SMOKE, ["data.source=scienceqa", f"data.path={tmp_path / 'nowhere'}",
@@ -289,9 +289,9 @@ def test_cross_field_rules_and_paths_are_checked_before_work(tmp_path):
 
 def test_yaml_exponent_without_a_dot_is_a_number(tmp_path):
     f = tmp_path / "p.yaml"
-    f.write_text("ppo:\n  lr: 1e-5\n  kl_coef: 2E-4\nbaseline:\n  lr: 3.0e-3\n")
+    f.write_text("ppo:\n  lr: 1e-5\n  adam_eps: 2E-4\nbaseline:\n  lr: 3.0e-3\n")
     cfg = load_config(f)
-    assert (cfg.ppo.lr, cfg.ppo.kl_coef, cfg.baseline.lr) == (1e-5, 2e-4, 3e-3)
+    assert (cfg.ppo.lr, cfg.ppo.adam_eps, cfg.baseline.lr) == (1e-5, 2e-4, 3e-3)
     assert load_config(f, ["ppo.lr=5e-6"]).ppo.lr == 5e-6
     assert load_config(f, ["run.name=e5"]).run.name == "e5"  # not a number: stays a string
 

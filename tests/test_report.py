@@ -50,7 +50,7 @@ def make_run(root: Path) -> Path:
     write_jsonl(paths.judgments_file, records)
     t = winrate.tally(verdicts)
     write_json(paths.summary_file("07_evaluation"), {
-        "stage": "07_evaluation", "judge_model": "reference", "win_rate": t["win_rate"], "win_rate_ci95": [0.5, 0.9],
+        "stage": "07_evaluation", "judge_model": "reference", "win_rate": t["single_order_win_rate"], "win_rate_ci95": [0.5, 0.9],
         "decisive_win_rate": t["decisive_win_rate"], "decisive_win_rate_ci95": [0.6, 1.0],
         "single_order_win_rate": t["single_order_win_rate"],
         "counts": {k: t[k] for k in ("n", "wins", "ties", "losses", "ties_inconsistent")},

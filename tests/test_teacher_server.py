@@ -93,7 +93,8 @@ def test_cached_rerun_cassette_and_strict_replay(dataset_dir, tmp_path):
             assert t.usage()["calls"] == 0 and t.usage()["cache_hits"] == 26
         assert server.stats()["requests"] == 26
     assert [r.scores for r in again[0]] == [r.scores for r in first[0]] and all(r.cached for r in again[0])
-    assert first[1][0].text == "A dog feeds its young milk." and first[2][0].choice == "A"
+    # the correction keeps the true sentence, drops the cut-off one, and ends with the conclusion
+    assert first[1][0].text == "A dog feeds its young milk. So the answer is dog." and first[2][0].choice == "A"
     # cassette: export, import into an empty cache, replay strictly with no server at all
     assert ReplyCache(tmp_path / "a.sqlite").export(tmp_path / "run.jsonl") == 26
     b = ReplyCache(tmp_path / "b.sqlite")

@@ -8,6 +8,7 @@ import pytest
 from aresnb.config import load_config
 from aresnb.io import read_json
 from aresnb.paths import RunPaths
+from conftest import sample_row
 from aresnb.stages import teacher_scores as scoring_stage
 from aresnb.widgets.score_panel import render_sample_html, score_colour
 
@@ -33,7 +34,7 @@ def run(tmp_path, monkeypatch):
     texts = ["A dog feeds its young milk. A dog feeds its young milk. So the answer is (B).", ""]
 
     def fake_sample(cfg, paths, round_index, problems, indices):
-        return [{"qid": p["qid"], "sample_index": k, "rationale": texts[k]} for p in problems for k in range(2)], False
+        return [sample_row(p["qid"], k, texts[k]) for p in problems for k in range(2)], False
 
     monkeypatch.setattr(scoring_stage, "sample_rationales", fake_sample)
     return cfg, paths, secret

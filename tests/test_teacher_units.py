@@ -125,18 +125,19 @@ def test_reference_teacher_rules():
     assert fixed == "A dog feeds its young milk. A shark is a fish."
     assert ref.judge(PROBLEM, "A dog feeds its young milk.", "The answer is (A).") == "A"
     assert ref.judge(PROBLEM, "The answer is (A).", "A dog feeds its young milk.") == "B"
-    assert ref.judge(PROBLEM, "x.", "x.") == "tie"
+    assert ref.judge(PROBLEM, "x.", "x.") == "A"  # a forced choice: equals go to Option A
 
 
 def test_reference_teacher_synthetic_relevance():
     record = {"kind": "image", "facts": {"shape": "circle", "colour": "red", "count": 1}, "refs": ["image", "shape"],
-              "choices": ["blue", "red"], "answer": "red", "answer_letter": "B"}  # as the synthetic grader records it
+              "choices": ["blue", "red"], "answer": "red", "answer_letter": "B",
+              "neutral": ["colours are everywhere"]}  # as the synthetic grader records it
     p = ProblemView(qid="s1", question="What colour is the circle?", choices=("blue", "red"), answer=1,
                     image_record=json.dumps(record), solution="The circle is red. So the answer is red.")
     ref = ReferenceTeacher([p])
-    about_answer, indirect, neutral, false = ref.sentence_scores(
-        p, ["The circle is red.", "There is one circle.", "Colours are everywhere.", "The circle is blue."])
-    assert about_answer > indirect > neutral > false and neutral == 0.5 and false == 0.0
+    about_answer, indirect, neutral, noise, false = ref.sentence_scores(
+        p, ["The circle is red.", "There is one circle.", "Colours are everywhere.", "Circles.", "The circle is blue."])
+    assert about_answer > indirect > neutral > noise > false and neutral == 0.5 and false == 0.0
 
 
 def test_retry_delay_full_jitter_and_retry_after(tmp_path):

@@ -41,9 +41,17 @@ def options_text(choices: list[str]) -> str:
     return " ".join(f"({option_letters[i]}) {collapse(c)}" for i, c in enumerate(choices))
 
 
+_SOLUTION_PREFIX = re.compile(r"^\s*(?:Solution:\s*)?")
+
+
 def strip_solution_prefix(text: str) -> str:
     """'Solution: xyz' -> 'xyz' (what a rationale model decodes vs. the rationale itself)."""
-    return re.sub(r"^\s*Solution:\s*", "", str(text or "")).strip()
+    return str(text or "")[solution_start(text):].strip()
+
+
+def solution_start(text: str) -> int:
+    """Where the rationale begins inside decoded text: after leading space and "Solution:"."""
+    return _SOLUTION_PREFIX.match(str(text or "")).end()
 
 
 def _check(fmt: str) -> None:

@@ -4,18 +4,25 @@
 ``captions.json`` and ``images/<split>/<qid>/image.png`` so the data goes through the same loader
 as the real dataset. Deterministic by seed (same seed -> byte-identical files).
 
-Three kinds of problem, spread over natural / social / language science and grades 1-12 so every
-ScienceQA category column (NAT SOC LAN TXT IMG NO G1-6 G7-12) is populated:
+Nine families of problem, spread over natural / social / language science and grades 1-12 so
+every ScienceQA category column (NAT SOC LAN TXT IMG NO G1-6 G7-12) is populated:
 
-- image problems (IMG): a flat-coloured big shape (or 1-3 circles) on white; the question asks
-  its colour, its shape or how many circles there are. Question, hint and caption do not reveal
-  the answer: only the image does.
-- text problems (TXT): the hint holds the facts the answer follows from.
+- image problems (IMG): a flat-coloured shape (or 1-3 circles) on white; the question asks its
+  colour, its shape or how many circles there are. Question, hint and caption do not reveal the
+  answer: only the image does.
+- text problems (TXT): the hint holds the facts (names, numbers, a colour) the answer follows from.
 - knowledge problems (NO): no hint, no image; a small fixed world of facts.
 
-Every problem carries ``image_record``, made by :func:`aresnb.data.synthetic_grader.make_record`;
-the grader beside this module checks rationale sentences against it. No torch here (PIL only
-when images are rendered).
+A gold rationale is a starting thought, the problem's facts, then the conclusion. ARES's Teacher
+exists because LLM-written rationales state wrong specifics; so does this data: in a seeded
+share ``wrong_fact_rate`` of the TRAIN problems one fact sentence of the gold rationale states a
+wrong image- or hint-specific fact (the conclusion stays right). SFT on them learns to state
+wrong facts; the Teacher's checked sentence scores can push the model back. Val and test golds
+are clean. Names and numbers come from small fixed sets, so a locally trained tokenizer keeps
+each one whole.
+
+Every problem carries ``image_record`` (:func:`aresnb.data.synthetic_grader.make_record`): what is
+true of it, its starting thoughts; the grader beside this module checks sentences against it.
 """
 
 from __future__ import annotations
@@ -27,13 +34,16 @@ from typing import Any, Callable
 
 from PIL import Image, ImageDraw
 
-from .synthetic_grader import COLOURS, COUNTS, IMAGE_REFS, NUMBER_WORDS, SHAPES, make_record
+from .synthetic_grader import COLOURS, COUNTS, NUMBER_WORDS, SHAPES, make_record
 
 BACKGROUND = (255, 255, 255)
+NUMBERS = range(2, 60)  # amounts and temperatures: each a whole token of a locally trained tokenizer
 
 
 # ------------------------------------------------------------------------------------------
-# Problem families: each returns the raw ScienceQA fields + an image spec + a record
+# Families: each returns the raw ScienceQA fields, an image spec, and what the record holds:
+# "neutral" (its starting thoughts), "facts" (true fact sentences), "wrong" (wrong versions of
+# those facts, for the corrupted golds), "conclusion".
 # ------------------------------------------------------------------------------------------
 
 
@@ -50,29 +60,17 @@ def _fixed_choices(answer: str, pool: list[str]) -> tuple[list[str], int]:
     return list(pool), pool.index(answer)
 
 
-def _solution(rng: random.Random, specific: list[str], general: list[str], final: str) -> str:
-    """3-5 sentences: true image/problem-specific claims mixed with general ones, then the answer."""
-    spec = specific[:1] + rng.sample(specific[1:], k=rng.randint(0, min(1, len(specific) - 1)))
-    gen = rng.sample(general, k=rng.randint(1, min(2, len(general))))
-    body = [gen[0]] + spec + gen[1:] if rng.random() < 0.5 else spec + gen
-    return " ".join(body + [final])
-
-
-IMAGE_CAPTION = "A picture of a shape on a white background."
-
-
 def _shape_object(rng: random.Random, shape: str, colour: str) -> dict:
     return {"shape": shape, "colour": colour, "cx": round(0.5 + rng.uniform(-0.06, 0.06), 3),
             "cy": round(0.5 + rng.uniform(-0.06, 0.06), 3), "r": round(rng.uniform(0.3, 0.36), 3)}
 
 
+IMAGE_CAPTION = "A picture of a shape on a white background."
+
+
 def family_colour(rng: random.Random) -> dict:
     colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
     choices, answer = _fixed_choices(colour, list(COLOURS))
-    specific = [f"The shape in the image is {colour}.", f"The {shape} is {colour}.",
-                f"The image shows one {shape}."]
-    general = ["Look closely at the picture to find the answer.", "Colour is how an object looks when light shines on it.",
-               "Only one of the options matches the picture.", "The colour of an object does not depend on its size."]
     return {
         "question": "What colour is the shape?", "choices": choices, "answer": answer, "hint": "",
         "objects": [_shape_object(rng, shape, colour)], "caption": IMAGE_CAPTION,
@@ -80,18 +78,17 @@ def family_colour(rng: random.Random) -> dict:
         "skill": "Identify the colour of a shape",
         "lecture": "Light that bounces off an object reaches your eyes. The colour you see is the part of "
                    "that light the object does not absorb. Flat shapes have one colour all over.",
-        "solution": _solution(rng, specific, general, f"So the answer is {colour}."),
-        "facts": {"colour": colour, "shape": shape, "count": 1}, "answer_text": colour,
+        "neutral": ["Look at the colour of the shape in the picture.", "Colour is how an object looks in light."],
+        "facts": [f"The {shape} in the picture is {colour}."],
+        "wrong": [f"The {shape} in the picture is {c}." for c in COLOURS if c != colour],
+        "conclusion": f"So the answer is {colour}.",
+        "record_facts": {"colour": colour, "shape": shape, "count": 1}, "answer_text": colour,
     }
 
 
 def family_shape(rng: random.Random) -> dict:
     colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
     choices, answer = _fixed_choices(shape, list(SHAPES))
-    specific = [f"The shape in the image is a {shape}.", f"The picture shows a {colour} {shape}.",
-                f"The shape in the picture is {colour}."]
-    general = ["A word that names a shape is a noun.", "Look at the outline of the shape in the picture.",
-               "Count the corners and look at the sides to name a shape."]
     return {
         "question": "Which word names the shape in the picture?", "choices": choices, "answer": answer, "hint": "",
         "objects": [_shape_object(rng, shape, colour)], "caption": IMAGE_CAPTION,
@@ -99,12 +96,20 @@ def family_shape(rng: random.Random) -> dict:
         "skill": "Name a shape from a picture",
         "lecture": "A noun is a word that names a person, place, animal or thing. Shapes have names too. "
                    "The number of corners and sides tells you which name fits.",
-        "solution": _solution(rng, specific, general, f"So the answer is {shape}."),
-        "facts": {"colour": colour, "shape": shape, "count": 1}, "answer_text": shape,
+        "neutral": ["Look at the outline of the shape in the picture.", "A word that names a shape is a noun."],
+        "facts": [f"The shape in the picture is a {shape}."],
+        "wrong": [f"The shape in the picture is a {s}." for s in SHAPES if s != shape],
+        "conclusion": f"So the answer is {shape}.",
+        "record_facts": {"colour": colour, "shape": shape, "count": 1}, "answer_text": shape,
     }
 
 
 GRID = [(x, y) for y in (0.2, 0.5, 0.8) for x in (0.2, 0.5, 0.8)]
+
+
+def _there_are(n: int) -> str:
+    word = next(k for k, v in NUMBER_WORDS.items() if v == n)
+    return f"There {'is' if n == 1 else 'are'} {word} {'circle' if n == 1 else 'circles'} in the picture."
 
 
 def family_count(rng: random.Random) -> dict:
@@ -112,14 +117,7 @@ def family_count(rng: random.Random) -> dict:
     cells = rng.sample(GRID, count)
     objects = [{"shape": "circle", "colour": colour, "cx": round(x + rng.uniform(-0.04, 0.04), 3),
                 "cy": round(y + rng.uniform(-0.04, 0.04), 3), "r": 0.14} for x, y in cells]
-    word = [k for k, v in NUMBER_WORDS.items() if v == count][0]
     choices, answer = _fixed_choices(str(count), [str(c) for c in COUNTS])
-    noun = "circle" if count == 1 else "circles"
-    specific = [f"There {'is' if count == 1 else 'are'} {word} {noun} in the picture.",
-                f"The {noun} in the image {'is' if count == 1 else 'are'} {colour}.",
-                f"The picture shows {count} {colour} {noun}."]
-    general = ["Count each circle once.", "Counting means giving each object one number in order.",
-               "It helps to count from left to right."]
     return {
         "question": "How many circles are there?", "choices": choices, "answer": answer, "hint": "",
         "objects": objects, "caption": "A picture of circles on a white background.",
@@ -127,8 +125,11 @@ def family_count(rng: random.Random) -> dict:
         "skill": "Count objects in a picture",
         "lecture": "Shops and markets count the goods they have. To count objects, point at each one and "
                    "say the next number. The last number you say is how many there are.",
-        "solution": _solution(rng, specific, general, f"So the answer is {count}."),
-        "facts": {"colour": colour, "shape": "circle", "count": count}, "answer_text": str(count),
+        "neutral": ["Count each circle once.", "It helps to count from left to right."],
+        "facts": [_there_are(count)],
+        "wrong": [_there_are(c) for c in COUNTS if c != count],
+        "conclusion": f"So the answer is {count}.",
+        "record_facts": {"colour": colour, "shape": "circle", "count": count}, "answer_text": str(count),
     }
 
 
@@ -138,31 +139,26 @@ THINGS = [("a cup of tea", "tea"), ("a glass of juice", "juice"), ("a bowl of so
 
 def family_temperature(rng: random.Random) -> dict:
     (long_a, a), (long_b, b) = rng.sample(THINGS, 2)
-    ta, tb = rng.sample(range(2, 90), 2)
+    ta, tb = rng.sample(NUMBERS, 2)
     hotter = rng.random() < 0.5
-    winner = (a if ta > tb else b) if hotter else (a if ta < tb else b)
-    loser = b if winner == a else a
-    adj = "hotter" if hotter else "colder"
+    hot, cold = (a, b) if ta > tb else (b, a)
+    winner, loser = (hot, cold) if hotter else (cold, hot)
     choices, answer = _pick_choices(rng, winner, [a, b], 2)
-    values = {a: ta, b: tb}
-    specific = [f"The {a} is {ta}°C.", f"The {b} is {tb}°C."]
-    general = ["Temperature measures how hot or cold something is.", "The hint gives the temperature of each object.",
-               "A higher temperature means more thermal energy."]
-    final = f"So the {winner} is {adj} than the {loser}."
-    solution = " ".join([rng.choice(general), specific[0], specific[1], final])
-    hot = a if ta > tb else b
-    cold = b if hot == a else a
+    wrong_t = [t for t in NUMBERS if t not in (ta, tb)]
     return {
-        "question": f"Which object is {adj}?", "choices": choices, "answer": answer,
+        "question": f"Which object is {'hotter' if hotter else 'colder'}?", "choices": choices, "answer": answer,
         "hint": f"{long_a[0].upper() + long_a[1:]} is at {ta}°C. {long_b[0].upper() + long_b[1:]} is at {tb}°C.",
         "objects": None, "caption": "",
         "subject": "natural science", "topic": "physics", "category": "Temperature",
-        "skill": "Compare temperatures", "solution": solution,
+        "skill": "Compare temperatures",
         "lecture": "Temperature tells you how hot or cold matter is. It is measured in degrees Celsius (°C). "
                    "The higher the temperature, the hotter the object.",
-        "entities": [a, b], "values": values, "unit": "°C",
-        "predicates": {"is hotter": [hot], "is warmer": [hot], "has a higher temperature": [hot],
-                       "is colder": [cold], "is cooler": [cold], "has a lower temperature": [cold]},
+        "neutral": ["Compare the two temperatures in the hint.", "A higher temperature means a hotter object."],
+        "facts": [f"The {a} is {ta}°C.", f"The {b} is {tb}°C."],
+        "wrong": [f"The {a} is {tb}°C.", f"The {b} is {ta}°C.", f"The {a} is {rng.choice(wrong_t)}°C."],
+        "conclusion": f"So the answer is {winner}.",
+        "entities": [a, b], "values": {a: ta, b: tb}, "unit": "°C",
+        "predicates": {"is hotter": [hot], "is warmer": [hot], "is colder": [cold], "is cooler": [cold]},
         "answer_text": winner,
     }
 
@@ -172,25 +168,24 @@ NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Max", "Ivy", "Ben", "Noa", "Eli"]
 
 def family_savings(rng: random.Random) -> dict:
     a, b = rng.sample(NAMES, 2)
-    ma, mb = rng.sample(range(2, 60), 2)
+    ma, mb = rng.sample(NUMBERS, 2)
     more = rng.random() < 0.5
-    winner = (a if ma > mb else b) if more else (a if ma < mb else b)
-    loser = b if winner == a else a
-    word = "more" if more else "less"
+    rich, poor = (a, b) if ma > mb else (b, a)
+    winner = rich if more else poor
     choices, answer = _pick_choices(rng, winner, [a, b], 2)
-    rich = a if ma > mb else b
-    poor = b if rich == a else a
-    specific = [f"{a} saved ${ma}.", f"{b} saved ${mb}."]
-    general = ["Saving means keeping money instead of spending it.", "Compare the two amounts in the hint."]
-    solution = " ".join([rng.choice(general), specific[0], specific[1], f"So {winner} saved {word} money than {loser}."])
+    wrong_m = [m for m in NUMBERS if m not in (ma, mb)]
     return {
-        "question": f"Who saved {word} money?", "choices": choices, "answer": answer,
+        "question": f"Who saved {'more' if more else 'less'} money?", "choices": choices, "answer": answer,
         "hint": f"{a} saved ${ma} this month. {b} saved ${mb} this month.",
         "objects": None, "caption": "",
         "subject": "social science", "topic": "economics", "category": "Saving and spending",
-        "skill": "Compare amounts of money", "solution": solution,
+        "skill": "Compare amounts of money",
         "lecture": "People earn money and can choose to spend it or save it. Money that is saved can be "
                    "used later. A bigger amount saved means more money kept.",
+        "neutral": ["Compare the two amounts in the hint.", "Saving means keeping money instead of spending it."],
+        "facts": [f"{a} saved ${ma}.", f"{b} saved ${mb}."],
+        "wrong": [f"{a} saved ${mb}.", f"{b} saved ${ma}.", f"{a} saved ${rng.choice(wrong_m)}."],
+        "conclusion": f"So the answer is {winner}.",
         "entities": [x.lower() for x in (a, b)], "values": {a.lower(): ma, b.lower(): mb}, "unit": "$",
         "predicates": {"saved more": [rich.lower()], "saved less": [poor.lower()]},
         "answer_text": winner,
@@ -203,23 +198,26 @@ ITEMS = ["kite", "hat", "ball", "cup", "bag", "boat"]
 def family_reading(rng: random.Random) -> dict:
     name, item, colour = rng.choice(NAMES), rng.choice(ITEMS), rng.choice(list(COLOURS))
     choices, answer = _fixed_choices(colour, list(COLOURS))
-    general = ["Read the hint carefully.", "An adjective is a word that describes a noun."]
-    specific = [f"The hint says that {name} has a {colour} {item}.", f"{name}'s {item} is {colour}."]
-    solution = " ".join([rng.choice(general)] + specific + [f"So the answer is {colour}."])
     return {
         "question": f"What colour is {name}'s {item}?", "choices": choices, "answer": answer,
         "hint": f"{name} has a {colour} {item}. {name} takes it to school every day.",
         "objects": None, "caption": "",
         "subject": "language science", "topic": "reading-comprehension", "category": "Read for details",
-        "skill": "Find a detail in a text", "solution": solution,
+        "skill": "Find a detail in a text",
         "lecture": "A text often answers a question directly. Words that describe things, like colour "
                    "words, are adjectives. Find the sentence that names the thing the question asks about.",
-        "facts": {"colour": colour}, "refs": [name.lower(), item], "answer_text": colour,
+        "neutral": ["Read the hint carefully.", "An adjective is a word that describes a noun."],
+        "facts": [f"The hint says that {name} has a {colour} {item}."],
+        "wrong": [f"The hint says that {name} has a {c} {item}." for c in COLOURS if c != colour],
+        "conclusion": f"So the answer is {colour}.",
+        "record_facts": {"colour": colour}, "refs": [name.lower(), item], "answer_text": colour,
     }
 
 
 ANIMALS = {"can fly": ["eagle", "owl", "sparrow"], "lives in water": ["fish", "shark", "whale"]}
 LAND_ANIMALS = ["dog", "cow", "horse", "cat", "goat"]
+TRAIT = {"can fly": ("has wings and can fly", "can not fly"),
+         "lives in water": ("lives in water", "does not live in water")}
 
 
 def family_animals(rng: random.Random) -> dict:
@@ -227,22 +225,20 @@ def family_animals(rng: random.Random) -> dict:
     answer_text = rng.choice(ANIMALS[predicate])
     pool = [answer_text] + LAND_ANIMALS + [a for p, xs in ANIMALS.items() if p != predicate for a in xs]
     choices, answer = _pick_choices(rng, answer_text, pool, 3)
-    others = [c for c in choices if c != answer_text]
-    question = "Which animal can fly?" if predicate == "can fly" else "Which animal lives in water?"
-    fact = {"can fly": "has wings and can fly", "lives in water": "lives in water and breathes with gills or comes up for air"}
-    solution = " ".join([
-        "Think about where each animal lives and how it moves.",
-        f"A {answer_text} {fact[predicate]}.",
-        f"A {others[0]} {'can not fly' if predicate == 'can fly' else 'does not live in water'}.",
-        f"So the answer is {answer_text}.",
-    ])
+    other = next(c for c in choices if c != answer_text)
+    yes, no = TRAIT[predicate]
     entities = sorted({a for xs in ANIMALS.values() for a in xs} | set(LAND_ANIMALS))
     return {
-        "question": question, "choices": choices, "answer": answer, "hint": "", "objects": None, "caption": "",
+        "question": "Which animal can fly?" if predicate == "can fly" else "Which animal lives in water?",
+        "choices": choices, "answer": answer, "hint": "", "objects": None, "caption": "",
         "subject": "natural science", "topic": "biology", "category": "Animal traits",
-        "skill": "Identify animals by their traits", "solution": solution,
+        "skill": "Identify animals by their traits",
         "lecture": "Animals have traits that help them live where they do. Some animals have wings and "
                    "feathers. Some animals have fins and live their whole life in water.",
+        "neutral": ["Think about how each animal moves.", "Think about where each animal lives."],
+        "facts": [f"A {answer_text} {yes}.", f"A {other} {no}."],
+        "wrong": [f"A {other} {yes}.", f"A {answer_text} {no}."],
+        "conclusion": f"So the answer is {answer_text}.",
         "entities": entities, "predicates": {"can fly": ANIMALS["can fly"], "has wings": ANIMALS["can fly"],
                                              "lives in water": ANIMALS["lives in water"],
                                              "live in water": ANIMALS["lives in water"]},
@@ -254,30 +250,31 @@ PLACES = {"continent": ["asia", "africa", "europe"], "ocean": ["pacific", "atlan
           "city": ["paris", "tokyo", "cairo"]}
 
 
+def _article(kind: str) -> str:
+    return "an" if kind == "ocean" else "a"
+
+
 def family_places(rng: random.Random) -> dict:
     kind = rng.choice(list(PLACES))
     answer_text = rng.choice(PLACES[kind])
     pool = [answer_text] + [x for k, xs in PLACES.items() if k != kind for x in xs]
     choices, answer = _pick_choices(rng, answer_text, pool, 3)
-    article = "an" if kind == "ocean" else "a"
-    names = [c.title() for c in choices]
     other = next(c for c in choices if c != answer_text)
     other_kind = next(k for k, xs in PLACES.items() if other in xs)
-    solution = " ".join([
-        "Use what you know about the places of the world.",
-        f"{answer_text.title()} is {article} {kind}.",
-        f"{other.title()} is {'an' if other_kind == 'ocean' else 'a'} {other_kind}.",
-        f"So the answer is {answer_text.title()}.",
-    ])
     return {
-        "question": f"Which of these is {article} {kind}?", "choices": names, "answer": answer, "hint": "",
-        "objects": None, "caption": "",
+        "question": f"Which of these is {_article(kind)} {kind}?", "choices": [c.title() for c in choices],
+        "answer": answer, "hint": "", "objects": None, "caption": "",
         "subject": "social science", "topic": "geography", "category": "Places of the world",
-        "skill": "Identify continents, oceans and cities", "solution": solution,
+        "skill": "Identify continents, oceans and cities",
         "lecture": "A continent is one of the seven large areas of land on Earth. An ocean is a very large "
                    "body of salt water. A city is a large town where many people live.",
+        "neutral": ["Use what you know about the places of the world.", "Think about what each place is."],
+        "facts": [f"{answer_text.title()} is {_article(kind)} {kind}.",
+                  f"{other.title()} is {_article(other_kind)} {other_kind}."],
+        "wrong": [f"{other.title()} is {_article(kind)} {kind}."],
+        "conclusion": f"So the answer is {answer_text.title()}.",
         "entities": sorted(x for xs in PLACES.values() for x in xs),
-        "predicates": {f"is {'an' if k == 'ocean' else 'a'} {k}": xs for k, xs in PLACES.items()},
+        "predicates": {f"is {_article(k)} {k}": xs for k, xs in PLACES.items()},
         "answer_text": answer_text.title(),
     }
 
@@ -289,22 +286,19 @@ WORDS = ["apple", "bell", "cloud", "drum", "egg", "frog", "goat", "hill", "ink",
 def family_alphabet(rng: random.Random) -> dict:
     words = rng.sample(WORDS, 3)
     first = min(words)
-    choices = list(words)
-    answer = choices.index(first)
-    others = sorted(w for w in words if w != first)
-    solution = " ".join([
-        "Words in a dictionary are in alphabetical order.",
-        f"The word {first} starts with the letter {first[0]}.",
-        f"The word {others[0]} starts with the letter {others[0][0]}.",
-        f"So {first} comes first.",
-    ])
+    other = min(w for w in words if w != first)
+    letters = sorted({w[0] for w in WORDS} - {w[0] for w in words})
     return {
-        "question": "Which word would you find first in a dictionary?", "choices": choices, "answer": answer,
-        "hint": "", "objects": None, "caption": "",
+        "question": "Which word would you find first in a dictionary?", "choices": list(words),
+        "answer": words.index(first), "hint": "", "objects": None, "caption": "",
         "subject": "language science", "topic": "reference-skills", "category": "Alphabetical order",
-        "skill": "Order words alphabetically", "solution": solution,
+        "skill": "Order words alphabetically",
         "lecture": "A dictionary lists words in alphabetical order. To put words in order, compare their "
                    "first letters. If the first letters match, compare the second letters.",
+        "neutral": ["Words in a dictionary are in alphabetical order.", "Compare the first letters of the words."],
+        "facts": [f"The word {first} starts with {first[0]}.", f"The word {other} starts with {other[0]}."],
+        "wrong": [f"The word {first} starts with {rng.choice(letters)}.", f"The word {other} starts with {first[0]}."],
+        "conclusion": f"So the answer is {first}.",
         "entities": list(WORDS), "predicates": {"comes first": [first], "is first": [first]},
         "starts_with": {w: w[0] for w in WORDS}, "answer_text": first,
     }
@@ -315,6 +309,15 @@ SCHEDULE: list[Callable[[random.Random], dict]] = [
     family_colour, family_shape, family_count, family_colour, family_shape, family_count,
     family_temperature, family_savings, family_reading, family_animals, family_places, family_alphabet,
 ]
+FAMILIES = {f.__name__.removeprefix("family_"): f for f in dict.fromkeys(SCHEDULE)}
+
+
+def gold_rationale(rng: random.Random, p: dict, wrong_fact: bool) -> str:
+    """A starting thought, the facts (one of them wrong when ``wrong_fact``), the conclusion."""
+    facts = list(p["facts"])
+    if wrong_fact:
+        facts[rng.randrange(len(facts))] = rng.choice(p["wrong"])
+    return " ".join([rng.choice(p["neutral"]), *facts, p["conclusion"]])
 
 
 # ------------------------------------------------------------------------------------------
@@ -341,8 +344,11 @@ def render_image(objects: list[dict], size: int):
 
 
 def write_synthetic_scienceqa(out_dir: str | Path, n_train: int = 240, n_val: int = 48, n_test: int = 48,
-                              image_size: int = 32, seed: int = 0) -> Path:
-    """Write a synthetic dataset in ScienceQA's original layout; returns ``out_dir``."""
+                              image_size: int = 32, seed: int = 0, wrong_fact_rate: float = 0.0) -> Path:
+    """Write a synthetic dataset in ScienceQA's original layout; returns ``out_dir``.
+
+    ``wrong_fact_rate``: the share of train problems whose gold rationale states one wrong fact.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"aresnb-synthetic-{seed}")
@@ -361,14 +367,14 @@ def write_synthetic_scienceqa(out_dir: str | Path, n_train: int = 240, n_val: in
             k += 1
             qid = f"s{k:05d}"
             p = family(rng)
-            record = make_record(p)
+            wrong = split == "train" and rng.random() < wrong_fact_rate
             has_image = bool(p.get("objects"))
             problems[qid] = {
                 "question": p["question"], "choices": p["choices"], "answer": p["answer"], "hint": p["hint"],
                 "image": "image.png" if has_image else None, "task": "closed choice", "grade": f"grade{grade}",
                 "subject": p["subject"], "topic": p["topic"], "category": p["category"], "skill": p["skill"],
-                "lecture": p["lecture"], "solution": p["solution"], "split": split,
-                "image_record": json.dumps(record, sort_keys=True),
+                "lecture": p["lecture"], "solution": gold_rationale(rng, p, wrong), "split": split,
+                "image_record": json.dumps(make_record(p, family.__name__.removeprefix("family_")), sort_keys=True),
             }
             pid_splits[split].append(qid)
             if has_image:
@@ -384,6 +390,3 @@ def write_synthetic_scienceqa(out_dir: str | Path, n_train: int = 240, n_val: in
 
 def _dump(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-# ------------------------------------------------------------------------------------------

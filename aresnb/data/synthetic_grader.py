@@ -1,10 +1,13 @@
 """The synthetic data's grader: the record of what a problem shows and the check that reads it.
 
 Every synthetic problem carries ``image_record``: a JSON record of what its image shows (or of the
-text problem's facts), made by :func:`make_record`; :func:`check_sentence` checks one rationale
-sentence against it. The generator (:mod:`aresnb.data.synthetic`) and the reference Teacher
-(:mod:`aresnb.teacher.reference`) both import this module, so the record and its reader stay
-together. No torch, no PIL: the Teacher's server imports it.
+text problem's facts) and of its starting thoughts, made by :func:`make_record`.
+:func:`check_sentence` checks one sentence's claims against it (True / False / None = nothing
+checkable); :func:`grade_sentence` says what the sentence is: a true claim, a false one (a wrong
+fact, a conclusion naming a wrong option, no option or a non-option, a self-comparison), one of
+the problem's recorded starting thoughts, or nothing checkable at all. The generator
+(:mod:`aresnb.data.synthetic`), the reference Teacher and the evaluation's diagnostics import this
+module, so the record and its reader stay together. No torch, no PIL: the Teacher's server imports it.
 """
 
 from __future__ import annotations
@@ -24,15 +27,20 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 IMAGE_REFS = ["image", "picture", "shape", "shapes", "shown", "there", "it", "this", "object", "objects"]
 
 
-def make_record(p: dict) -> dict:
-    """The machine-readable truth a sentence is checked against."""
+def make_record(p: dict, family: str = "") -> dict:
+    """The machine-readable truth a sentence is checked against, and the family's starting thoughts."""
     letter = LETTERS[p["answer"]]
-    record: dict[str, Any] = {"choices": p["choices"], "answer": p["answer_text"], "answer_letter": letter}
+    record: dict[str, Any] = {"choices": p["choices"], "answer": p["answer_text"], "answer_letter": letter,
+                              "family": family, "neutral": [normalise(x) for x in p.get("neutral", [])],
+                              # what a teacher who knows the facts would write: the true facts, the conclusion
+                              "statements": [*p.get("facts", []), *([p["conclusion"]] if "conclusion" in p else [])]}
     if p.get("objects"):
-        record.update(kind="image", objects=p["objects"], facts=p["facts"], refs=IMAGE_REFS)
+        record.update(kind="image", objects=p["objects"], facts=p["record_facts"], refs=IMAGE_REFS)
     else:
         record["kind"] = "text" if p["hint"] else "knowledge"
-        for key in ("facts", "refs", "entities", "values", "unit", "predicates", "starts_with"):
+        if "record_facts" in p:
+            record["facts"] = p["record_facts"]
+        for key in ("refs", "entities", "values", "unit", "predicates", "starts_with"):
             if key in p:
                 record[key] = p[key]
     return record
@@ -53,6 +61,11 @@ _COUNT_RES = [
     re.compile(r"number of (?:circles|shapes|objects) is " + _NUMBER + r"\b"),
 ]
 _ANSWER_RE = re.compile(r"answer\s+(?:is|would be|must be|should be)\s*:?\s*([^.!?;,]*(?:\.\d+)?)")
+
+
+def normalise(text: str) -> str:
+    """Lower case, single spaces, no edge punctuation: how sentences are compared."""
+    return re.sub(r"^[\W_]+|[\W_]+$", "", _normalise(text))
 
 
 def _normalise(text: str) -> str:
@@ -197,3 +210,65 @@ def check_sentence(sentence: str, record: dict | str | None) -> bool | None:
     if not verdicts:
         return None
     return all(verdicts)
+
+
+# ------------------------------------------------------------------------------------------
+# What a sentence is: the rubric's categories
+# ------------------------------------------------------------------------------------------
+
+TRUE, FALSE, NEUTRAL, UNVERIFIABLE = "true", "false", "neutral", "unverifiable"
+_CONCLUSION = re.compile(r"^so\b|\banswer\s+(?:is|would be|must be|should be)\b")
+_THAN = re.compile(r"\b(?:the\s+)?([a-z]+)\s+(?:\w+\s+){1,4}than\s+(?:the\s+)?([a-z]+)\b")
+
+
+def _record(record: dict | str | None) -> dict | None:
+    if isinstance(record, str):
+        try:
+            return json.loads(record) if record.strip() else None
+        except json.JSONDecodeError:
+            return None
+    return record or None
+
+
+def is_conclusion(sentence: str) -> bool:
+    """Does the sentence state the answer ("So ...", "... the answer is ...")?"""
+    return bool(_CONCLUSION.search(_normalise(sentence or "")))
+
+
+def names_option(sentence: str, option: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(str(option).lower())}(?!\w)", _normalise(sentence)) is not None
+
+
+def grade_sentence(sentence: str, record: dict | str | None) -> str:
+    """``true`` | ``false`` | ``neutral`` | ``unverifiable`` for one sentence of a rationale.
+
+    A conclusion is true only when its claims check and it names the answer; one that names no
+    option, a non-option or a wrong option is false. "X is ... than X" compares a thing with
+    itself: false. A recorded starting thought is neutral; a sentence with nothing to check that
+    is not one of them (a fragment, noise) is unverifiable.
+    """
+    rec = _record(record)
+    if rec is None or not isinstance(sentence, str) or not sentence.strip():
+        return UNVERIFIABLE
+    t = _normalise(sentence)
+    if any(a == b for a, b in _THAN.findall(t)):
+        return FALSE
+    verdict = check_sentence(sentence, rec)
+    if is_conclusion(sentence):
+        named = [c for c in rec.get("choices", []) if names_option(sentence, c)]
+        right = verdict is not False and names_option(sentence, rec.get("answer", "")) and (
+            verdict is True or len(named) == 1)
+        return TRUE if right else FALSE
+    if verdict is True:
+        return TRUE
+    if verdict is False:
+        return FALSE
+    return NEUTRAL if normalise(sentence) in set(rec.get("neutral", [])) else UNVERIFIABLE
+
+
+def conclusion_verdict(sentences: list[str], record: dict | str | None) -> bool | None:
+    """Does the rationale conclude the right answer? The last conclusion it states (None: none)."""
+    conclusions = [s for s in sentences if is_conclusion(s)]
+    if not conclusions:
+        return None
+    return grade_sentence(conclusions[-1], record) == TRUE

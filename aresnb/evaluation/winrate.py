@@ -1,15 +1,15 @@
 """Win rate of ARES over the baseline, as judged: verdicts -> outcomes -> rates and intervals.
 
 Definitions (used by every table and figure that shows a win rate):
-- Each test problem is judged twice: once with the two rationales in a seeded random order as
-  Option A / Option B, once with the order swapped. An item is a **win** for ARES only when the
-  judge prefers ARES in both orders, a **loss** only when it prefers the baseline in both; every
-  other item is a **tie** -- both "tie" verdicts, or *inconsistent* verdicts across the two orders
-  (counted separately as ``ties_inconsistent``), or a judge reply that could not be used.
-- ``win_rate`` = wins / items: the share of ARES wins (ties count against).
-  ``decisive_win_rate`` = wins / (wins + losses): ties left out.
-- ``single_order_win_rate`` = share of first asks (the seeded random order alone) won by ARES:
-  the paper's own protocol, one random order per item, without the swap.
+- The headline, the paper's protocol: each test problem is shown once, its two rationales in a
+  seeded random order as Option A / Option B, and the judge picks one (a forced choice).
+  ``win_rate`` = share of problems whose pick is ARES (``single_order_win_rate`` in ``tally``).
+- Beside it, both orders: each problem is asked again with the order swapped. An item is a
+  **win** for ARES only when the judge prefers ARES in both orders, a **loss** only when it
+  prefers the baseline in both; every other item is a **tie** -- inconsistent verdicts across the
+  two orders (a judge that cannot separate them and picks a position), both "tie" verdicts, or a
+  reply that could not be used. ``both_orders_win_rate`` = wins / items; ``decisive_win_rate`` =
+  wins / (wins + losses), ties left out.
 - Intervals: percentile bootstrap over items (seeded), 95%.
 - Position bias: with the swap each item shows ARES once as Option A and once as Option B; the
   share of decisive verdicts that pick Option A is 0.5 for a judge without position bias.
@@ -97,11 +97,13 @@ def tally(verdicts: Sequence[PairVerdict]) -> dict[str, Any]:
         "ties_both_tie": both_tie,
         "ties_inconsistent": ties - both_tie,
         "items_with_invalid_verdict": invalid_items,
-        "win_rate": _ratio(wins, n),
+        "both_orders_win_rate": _ratio(wins, n),
         "tie_rate": _ratio(ties, n),
         "loss_rate": _ratio(losses, n),
         "decisive_win_rate": _ratio(wins, wins + losses),
         "single_order_win_rate": _ratio(first_sides.count("ares"), n),
+        "single_order": {"ares": first_sides.count("ares"), "baseline": first_sides.count("baseline"),
+                         "tie_or_invalid": n - first_sides.count("ares") - first_sides.count("baseline")},
         "consistency_rate": _ratio(sum(v.consistent for v in verdicts), n),
         "position": {
             "asks": len(asks),
@@ -136,10 +138,16 @@ def bootstrap_interval(outcomes: Sequence[int] | np.ndarray, n_samples: int, see
             "decisive_win_rate": [None if x is None else float(x) for x in dec]}
 
 
+def single_order_codes(verdicts: Sequence[PairVerdict]) -> list[int]:
+    """The paper-protocol outcome per item: 1 = the judge picked ARES, -1 = the baseline, 0 = neither."""
+    return [{"ares": 1, "baseline": -1}.get(v.sides[0], 0) for v in verdicts]
+
+
 def win_rate_table(verdicts: Sequence[PairVerdict], categories_of: Mapping[str, Iterable[str]],
                    n_samples: int, seed: int, words: Mapping[str, tuple[int, int]] | None = None) -> pd.DataFrame:
-    """One row for all items, then one per category that has items: counts, rates, 95% intervals,
-    and, given ``words`` ({qid: (baseline words, ARES words)}), both sides' mean length."""
+    """One row for all items, then one per category that has items: the paper-protocol win rate
+    with its 95% interval, the both-orders counts and decisive rate, and, given ``words``
+    ({qid: (baseline words, ARES words)}), both sides' mean length."""
     groups = {"All": list(verdicts)}
     for cat in CATEGORIES:
         members = [v for v in verdicts if cat in set(categories_of.get(v.qid, ()))]
@@ -148,13 +156,15 @@ def win_rate_table(verdicts: Sequence[PairVerdict], categories_of: Mapping[str, 
     rows = []
     for k, (name, members) in enumerate(groups.items()):
         t = tally(members)
-        ci = bootstrap_interval([OUTCOME_CODE[v.outcome] for v in members], n_samples, seed + k)
+        single = bootstrap_interval(single_order_codes(members), n_samples, seed + k)
+        both = bootstrap_interval([OUTCOME_CODE[v.outcome] for v in members], n_samples, seed + k)
         rows.append({
-            "group": name, "n": t["n"], "wins": t["wins"], "ties": t["ties"], "losses": t["losses"],
-            "ties_inconsistent": t["ties_inconsistent"],
-            "win_rate": t["win_rate"], "win_rate_lo": ci["win_rate"][0], "win_rate_hi": ci["win_rate"][1],
+            "group": name, "n": t["n"],
+            "win_rate": t["single_order_win_rate"], "win_rate_lo": single["win_rate"][0],
+            "win_rate_hi": single["win_rate"][1],
+            "wins": t["wins"], "ties": t["ties"], "losses": t["losses"], "ties_inconsistent": t["ties_inconsistent"],
             "decisive_win_rate": t["decisive_win_rate"],
-            "decisive_lo": ci["decisive_win_rate"][0], "decisive_hi": ci["decisive_win_rate"][1],
+            "decisive_lo": both["decisive_win_rate"][0], "decisive_hi": both["decisive_win_rate"][1],
             "consistency_rate": t["consistency_rate"],
         })
         if words is not None:

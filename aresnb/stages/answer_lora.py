@@ -1,11 +1,16 @@
 """Stage 06: answer inference with a LoRA adapter on the rationale model (ARES, paper Figure 4).
 
 For every model the run has (the baseline; ARES once its last round exists) and every input
-format (QCM-A; QCMG-A with the model's own greedy rationale in the input), a peft LoRA adapter
-is trained on the train split to write "The answer is (X).", saved in peft's format, reloaded
-with ``PeftModel.from_pretrained`` and evaluated on test: regex extraction with a seeded random
-fallback (failures counted), accuracy by ScienceQA category. The image ablation trains the same
-QCM-A head on the baseline with the image features zeroed.
+format, a peft LoRA adapter is trained on the train split to write "The answer is (X).", saved in
+peft's format, reloaded with ``PeftModel.from_pretrained`` and evaluated on test: regex extraction
+with a seeded random fallback (failures counted), accuracy by ScienceQA category.
+
+- QCM-A: question, context, options.
+- QCMG-A, as MM-CoT does it: the head trains with the GOLD rationale (lecture + solution) in its
+  input and is tested with the model's own greedy test rationale (written by stage 02 or 05), so
+  the accuracy measures how well the model's rationales lead to the answer.
+
+The image ablation trains the same QCM-A head on the baseline with the image features zeroed.
 """
 
 from __future__ import annotations
@@ -14,14 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 
 from aresnb.answer import attach_lora, load_answer_model, predict_answers, trainable_fraction
 from aresnb.evaluation.accuracy import accuracy_by_category, heads_table
 from aresnb.evaluation.tables import write_table
-from aresnb.generation import generate_rationales
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.models import load_rationale_model, model_dir_has_weights
 from aresnb.paths import ANSWER_LORA, BASELINE_MODEL, RunPaths, round_model
@@ -44,23 +46,25 @@ def models_in_run(cfg: Any, paths: RunPaths) -> dict[str, tuple[Path, str]]:
     return found
 
 
-def _rationales_for(model: Any, tokenizer: Any, problems: list[dict], features: np.ndarray, files: list[Path],
-                    cfg: Any) -> dict[str, str]:
-    """The model's greedy rationales for ``problems``: from the first complete file, else generated into the last."""
-    for file in files:
-        have = {r["qid"]: r["rationale"] for r in read_jsonl(file)}
-        if have and all(p["qid"] in have for p in problems):
-            return have
-    rows = generate_rationales(model, tokenizer, problems, features, max_new_tokens=cfg.baseline.gen_max_new_tokens,
-                               batch_size=cfg.baseline.gen_batch_size, max_source_length=cfg.model.max_source_length,
-                               seed=cfg.run.seed, use_caption=cfg.data.use_caption)
-    write_jsonl(files[-1], [{"qid": r["qid"], "rationale": r["rationale"]} for r in rows])
-    return {r["qid"]: r["rationale"] for r in rows}
+def gold_rationales(problems: list[dict]) -> dict[str, str]:
+    """What QCMG-A trains on, as MM-CoT: the gold lecture and solution."""
+    return {p["qid"]: " ".join(x for x in (p.get("lecture", ""), p.get("solution", "")) if x) for p in problems}
+
+
+def test_rationales(paths: RunPaths, rationale_name: str, problems: list[dict]) -> dict[str, str]:
+    """The model's own greedy test rationales, as its stage (02 or 05) wrote them."""
+    file = paths.rationales_file(rationale_name, "test")
+    have = {r["qid"]: r["rationale"] for r in read_jsonl(file)}
+    missing = [p["qid"] for p in problems if p["qid"] not in have]
+    if missing:
+        raise FileNotFoundError(f"{file}: no greedy rationale for {len(missing)} test problem(s), e.g. {missing[:3]}; "
+                                "run the stage that writes it (02 or 05) first")
+    return have
 
 
 def _answer_source_length(cfg: Any, fmt: str) -> int:
-    # QCMG-A carries the rationale in its input: room for the question part and the rationale.
-    return cfg.model.max_source_length + (cfg.baseline.gen_max_new_tokens if fmt == "QCMG-A" else 0)
+    # QCMG-A carries a rationale in its input (gold: lecture + solution): room for both.
+    return cfg.model.max_source_length + (2 * cfg.model.max_target_length if fmt == "QCMG-A" else 0)
 
 
 def train_answer_head(cfg: Any, paths: RunPaths, name: str, model_dir: Path, fmt: str, data: dict,
@@ -107,23 +111,6 @@ def train_answer_head(cfg: Any, paths: RunPaths, name: str, model_dir: Path, fmt
     return summary
 
 
-def _model_rationales(cfg: Any, paths: RunPaths, name: str, model_dir: Path, rationale_name: str,
-                      data: dict) -> dict[str, dict[str, str]]:
-    """QCMG-A inputs: the model's own greedy rationales for train (generated here) and test.
-
-    Test rationales come from the file the model's stage wrote (02 or 05) when it is complete.
-    """
-    tokenizer = load_tokenizer(model_dir)
-    model = load_rationale_model(model_dir)
-    out_dir = paths.answer_dir(name, "QCMG-A")
-    feats = data["features"]
-    return {
-        "train": _rationales_for(model, tokenizer, data["train"], feats["train"], [out_dir / "rationales_train.jsonl"], cfg),
-        "test": _rationales_for(model, tokenizer, data["test"], feats["test"],
-                                [paths.rationales_file(rationale_name, "test"), out_dir / "rationales_test.jsonl"], cfg),
-    }
-
-
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     """Every (model, format) head, the image ablation, the accuracy table; returns the summary."""
     t0 = time.time()
@@ -137,7 +124,8 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
         for fmt in cfg.answer.formats:
             rationales = None
             if fmt == "QCMG-A":
-                rationales = _model_rationales(cfg, paths, name, model_dir, rationale_name, data)
+                rationales = {"train": gold_rationales(data["train"]),
+                              "test": test_rationales(paths, rationale_name, data["test"])}
             heads[name][fmt] = train_answer_head(cfg, paths, name, model_dir, fmt, data, rationales)
 
     ablation = None

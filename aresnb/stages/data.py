@@ -57,7 +57,7 @@ def read_problems(cfg: Any, paths: RunPaths) -> tuple[dict[str, list[dict]], dic
     if d.source == "synthetic":
         s = d.synthetic
         raw_dir = write_synthetic_scienceqa(paths.synthetic_raw_dir, s.n_train, s.n_val, s.n_test,
-                                            s.image_size, seed=cfg.run.seed)
+                                            s.image_size, seed=cfg.run.seed, wrong_fact_rate=s.wrong_fact_rate)
         rows, stats = load_scienceqa_dir(raw_dir, d.missing_image)
         return rows, stats, f"synthetic (seed {cfg.run.seed}) at {raw_dir}"
     if d.source == "scienceqa":
@@ -98,7 +98,7 @@ def _quiet_progress():
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     """Write the dataset, the features of every split and ``summary.json``; return the summary."""
     t0 = time.time()
-    stage_dir = paths.stage_dir(STAGE)
+    paths.stage_dir(STAGE)
     rows, stats, source = read_problems(cfg, paths)
     for i, split in enumerate(SPLITS):
         rows[split] = subsample(rows.get(split, []), cfg.data.max_per_split, cfg.run.seed + i)

@@ -21,22 +21,25 @@ import pandas as pd
 from aresnb import paper_numbers
 from aresnb.data import categories
 from aresnb.evaluation.accuracy import accuracy_gain, accuracy_table, model_label
+from aresnb.evaluation.claims import claim_shares
 from aresnb.evaluation.tables import write_table
 from aresnb.evaluation.text_metrics import gold_metrics, load_similarity_model, word_count
-from aresnb.evaluation.winrate import (OUTCOME_CODE, bootstrap_interval, judge_both_orders, judge_subset, tally,
-                                      teacher_judge, win_rate_table)
+from aresnb.evaluation.winrate import (OUTCOME_CODE, bootstrap_interval, judge_both_orders, judge_subset,
+                                      single_order_codes, tally, teacher_judge, win_rate_table)
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.paper_numbers import ACCURACY_COLUMNS
 from aresnb.paths import ANSWER_LORA, BASELINE_MODEL, EVALUATION, RunPaths, round_model
+from aresnb.rationale_metrics import rationale_quality
 from aresnb.stages.data import load_problems
 from aresnb.teacher import endpoint_label, open_teacher, prompt_preview
 
 log = logging.getLogger(__name__)
 
 STAGE = EVALUATION
-WIN_RATE_DEFINITION = ("win = ARES preferred in both orders; loss = baseline preferred in both; anything else "
-                       "(incl. inconsistent verdicts) = tie. win_rate = wins/n (paper: share of ARES wins); "
-                       "decisive_win_rate = wins/(wins+losses)")
+WIN_RATE_DEFINITION = ("win_rate: the paper's protocol, one seeded random order per problem, the judge picks one "
+                       "(forced choice): the share of problems where it picks ARES. Both orders: win = ARES "
+                       "preferred in both orders, loss = the baseline in both, anything else (incl. "
+                       "inconsistent verdicts) = tie; decisive_win_rate = wins/(wins+losses)")
 METRIC_COLUMNS = ("bleu1", "bleu4", "rougeL", "similarity", "mean_words", "n")
 
 
@@ -100,17 +103,21 @@ def win_rate_summary(cfg: Any, verdicts: list, cats: Mapping[str, list[str]], ba
     judged_qids = [v.qid for v in verdicts]
     overall = tally(verdicts)
     ci = bootstrap_interval([OUTCOME_CODE[v.outcome] for v in verdicts], ev.bootstrap_samples, seed)
+    single = bootstrap_interval(single_order_codes(verdicts), ev.bootstrap_samples, seed)
     words = {q: (word_count(baseline[q]), word_count(ares[q])) for q in judged_qids}
     table = win_rate_table(verdicts, cats, ev.bootstrap_samples, seed, words)
     return {
         "judge_model": judge_model(cfg),
         "judge_endpoint": endpoint_label(cfg, "judge"),
         "win_rate_definition": WIN_RATE_DEFINITION,
-        "win_rate": overall["win_rate"],
-        "win_rate_ci95": ci["win_rate"],
+        "win_rate": overall["single_order_win_rate"],
+        "win_rate_ci95": single["win_rate"],
+        "win_rate_protocol": "one seeded random order per problem, forced choice (the paper's)",
+        "single_order": overall["single_order"],
+        "both_orders_win_rate": overall["both_orders_win_rate"],
+        "both_orders_win_rate_ci95": ci["win_rate"],
         "decisive_win_rate": overall["decisive_win_rate"],
         "decisive_win_rate_ci95": ci["decisive_win_rate"],
-        "single_order_win_rate": overall["single_order_win_rate"],
         "judged_problems": len(verdicts),
         # identical texts leave the judge nothing to prefer: many of these mean ARES barely moved
         "identical_rationales": sum(baseline[q].strip() == ares[q].strip() for q in judged_qids),
@@ -145,6 +152,29 @@ def accuracy_summary(cfg: Any, paths: RunPaths) -> tuple[dict, pd.DataFrame | No
     }, table
 
 
+def diagnostics(cfg: Any, paths: RunPaths, problems: list[dict], rationales: dict[str, dict[str, str]]) -> dict:
+    """Why the judge decides as it does, on test, at three points -- the baseline, after RL (the last
+    round's PPO policy), after SFT (ARES): what the rationales claim (per family, against the
+    synthetic records), their degeneration rates, and whether the baseline beats chance at all."""
+    rounds = cfg.ares.rounds
+    after_rl_file = paths.rl_rationales_file(rounds, "test")
+    points = {"baseline": rationales[BASELINE_MODEL], "after_sft": rationales[round_model(rounds)]}
+    if after_rl_file.exists():
+        points = {"baseline": points["baseline"], "after_rl": read_rationales(after_rl_file),
+                  "after_sft": points["after_sft"]}
+    qids = [str(p["qid"]) for p in problems]
+    claims = {k: claim_shares(r, problems) for k, r in points.items()}
+    chance = float(np.mean([1 / len(p["choices"]) for p in problems]))
+    base = (claims["baseline"] or {}).get("all") or {}
+    return {
+        "claims": claims if claims["baseline"] is not None else None,
+        "degeneration": {k: rationale_quality([r.get(q, "") for q in qids]) for k, r in points.items()},
+        "checks": {"baseline_correct_conclusion_share": base.get("correct_conclusion_share"), "chance": chance,
+                   "baseline_beats_chance": (base.get("correct_conclusion_share") or 0.0) > chance
+                   if base else None},
+    }
+
+
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, Any]:
     """Judge ARES against the baseline, collect accuracies and rationale metrics; write the
     judgments, the tables and ``summary.json``; return the summary."""
@@ -176,8 +206,9 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, 
 
     tables = {
         "win_rate": write_table(wr_table, paths.tables_dir, "win_rate",
-                                f"Win rate of ARES over the baseline (judge {judge_model(cfg)}; win = preferred "
-                                "in both orders; inconsistent verdicts count as ties; 95% bootstrap intervals)", 3),
+                                f"Win rate of ARES over the baseline (judge {judge_model(cfg)}; win_rate: one random "
+                                "order per problem, forced choice (paper); wins/ties/losses: both orders; 95% "
+                                "bootstrap intervals)", 3),
         "rationale_metrics": write_table(metrics_df, paths.tables_dir, "rationale_metrics",
                                          "Rationale metrics against the gold solutions (test split)", 3),
     }
@@ -190,6 +221,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, 
         "test_problems": len(problems),
         **acc,
         "rationale_metrics": metrics,
+        **diagnostics(cfg, paths, problems, rationales),
         "similarity_model": {"requested": cfg.evaluation.similarity_model, "used": sim_source},
         "teacher_usage": usage,
         "tables": tables,

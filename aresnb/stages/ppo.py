@@ -1,18 +1,20 @@
-"""Stage 04: PPO on the round's Teacher-scored buffer (the plumbing around ``aresnb.ppo``).
+"""Stage 04: PPO on the round's Teacher-scored buffer (the plumbing around :mod:`aresnb.ppo`).
 
-Reads the policy entering the round and ``03_teacher_scores/samples.parquet``; tokenizes each
-buffered rationale as the SFT target ("Solution: <rationale>") with the token that ends each
-sentence; scores greedy rationales on held-out (val) problems with the Teacher before and after
-PPO; trains; saves the policy (``save_pretrained`` + tokenizer), the critic, metrics and
-``summary.json``. A killed run resumes from the last checkpoint when run again.
+Reads the policy entering the round and ``03_teacher_scores/samples.parquet``: every sample's
+token ids exactly as sampled, with the token that ends each sentence. Scores greedy rationales on
+held-out (val) problems with the Teacher before and after PPO -- an empty or sentence-less
+rationale counts as 0 there, so saying less cannot raise the score -- trains, and saves the policy
+(``save_pretrained`` + tokenizer), the critic, metrics and ``summary.json``. A killed run resumes
+from the last checkpoint when run again.
 
 Multi-process: ``accelerate launch -m aresnb.stages.ppo --params P --round 1``; the main process
-evaluates and writes, every process trains its share of each batch.
+evaluates and writes, every process trains its share of each optimizer step.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import statistics
 import time
@@ -25,14 +27,14 @@ import torch
 
 from aresnb.checkpoints import fingerprint
 from aresnb.config import load_config
-from aresnb.data.prompts import build_source, build_target
+from aresnb.data.prompts import build_source
 from aresnb.generation import generate_rationales
 from aresnb.io import read_json, read_jsonl, write_json
 from aresnb.models import load_rationale_model
 from aresnb.paths import PPO, RunPaths
-from aresnb.ppo import PPOSample, make_accelerator, train_ppo
-from aresnb.rationale_metrics import repeated_sentence_rate
-from aresnb.sentences import sentence_last_token_indices, sentence_texts, split_sentences
+from aresnb.ppo import make_accelerator, train_ppo
+from aresnb.ppo_buffer import PPOSample, buffer_digest
+from aresnb.rationale_metrics import rationale_quality, sentence_texts
 from aresnb.stages.data import load_features, load_problems
 from aresnb.teacher import ProblemView, ScoreItem, open_teacher
 from aresnb.tokenizer import load_tokenizer
@@ -40,57 +42,43 @@ from aresnb.value_model import Seq2SeqValueModel
 
 STAGE = PPO
 SOURCE_FORMAT = "QCM-E"
+COLLAPSE_WARNING_POINTS = 10.0  # warn when the empty-rationale rate rises by more than this
 
 
 # ---- buffer -> PPO samples ---------------------------------------------------------------------
 
 
-def rationale_offset(target: str, rationale: str) -> int | None:
-    """Where ``rationale`` starts inside the target text; None when the target rewrote it."""
-    if target.endswith(rationale):
-        return len(target) - len(rationale)
-    at = target.find(rationale)
-    return None if at < 0 else at
-
-
 def build_ppo_samples(rows: Sequence[dict], problems: Any, tokenizer: Any, max_source_length: int,
-                      max_target_length: int, use_caption: bool = True) -> tuple[list, dict]:
-    """PPOSample per buffered row (dropped replies kept, flagged) and counts of what was seen.
+                      use_caption: bool = True) -> tuple[list[PPOSample], dict]:
+    """A PPOSample per row of samples.parquet (dropped replies kept, flagged) and counts.
 
-    Sentence spans are relative to the stored rationale. When the target text rewrote it
-    (``build_target`` collapses whitespace) the target's rationale is split again; if that gives
-    another number of sentences than there are scores, the sample is dropped ("span_mismatch").
+    The response is the token ids as sampled; only the source is tokenized here.
     """
     row_of_qid = {q: i for i, q in enumerate(problems["qid"])}
-    out, truncated_sentences, reasons = [], 0, {}
+    out, reasons = [], {}
     for r in rows:
         qid = str(r["qid"])
         if qid not in row_of_qid:
             raise KeyError(f"samples.parquet: qid {qid} is not in the train split of the dataset")
-        problem = problems[row_of_qid[qid]]
-        rationale = str(r["rationale"] or "")
-        dropped = bool(r["dropped"]) or r["scores"] is None
-        if dropped:
-            reasons[str(r.get("drop_reason"))] = reasons.get(str(r.get("drop_reason")), 0) + 1
-        target = build_target(problem, SOURCE_FORMAT, rationale=rationale)
-        offset = rationale_offset(target, rationale)
-        spans = [tuple(int(x) for x in s) for s in (r["sentence_spans"] if r["sentence_spans"] is not None else [])]
-        if offset is None:
-            offset = len(target) - len(target.split(": ", 1)[-1])
-            spans = [(x.start, x.end) for x in split_sentences(target[offset:])]
-            if not dropped and len(spans) != len(r["scores"]):
-                dropped, reasons["span_mismatch"] = True, reasons.get("span_mismatch", 0) + 1
-        enc = tokenizer(target, truncation=True, max_length=max_target_length, return_offsets_mapping=True)
-        ends = sentence_last_token_indices(target, tokenizer, spans=spans, char_offset=offset, offsets=enc["offset_mapping"])
-        covered = max((b for a, b in enc["offset_mapping"] if b > a), default=0)
-        truncated_sentences += sum(1 for s in spans if s[1] + offset > covered)
-        source_ids = tokenizer(build_source(problem, SOURCE_FORMAT, use_caption=use_caption), truncation=True, max_length=max_source_length)["input_ids"]
         scores = None if r["scores"] is None else [float(x) for x in r["scores"]]
+        ends = [int(t) for t in r["sentence_end_tokens"]]
+        reason = None
+        if bool(r["dropped"]) or scores is None:
+            reason = str(r.get("drop_reason"))
+        elif len(scores) != len(ends):
+            reason = "span_mismatch"  # a Teacher reply for other sentences than were sampled
+        if reason is not None:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        source = build_source(problems[row_of_qid[qid]], SOURCE_FORMAT, use_caption=use_caption)
+        source_ids = tokenizer(source, truncation=True, max_length=max_source_length)["input_ids"]
         out.append(PPOSample(qid=qid, sample_index=int(r["sample_index"]), source_ids=list(source_ids),
-                             response_ids=list(enc["input_ids"]), sentence_end_indices=ends, scores=scores,
-                             dropped=dropped, feature_row=row_of_qid[qid], text=rationale))
+                             response_ids=[int(t) for t in r["response_ids"]], sentence_end_indices=ends,
+                             scores=scores, ended=bool(r["ended"]), dropped=reason is not None,
+                             feature_row=row_of_qid[qid], text=str(r["rationale"] or ""),
+                             sample_logprobs=[float(x) for x in r["sample_logprobs"]]
+                             if r.get("sample_logprobs") is not None else None))
     return out, {"samples_total": len(rows), "samples_dropped": sum(reasons.values()), "drop_reasons": reasons,
-                 "sentences_truncated": truncated_sentences}
+                 "cut_samples": sum(not s.ended for s in out)}
 
 
 # ---- held-out evaluation: greedy rationales scored by the Teacher --------------------------------
@@ -105,37 +93,65 @@ def eval_subset(n_val: int, n: int | None, seed: int) -> list[int]:
 
 def score_greedy_rationales(model: Any, tokenizer: Any, problems: list[dict], features: np.ndarray,
                             teacher: Any, cfg: Any) -> dict:
-    """Mean Teacher score of the model's greedy rationales on ``problems`` (dropped replies counted)."""
+    """The Teacher's score of the model's greedy rationales on ``problems``.
+
+    A problem's score is the mean of its sentence scores; a rationale without a sentence scores
+    0 (and is counted in ``empty``); a problem whose reply was unusable is left out and counted.
+    """
     model.eval()
     rows = generate_rationales(model, tokenizer, problems, features, num_samples=1, do_sample=False,
                                max_new_tokens=cfg.ppo.eval_max_new_tokens, batch_size=cfg.rollout.batch_size,
                                max_source_length=cfg.model.max_source_length, seed=cfg.run.seed,
                                use_caption=cfg.data.use_caption)
     by_qid = {p["qid"]: p for p in problems}
-    items = [ScoreItem(problem=ProblemView.from_row(by_qid[r["qid"]]), sentences=sentence_texts(r["rationale"]))
-             for r in rows]
-    results = teacher.score_sentences(items)
-    per_problem = [statistics.fmean(res.scores) if res.scores else None for res in results]
-    kept = [s for s, res in zip(per_problem, results) if s is not None and not res.dropped]
+    sentences = [sentence_texts(r["rationale"]) for r in rows]
+    asked = [i for i, s in enumerate(sentences) if s]
+    results = dict(zip(asked, teacher.score_sentences(
+        [ScoreItem(ProblemView.from_row(by_qid[rows[i]["qid"]]), sentences[i]) for i in asked])))
+    per_problem: list[float | None] = []
+    for i in range(len(rows)):
+        if i not in results:
+            per_problem.append(0.0)  # nothing said: nothing helps solve the problem
+        else:
+            per_problem.append(None if results[i].dropped else statistics.fmean(results[i].scores))
+    kept = [s for s in per_problem if s is not None]
     texts = [r["rationale"] for r in rows]
     return {
         "teacher_score": statistics.fmean(kept) if kept else None,
+        "scored": len(kept),
         "dropped": len(rows) - len(kept),
-        "mean_sentences": statistics.fmean(len(i.sentences) for i in items) if items else 0.0,
-        "mean_words": statistics.fmean(len(t.split()) for t in texts) if texts else 0.0,
-        "repetition_rate": repeated_sentence_rate(texts),
+        "empty": len(rows) - len(asked),
+        "quality": rationale_quality(texts),
         "rows": [{"qid": r["qid"], "rationale": r["rationale"], "score": s} for r, s in zip(rows, per_problem)],
     }
 
 
+def paired_delta(before: dict, after: dict, n_samples: int, seed: int) -> dict:
+    """After minus before on the problems scored both times, with a paired bootstrap 95% interval."""
+    a = {r["qid"]: r["score"] for r in before["rows"] if r["score"] is not None}
+    b = {r["qid"]: r["score"] for r in after["rows"] if r["score"] is not None}
+    both = sorted(set(a) & set(b))
+    if not both:
+        return {"delta": None, "ci95": [None, None], "n": 0}
+    d = np.array([b[q] - a[q] for q in both])
+    draws = d[np.random.default_rng(seed).integers(0, len(d), size=(n_samples, len(d)))].mean(axis=1)
+    return {"delta": float(d.mean()), "ci95": [float(x) for x in np.quantile(draws, [0.025, 0.975])], "n": len(both)}
+
+
 # ---- the stage ---------------------------------------------------------------------------------
+
+
+def _held_out(cfg: Any, paths: RunPaths) -> tuple[list[dict], np.ndarray]:
+    problems = load_problems(paths)["val"]
+    rows = eval_subset(len(problems), cfg.ppo.eval_problems, cfg.run.seed)
+    return [problems[i] for i in rows], load_features(paths, "val")[rows]
 
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, *, accelerator: Any = None,
         log: Callable[[str], None] = print) -> dict:
     """Evaluate the entering policy, PPO on the buffer, evaluate again; returns the summary."""
     started = time.time()
-    accelerator = accelerator or make_accelerator()
+    accelerator = accelerator or make_accelerator(mixed_precision=cfg.run.mixed_precision)
     main = accelerator.is_main_process
     stage_dir = paths.stage_dir(STAGE, round_index)
     policy_dir = paths.policy_entering_round(round_index)
@@ -144,85 +160,40 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, *, accelerator: 
         if not Path(need).exists():
             raise FileNotFoundError(f"stage 04 needs {what}: {need} does not exist; run the earlier stages first")
 
-    torch.manual_seed(cfg.run.seed)
+    torch.manual_seed(cfg.run.seed)  # the critic's fresh head: the same on every process and on resume
     tokenizer = load_tokenizer(policy_dir)
     policy = load_rationale_model(policy_dir)
-    ref_policy = load_rationale_model(policy_dir)
     value_model = Seq2SeqValueModel.from_policy(policy, shared=cfg.ppo.value_model == "shared")
-    problems = load_problems(paths)
-    train_features = load_features(paths, "train")
-    val_features = load_features(paths, "val")
-    val_rows = eval_subset(len(problems["val"]), cfg.ppo.eval_problems, cfg.run.seed)
-    eval_problems = [problems["val"][i] for i in val_rows]
-    eval_features = val_features[val_rows]
-
-    buffer_rows = pd.read_parquet(samples_file).to_dict("records")
-    samples, buffer_stats = build_ppo_samples(buffer_rows, problems["train"], tokenizer,
-                                              cfg.model.max_source_length, cfg.model.max_target_length,
-                                              use_caption=cfg.data.use_caption)
-
-    # what identifies this run's checkpoints: every parameter and the exact buffer
-    run_id = fingerprint(cfg.hash(), [(s.qid, s.sample_index, s.response_ids, s.scores) for s in samples])
-    teacher = None
-    before_file = paths.ppo_eval_file(round_index, "before")
-    if main:
-        teacher = open_teacher(cfg, paths)
+    eval_problems, eval_features = _held_out(cfg, paths)
+    samples, buffer_stats = build_ppo_samples(pd.read_parquet(samples_file).to_dict("records"),
+                                              load_problems(paths)["train"], tokenizer,
+                                              cfg.model.max_source_length, use_caption=cfg.data.use_caption)
+    run_id = fingerprint(cfg.hash(), buffer_digest(samples))  # every parameter and the exact buffer
+    teacher = open_teacher(cfg, paths) if main else None
     try:
+        before = None
         if main:
-            before = read_json(before_file) if before_file.exists() else {}
-            if before.get("fingerprint") != run_id:  # else: resumed, the entering policy was scored
-                t = time.time()
-                before = score_greedy_rationales(ref_policy, tokenizer, eval_problems, eval_features, teacher, cfg)
-                before.update(wall_time_s=time.time() - t, fingerprint=run_id)
-                write_json(before_file, before)
+            before = _score_before(cfg, paths, round_index, policy, tokenizer, eval_problems, eval_features,
+                                   teacher, run_id)
             log(f"before PPO: Teacher score {_fmt(before['teacher_score'])} on {len(eval_problems)} val problems "
-                f"({before['dropped']} dropped)")
+                f"({before['empty']} empty, {before['dropped']} unscored)")
         accelerator.wait_for_everyone()
-
-        result = train_ppo(policy, ref_policy, value_model, samples, cfg.ppo, stage_dir, accelerator=accelerator,
-                           features=train_features, pad_token_id=tokenizer.pad_token_id,
+        result = train_ppo(policy, value_model, samples, cfg.ppo, stage_dir, accelerator=accelerator,
+                           features=load_features(paths, "train"), pad_token_id=tokenizer.pad_token_id,
                            decoder_start_token_id=policy.config.decoder_start_token_id,
                            temperature=cfg.rollout.temperature, seed=cfg.run.seed, fingerprint=run_id, log=log)
-
         summary: dict = {}
         if main:
-            policy_out = paths.ppo_policy_dir(round_index)
-            policy.save_pretrained(policy_out)
-            tokenizer.save_pretrained(policy_out)
+            policy.save_pretrained(paths.ppo_policy_dir(round_index))
+            tokenizer.save_pretrained(paths.ppo_policy_dir(round_index))
             value_model.save_pretrained(paths.ppo_value_dir(round_index))
             t = time.time()
             after = score_greedy_rationales(policy, tokenizer, eval_problems, eval_features, teacher, cfg)
             after["wall_time_s"] = time.time() - t
             write_json(paths.ppo_eval_file(round_index, "after"), after)
             log(f"after PPO:  Teacher score {_fmt(after['teacher_score'])} (before {_fmt(before['teacher_score'])})")
-            metrics = read_jsonl(paths.metrics_file(STAGE, round_index))
-            summary = {
-                "stage": STAGE,
-                "round": round_index,
-                "teacher_score_before": before["teacher_score"],
-                "teacher_score_after": after["teacher_score"],
-                "teacher_score_delta": (after["teacher_score"] - before["teacher_score"])
-                if before["teacher_score"] is not None and after["teacher_score"] is not None else None,
-                "eval_problems": len(eval_problems),
-                "eval_dropped_before": before["dropped"],
-                "eval_dropped_after": after["dropped"],
-                "eval_repetition_rate_before": before["repetition_rate"],
-                "eval_repetition_rate_after": after["repetition_rate"],
-                "eval_mean_words_before": before["mean_words"],
-                "eval_mean_words_after": after["mean_words"],
-                **buffer_stats,
-                "sequences_trained": result.sequences_trained,
-                "sequences_unused": result.unused,
-                "updates": result.updates,
-                "resumed_from_update": result.resumed_from,
-                "processes": accelerator.num_processes,
-                "value_model": cfg.ppo.value_model,
-                "mean_sps": statistics.fmean(m["charts/sps"] for m in metrics) if metrics else None,
-                "final_metrics": metrics[-1] if metrics else {},
-                "policy_dir": str(policy_out),
-                "teacher_usage": teacher.usage(),
-                "wall_time_s": time.time() - started,
-            }
+            summary = stage_summary(cfg, paths, round_index, before, after, buffer_stats, result, accelerator,
+                                    teacher.usage(), time.time() - started, log)
             write_json(paths.summary_file(STAGE, round_index), summary)
         accelerator.wait_for_everyone()
     finally:
@@ -231,8 +202,69 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, *, accelerator: 
     return summary
 
 
+def _score_before(cfg, paths, round_index, policy, tokenizer, problems, features, teacher, run_id) -> dict:
+    """The entering policy's held-out score; kept on disk, so a resumed stage does not redo it."""
+    before_file = paths.ppo_eval_file(round_index, "before")
+    before = read_json(before_file) if before_file.exists() else {}
+    if before.get("fingerprint") != run_id:
+        t = time.time()
+        before = score_greedy_rationales(policy, tokenizer, problems, features, teacher, cfg)
+        before.update(wall_time_s=time.time() - t, fingerprint=run_id)
+        write_json(before_file, before)
+    return before
+
+
+def stage_summary(cfg: Any, paths: RunPaths, round_index: int, before: dict, after: dict, buffer_stats: dict,
+                  result: Any, accelerator: Any, usage: dict, wall_time_s: float,
+                  log: Callable[[str], None] = print) -> dict:
+    """summary.json of stage 04, and the loud warning when the policy collapsed."""
+    metrics = result.metrics
+    quality = {"before_rl": before["quality"], "after_rl": after["quality"]}
+    empty_rise = 100.0 * (after["quality"]["empty_rate"] - before["quality"]["empty_rate"])
+    collapsed = empty_rise > COLLAPSE_WARNING_POINTS
+    if collapsed:
+        log(f"WARNING: the policy collapsed towards empty rationales: {100 * after['quality']['empty_rate']:.0f}% of "
+            f"greedy val rationales are empty after PPO ({100 * before['quality']['empty_rate']:.0f}% before). "
+            "Lower ppo.lr or ppo.ppo_epochs, or raise ppo.kl_loss_coef.")
+    expected_steps = math.ceil((buffer_stats["samples_total"] - buffer_stats["samples_dropped"]) / cfg.ppo.batch_size)
+    delta = paired_delta(before, after, cfg.evaluation.bootstrap_samples, cfg.run.seed)
+    return {
+        "stage": STAGE,
+        "round": round_index,
+        "teacher_score_before": before["teacher_score"],
+        "teacher_score_after": after["teacher_score"],
+        "teacher_score_delta": delta["delta"],
+        "teacher_score_delta_ci95": delta["ci95"],
+        "eval_problems": len(before["rows"]),
+        "eval_empty_before": before["empty"],
+        "eval_empty_after": after["empty"],
+        "eval_unscored_before": before["dropped"],
+        "eval_unscored_after": after["dropped"],
+        "eval_quality": quality,  # repeated / unfinished / empty rates and mean length, greedy val
+        "collapse_warning": collapsed,
+        **buffer_stats,
+        "sequences_trained": result.sequences,
+        "passes": result.passes,
+        "optimizer_steps": result.optimizer_steps,
+        "expected_optimizer_steps": expected_steps * cfg.ppo.ppo_epochs if cfg.ppo.max_steps is None else None,
+        "kl_by_pass": result.kl_by_pass,
+        "sampling_logprob_gap": result.sampling_logprob_gap,
+        "resumed_from_step": result.resumed_from_step,
+        "processes": accelerator.num_processes,
+        "value_model": cfg.ppo.value_model,
+        "guards": {"kl_loss_coef": cfg.ppo.kl_loss_coef, "value_warmup_passes": cfg.ppo.value_warmup_passes,
+                   "value_warmup_loss": result.value_warmup_loss},
+        "throughput": {k: statistics.fmean(m[f"throughput/{k}"] for m in metrics) if metrics else None
+                       for k in ("sequences_per_s", "tokens_per_s", "padding_share")},
+        "final_metrics": metrics[-1] if metrics else {},
+        "policy_dir": str(paths.ppo_policy_dir(round_index)),
+        "teacher_usage": usage,
+        "wall_time_s": wall_time_s,
+    }
+
+
 def load(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
-    """The finished round: summary, per-update metrics, greedy val rationales before and after PPO."""
+    """The finished round: summary, per-step metrics, greedy val rationales before and after PPO."""
     rows = {when: pd.DataFrame(read_json(paths.ppo_eval_file(round_index, when))["rows"]).set_index("qid")
             for when in ("before", "after")}
     return {

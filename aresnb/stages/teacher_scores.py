@@ -1,9 +1,14 @@
 """Stage 03: sample k rationales per train problem, split them, have the Teacher score each sentence.
 
 Writes ``round_<i>/03_teacher_scores/samples.parquet`` (one row per (qid, sample_index); columns
-in docs/architecture.md) and ``summary.json``. A killed run resumes without one repeated Teacher
-call: the sampled rationales are kept in ``rollouts.jsonl`` (reused when the policy and the rollout
-parameters are unchanged) and every reply is in the cache the moment it arrives.
+in docs/architecture.md) and ``summary.json``. What was sampled is kept exactly: the token ids as
+generated, whether EOS ended the sample or ``max_new_tokens`` cut it, the sampling policy's log-prob
+of every token, and the index of the token that ends each sentence (a cut sample keeps its
+unfinished last sentence, which ends at its last token). PPO (stage 04) trains on these ids.
+
+A killed run resumes without one repeated Teacher call and without resampling what was kept:
+``rollouts.jsonl`` grows batch by batch (each batch seeded on its own, so the resumed sampling
+is the one an uninterrupted run makes) and every reply is in the cache the moment it arrives.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import pandas as pd
 
 from aresnb.checkpoints import dir_signature, fingerprint
 from aresnb.checks import check_scored_samples
-from aresnb.generation import generate_rationales
-from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
+from aresnb.data.prompts import solution_start
+from aresnb.generation import length_sorted_batches, sample_responses
+from aresnb.io import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from aresnb.models import load_rationale_model
 from aresnb.paths import TEACHER_SCORES, RunPaths
-from aresnb.sentences import split_sentences
+from aresnb.sentences import sentence_end_tokens, split_sentences
 from aresnb.stages.data import load_features, load_problems
 from aresnb.tokenizer import load_tokenizer
 from aresnb.teacher import PROMPT_VERSION, ProblemView, ScoreItem, open_teacher, prompt_preview
@@ -47,42 +53,68 @@ def rollouts_fingerprint(policy_dir: Path, cfg: Any, round_index: int, qids: lis
 
 def sample_rationales(cfg: Any, paths: RunPaths, round_index: int, problems: list[dict],
                       indices: list[int]) -> tuple[list[dict], bool]:
-    """k sampled rationales per problem from the policy entering this round (reused if saved)."""
+    """k sampled rationales per problem from the policy entering this round; (rows, all reused).
+
+    Batches already in ``rollouts.jsonl`` (same fingerprint) are kept; sampling resumes after them.
+    """
     policy_dir = Path(paths.policy_entering_round(round_index))
     if not policy_dir.exists():
         raise FileNotFoundError(f"stage 03 round {round_index}: the policy {policy_dir} does not exist; run the earlier stages first")
-    qids = [p["qid"] for p in problems]
-    fp = rollouts_fingerprint(policy_dir, cfg, round_index, qids)
+    fp = rollouts_fingerprint(policy_dir, cfg, round_index, [p["qid"] for p in problems])
     saved = paths.rollouts_file(round_index)
-    rows = read_jsonl(saved)
-    if rows and rows[0].get("fingerprint") == fp:
-        return rows[1:], True
-
+    lines = read_jsonl(saved, tolerate_partial_last_line=True)
+    kept = lines[1:] if lines and lines[0].get("fingerprint") == fp else []
+    r = cfg.rollout
+    tokenizer = load_tokenizer(policy_dir)
+    n_batches = len(length_sorted_batches([0] * len(problems), r.batch_size))
+    done = len({row["batch"] for row in kept})
+    if done == n_batches:
+        return kept, True
+    if not kept:
+        write_jsonl(saved, [{"fingerprint": fp}])
     features = load_features(paths, "train")[indices]
     model = load_rationale_model(policy_dir, feature_shape=features.shape[1:])
-    tokenizer = load_tokenizer(policy_dir)
-    r = cfg.rollout
-    samples = generate_rationales(
-        model, tokenizer, problems, features, num_samples=r.samples_per_problem, do_sample=True, top_k=r.top_k,
-        temperature=r.temperature, max_new_tokens=r.max_new_tokens, batch_size=r.batch_size,
-        max_source_length=cfg.model.max_source_length, seed=cfg.run.seed * 1000 + round_index,
-        use_caption=cfg.data.use_caption)
-    write_jsonl(saved, [{"fingerprint": fp}, *samples])
-    return samples, False
+    for b, rows in sample_responses(model, tokenizer, problems, features, num_samples=r.samples_per_problem,
+                                    top_k=r.top_k, temperature=r.temperature, max_new_tokens=r.max_new_tokens,
+                                    batch_size=r.batch_size, max_source_length=cfg.model.max_source_length,
+                                    seed=cfg.run.seed * 1000 + round_index, use_caption=cfg.data.use_caption,
+                                    skip_batches=done):
+        for row in rows:
+            row.update(batch=b, **sentence_layout(tokenizer, row))
+        append_jsonl(saved, rows)  # one write per batch: a kill loses at most the batch in flight
+        kept += rows
+    return kept, False
+
+
+def sentence_layout(tokenizer: Any, row: dict) -> dict:
+    """The rationale's sentences, their character spans and the token that ends each one."""
+    spans = split_sentences(row["rationale"])
+    text = tokenizer.decode(row["response_ids"], skip_special_tokens=True)
+    return {"sentences": [x.text for x in spans], "sentence_spans": [[x.start, x.end] for x in spans],
+            "sentence_end_tokens": sentence_end_tokens(tokenizer, row["response_ids"], spans, solution_start(text))}
+
+
+SAMPLE_COLUMNS = ("qid", "sample_index", "rationale", "sentences", "sentence_spans", "scores", "dropped",
+                  "drop_reason", "raw_reply", "drop_detail", "cached", "response_ids", "ended", "sample_logprobs",
+                  "sentence_end_tokens")
 
 
 def score_samples(teacher: Any, problems: dict[str, dict], samples: list[dict]) -> pd.DataFrame:
-    """Split each rationale, score its sentences; one row per sample (columns of samples.parquet)."""
+    """Score every sample's sentences; one row per sample (the columns of samples.parquet)."""
     views = {qid: ProblemView.from_row(row) for qid, row in problems.items()}
-    spans = [split_sentences(s["rationale"]) for s in samples]
-    items = [ScoreItem(views[s["qid"]], [x.text for x in sp]) for s, sp in zip(samples, spans)]
-    results = teacher.score_sentences(items)
-    return pd.DataFrame([{
-        "qid": s["qid"], "sample_index": int(s["sample_index"]), "rationale": s["rationale"],
-        "sentences": [x.text for x in sp], "sentence_spans": [[x.start, x.end] for x in sp],
-        "scores": res.scores, "dropped": res.dropped, "drop_reason": res.drop_reason,
-        "raw_reply": res.raw_reply, "drop_detail": res.detail, "cached": res.cached,
-    } for s, sp, res in zip(samples, spans, results)])
+    results = teacher.score_sentences([ScoreItem(views[s["qid"]], list(s["sentences"])) for s in samples])
+    rows = [{**s, "sample_index": int(s["sample_index"]), "scores": res.scores, "dropped": res.dropped,
+             "drop_reason": res.drop_reason, "raw_reply": res.raw_reply, "drop_detail": res.detail,
+             "cached": res.cached} for s, res in zip(samples, results)]
+    return pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
+
+
+def sample_signal(df: pd.DataFrame) -> dict:
+    """Do the k samples of one prompt differ in score? PPO learns only from such differences."""
+    means = df[~df["dropped"]].assign(mean=lambda d: [float(np.mean(s)) for s in d["scores"]])
+    spread = means.groupby("qid")["mean"].agg(lambda x: float(np.std(x)) if len(x) > 1 else float("nan")).dropna()
+    return {"prompts": int(len(spread)), "prompts_with_varying_scores": float((spread > 1e-9).mean()) if len(spread) else None,
+            "mean_within_prompt_std": float(spread.mean()) if len(spread) else None}
 
 
 def score_summary(df: pd.DataFrame) -> dict:
@@ -102,6 +134,8 @@ def score_summary(df: pd.DataFrame) -> dict:
         "share_one": float(np.mean(scores == 1.0)) if len(scores) else None,
         "score_histogram": hist,
         "replies_from_cache": int(df["cached"].sum()),
+        "cut_samples": int((~df["ended"].astype(bool)).sum()),  # no EOS: stopped by max_new_tokens
+        "mean_response_tokens": float(np.mean([len(x) for x in df["response_ids"]])) if len(df) else 0.0,
     }
 
 
@@ -126,7 +160,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     df.to_parquet(paths.samples_file(round_index), index=False)
     summary = {
         "stage": STAGE, "round": round_index, "problems": len(problems),
-        "samples_per_problem": cfg.rollout.samples_per_problem, **score_summary(df),
+        "samples_per_problem": cfg.rollout.samples_per_problem, **score_summary(df), "signal": sample_signal(df),
         "teacher": {"model": cfg.teacher.model, "prompt_version": PROMPT_VERSION,
                     "endpoint": "local:" + cfg.teacher.local_backend if cfg.teacher.serve_local else cfg.teacher.base_url,
                     **{k: v for k, v in usage.items() if k != "model"}},

@@ -3,13 +3,20 @@
 It answers this project's three prompts (it parses them: they are ours) by finding the problem
 in the dataset (normalised question + options + answer; the image hash breaks ties) and:
 
-- scores: a sentence that repeats an earlier one 0.0. Synthetic data: the synthetic grader's
-  ``check_sentence`` against the recorded image content — true and about the answer 1.0, true but
-  indirect 0.7, no checkable claim 0.5, false 0.0. Other data: token overlap (F1) with the gold
-  solution's closest sentence, ``min(1, 0.1 + 1.2 * F1)`` rounded to 0.1;
-- corrections: collapse repeated words, drop repeated and cut-off sentences, replace false
-  (synthetic) or off-topic (real data) sentences by the closest gold sentence;
-- judging: the rationale with the higher mean score, minus 0.1 per repeated sentence; equal -> tie.
+- scores, the paper's rubric (``RUBRIC``). A sentence that repeats an earlier one: 0.0. A
+  conclusion (it states the answer) that names the right option: 1.0; one that names a wrong
+  option, no option or a non-option: 0.0. Synthetic data, by the synthetic grader: a true claim
+  naming the answer 1.0, another true problem-specific claim 0.8, one of the problem's recorded
+  starting thoughts 0.5, a false claim or a self-comparison 0.0, a sentence with nothing to check
+  (a fragment, noise) 0.1. Other data: token overlap (F1) with the gold solution's closest
+  sentence, ``min(1, 0.1 + 1.2 * F1)`` rounded to 0.1;
+- corrections: collapse repeated words, drop repeated and cut-off sentences and fragments,
+  replace a false sentence by the closest true statement of the problem (synthetic: its facts and
+  conclusion; other data: the gold solution), end with the conclusion when none is there;
+- judging, with criteria of its own (``judge_key``), in order: names the correct option; fewer
+  false claims; complete and without repetition; more true claims. A forced choice: when they
+  cannot separate the two, it picks Option A (a position preference, as LLM judges have; the
+  caller randomises the order, so such items split evenly).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..data.synthetic_grader import check_sentence
+from ..data.synthetic_grader import FALSE, NEUTRAL, TRUE, UNVERIFIABLE, grade_sentence, is_conclusion, names_option
 from ..sentences import is_terminated, sentence_texts
 from . import prompts
 from .problem import LETTERS, ProblemView, collapse, sha256_hex
@@ -29,6 +36,16 @@ _STOP = frozenset("the a an of to in on and or is are was were be it its this th
                   "from which what so there their they these those not can has have".split())
 _REPEATED_WORDS = re.compile(r"\b(\w+)(?:\s+\1\b)+", re.I)
 _ANSWER_CLAIM = re.compile(r"answer is \(?([A-Z])\)?")
+
+# The paper's rubric (../shared/design/ares.md section 2), by what the synthetic grader finds.
+RUBRIC = {
+    "true_about_answer": 1.0,  # correct, and moves the reasoning to the answer (a right conclusion)
+    "true_specific": 0.8,  # a true claim about this problem that does not name the answer
+    NEUTRAL: 0.5,  # a starting thought, a true but indirect statement
+    UNVERIFIABLE: 0.1,  # nothing to check, not a starting thought: a fragment, noise
+    FALSE: 0.0,  # a wrong claim, a conclusion naming a wrong / no / a non-option, a self-comparison
+    "unknown_problem": 0.5,  # the Teacher cannot find the problem: it cannot judge
+}
 
 
 def _norm(text: str) -> str:
@@ -111,23 +128,30 @@ class ReferenceTeacher:
 
     def _score_one(self, problem: ProblemView | None, sentence: str) -> float:
         if problem is None:
-            return 0.5
-        record = problem.record
-        if record is not None:
-            verdict = check_sentence(sentence, record)
-            if verdict is None:
-                verdict = self._answer_claim(problem, sentence)
-            if verdict is None:
-                return 0.5
-            if not verdict:
-                return 0.0
-            return 1.0 if _mentions(sentence, problem.choices[problem.answer]) else 0.7
+            return RUBRIC["unknown_problem"]
+        if problem.record is not None:
+            grade = grade_sentence(sentence, problem.record)
+            if grade == TRUE:
+                names = is_conclusion(sentence) or names_option(sentence, problem.record.get("answer", ""))
+                return RUBRIC["true_about_answer"] if names else RUBRIC["true_specific"]
+            return RUBRIC[grade]
+        claim = self._conclusion_claim(problem, sentence)
+        if claim is not None:
+            return RUBRIC["true_about_answer"] if claim else RUBRIC[FALSE]
         gold = sentence_texts(problem.solution) or [problem.answer_text]
         f1 = max(overlap_f1(sentence, g) for g in gold)
-        claim = self._answer_claim(problem, sentence)
-        if claim is not None:
-            return 1.0 if claim else 0.0
         return round(min(1.0, 0.1 + 1.2 * f1), 1)
+
+    @staticmethod
+    def _conclusion_claim(problem: ProblemView, sentence: str) -> bool | None:
+        """Real data: does a conclusion name the right option (by letter or text)? None: not one."""
+        letter = ReferenceTeacher._answer_claim(problem, sentence)
+        if letter is not None:
+            return letter
+        if not is_conclusion(sentence):
+            return None
+        named = [i for i, c in enumerate(problem.choices) if names_option(sentence, c)]
+        return named == [problem.answer]
 
     @staticmethod
     def _answer_claim(problem: ProblemView, sentence: str) -> bool | None:
@@ -145,33 +169,52 @@ class ReferenceTeacher:
             sents[-1] += "."
         if problem is None:
             return " ".join(dict.fromkeys(sents)) or rationale
-        gold = [g for g in sentence_texts(problem.solution) if g]
+        truths = self._statements(problem)
         out, seen = [], set()
         for s in sents:
             if _norm(s) in seen:
                 continue
-            seen.add(_norm(s))
             score = self._score_one(problem, s)
-            if score <= 0.2:  # wrong: replace with the closest gold sentence not used yet
-                spare = [g for g in gold if _norm(g) not in seen]
-                if not spare:
-                    continue
-                s = max(spare, key=lambda g: overlap_f1(s, g))
-                seen.add(_norm(s))
+            if score <= RUBRIC[UNVERIFIABLE]:  # wrong, or a fragment: the closest true statement unused yet
+                spare = [t for t in truths if _norm(t) not in seen]
+                if score == RUBRIC[UNVERIFIABLE] and problem.record is not None or not spare:
+                    continue  # a fragment says nothing to correct: drop it
+                s = max(spare, key=lambda t: overlap_f1(s, t))
+            seen.add(_norm(s))
             out.append(s)
+        if truths and not any(is_conclusion(s) for s in out) and is_conclusion(truths[-1]):
+            out.append(truths[-1])  # a rationale that never concludes is incomplete
         return " ".join(out) or collapse(problem.solution) or f"The answer is {problem.answer_text}."
 
-    def judge(self, problem: ProblemView | None, a: str, b: str) -> str:
-        def quality(text: str) -> float:
-            sents = sentence_texts(text)
-            if not sents:
-                return -1.0
-            scores = self.sentence_scores(problem, sents)
-            repeats = len(sents) - len({_norm(s) for s in sents})
-            return sum(scores) / len(scores) - 0.1 * repeats
+    def _statements(self, problem: ProblemView) -> list[str]:
+        """The true statements a corrector may use: the record's (synthetic) or the gold solution's."""
+        if problem.record is not None and problem.record.get("statements"):
+            return list(problem.record["statements"])
+        return [g for g in sentence_texts(problem.solution) if g]
 
-        qa, qb = quality(a), quality(b)
-        return "tie" if abs(qa - qb) < 1e-9 else ("A" if qa > qb else "B")
+    def judge_key(self, problem: ProblemView | None, text: str) -> tuple:
+        """What the judge compares, in order: names the correct option; fewer false claims;
+        complete and without repetition; more true claims. Larger is better."""
+        sents = sentence_texts(text)
+        if not sents:
+            return (0, float("-inf"), float("-inf"), 0)
+        grades = [self._judge_grade(problem, s) for s in sents]
+        conclusions = [g for s, g in zip(sents, grades) if is_conclusion(s)]
+        correct = bool(conclusions) and conclusions[-1] == TRUE
+        repeats = len(sents) - len({_norm(s) for s in sents})
+        unfinished = int(not is_terminated(sents[-1]))
+        return (int(correct), -grades.count(FALSE), -(repeats + unfinished), grades.count(TRUE))
+
+    def _judge_grade(self, problem: ProblemView | None, sentence: str) -> str:
+        if problem is None:
+            return UNVERIFIABLE
+        if problem.record is not None:
+            return grade_sentence(sentence, problem.record)
+        score = self._score_one(problem, sentence)  # real data: by overlap with the gold solution
+        return TRUE if score >= 0.7 else FALSE if score <= 0.2 else NEUTRAL
+
+    def judge(self, problem: ProblemView | None, a: str, b: str) -> str:
+        return "B" if self.judge_key(problem, b) > self.judge_key(problem, a) else "A"
 
     # ---- a chat request in, the reply text out -------------------------------------------
     def reply(self, messages: list[dict]) -> str:

@@ -1,0 +1,218 @@
+"""Does the embedded default show ARES's effect? The whole pipeline once per seed, then the verdicts.
+
+    .venv/bin/python benchmarks/ares_effect.py [--seeds 3] [--out benchmarks/results/ares_effect.json]
+                                               [--params params/smoke.yaml] [--set KEY=VALUE ...]
+
+Each seed is a full ``aresnb run`` (the papermill pipeline, as ``make reproduce`` runs it) into its
+own run folder under ``--runs-dir``; nothing is computed here but statistics of the runs' own
+``summary.json`` files and judgments. ``per_seed`` has one object per seed, ``pooled`` the same
+keys over all seeds: the win rate pooled over every judged problem of every seed (bootstrap 95%
+interval over problems), the held-out Teacher score pooled over every scored val problem (paired
+bootstrap of the change), the other figures as means over seeds with their range. Then one
+verdict line per outcome ARES should show (pooled, and in direction for every seed); an outcome
+that is not reached says FAIL, here and in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aresnb.io import read_json, read_jsonl  # noqa: E402
+from aresnb.paths import RunPaths  # noqa: E402
+
+POINTS = ("before_rl", "after_rl", "after_sft")
+TARGETS = {"win_rate": 0.60, "test_problems": 200, "stage_time_s": 360.0, "benchmark_s": 25 * 60.0}
+
+
+def run_seed(params: str, seed: int, runs_dir: Path, overrides: list[str]) -> Path:
+    cmd = [sys.executable, "-m", "aresnb.cli", "run", params, "--set", f"run.seed={seed}",
+           "--set", f"run.name=effect_seed{seed}", "--set", f"run.output_dir={runs_dir}", "--quiet"]
+    for o in overrides:
+        cmd += ["--set", o]
+    env = {**os.environ, "ARESNB_TEACHER_KEY": os.environ.get("ARESNB_TEACHER_KEY", "local")}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"seed {seed}: aresnb run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return runs_dir / f"effect_seed{seed}"
+
+
+def seed_result(run_dir: Path, rounds: int) -> dict:
+    """The figures of one run, read from its files."""
+    paths = RunPaths.from_dir(run_dir)
+    s4, s6, s7 = (read_json(paths.summary_file(st, rounds if st == "04_ppo" else None))
+                  for st in ("04_ppo", "06_answer_lora", "07_evaluation"))
+    degeneration = s7["degeneration"]
+    claims = s7["claims"] or {}
+    acc = s6["accuracy"]
+    manifest = read_json(paths.manifest)
+    return {
+        "teacher_score_before": s4["teacher_score_before"],
+        "teacher_score_after": s4["teacher_score_after"],
+        "repeated_rate": {p: degeneration[_point(p)]["repeated_sentence_rate"] for p in POINTS if _point(p) in degeneration},
+        "unfinished_rate": {p: degeneration[_point(p)]["unfinished_sentence_rate"] for p in POINTS if _point(p) in degeneration},
+        "win_rate": s7["win_rate"],
+        "win_rate_ci95": s7["win_rate_ci95"],
+        "decisive_win_rate": s7["decisive_win_rate"],
+        "accuracy": {m: {"qcm_a": acc.get(k, {}).get("QCM-A", {}).get("Avg"),
+                         "qcmg_a": acc.get(k, {}).get("QCMG-A", {}).get("Avg")}
+                     for m, k in (("baseline", "baseline"), ("ares", "ares"))},
+        "true_claim_share": {m: (claims.get(p) or {}).get("all", {}).get("true_share")
+                             for m, p in (("baseline", "baseline"), ("ares", "after_sft"))},
+        "false_claim_share": {m: (claims.get(p) or {}).get("all", {}).get("false_share")
+                              for m, p in (("baseline", "baseline"), ("ares", "after_sft"))},
+        "test_problems": s7["test_problems"],
+        "stage_time_s": round(sum(v.get("wall_time_s", 0) for v in manifest["stages"].values()), 1),
+        "run_dir": str(run_dir),
+    }
+
+
+def _point(p: str) -> str:
+    return "baseline" if p == "before_rl" else p
+
+
+def _bootstrap_mean(x: np.ndarray, n: int = 5000, seed: int = 0) -> list[float]:
+    draws = x[np.random.default_rng(seed).integers(0, len(x), size=(n, len(x)))].mean(axis=1)
+    return [float(v) for v in np.quantile(draws, [0.025, 0.975])]
+
+
+def pooled_result(runs: list[Path], per_seed: list[dict], rounds: int) -> dict:
+    """Win rate over every judged problem of every seed; held-out score over every val problem."""
+    picks = np.array([1.0 if r["sides"][0] == "ares" else 0.0
+                      for run in runs for r in read_jsonl(RunPaths.from_dir(run).judgments_file)])
+    before, after = [], []
+    for run in runs:
+        paths = RunPaths.from_dir(run)
+        b = {r["qid"]: r["score"] for r in read_json(paths.ppo_eval_file(rounds, "before"))["rows"]}
+        a = {r["qid"]: r["score"] for r in read_json(paths.ppo_eval_file(rounds, "after"))["rows"]}
+        both = [q for q in b if b[q] is not None and a.get(q) is not None]
+        before += [b[q] for q in both]
+        after += [a[q] for q in both]
+    delta = np.array(after) - np.array(before)
+
+    def mean(key, *sub):
+        vals = [_get(s, key, *sub) for s in per_seed]
+        vals = [v for v in vals if v is not None]
+        return statistics.fmean(vals) if vals else None
+
+    return {
+        "teacher_score_before": float(np.mean(before)), "teacher_score_after": float(np.mean(after)),
+        "teacher_score_delta": float(delta.mean()), "teacher_score_delta_ci95": _bootstrap_mean(delta),
+        "repeated_rate": {p: mean("repeated_rate", p) for p in POINTS},
+        "unfinished_rate": {p: mean("unfinished_rate", p) for p in POINTS},
+        "win_rate": float(picks.mean()), "win_rate_ci95": _bootstrap_mean(picks), "judged_problems": int(len(picks)),
+        "decisive_win_rate": mean("decisive_win_rate"),
+        "accuracy": {m: {f: mean("accuracy", m, f) for f in ("qcm_a", "qcmg_a")} for m in ("baseline", "ares")},
+        "true_claim_share": {m: mean("true_claim_share", m) for m in ("baseline", "ares")},
+        "false_claim_share": {m: mean("false_claim_share", m) for m in ("baseline", "ares")},
+        "test_problems": sum(s["test_problems"] for s in per_seed),
+        "spread": {k: [min(_get(s, *k.split(".")) for s in per_seed), max(_get(s, *k.split(".")) for s in per_seed)]
+                   for k in ("win_rate", "teacher_score_after", "accuracy.ares.qcmg_a", "accuracy.baseline.qcmg_a")
+                   if all(_get(s, *k.split(".")) is not None for s in per_seed)},
+    }
+
+
+def _get(d: dict, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or d.get(k) is None:
+            return None
+        d = d[k]
+    return d
+
+
+def verdicts(per_seed: list[dict], pooled: dict, benchmark_s: float) -> list[dict]:
+    """One line per outcome the embedded default must show: pooled, and in direction for every seed."""
+    def le(a, b):
+        return a is not None and b is not None and a <= b + 1e-12
+
+    def line(name, ok, detail):
+        return {"outcome": name, "pass": bool(ok), "detail": detail}
+
+    seeds_up = [s["teacher_score_after"] > s["teacher_score_before"] for s in per_seed]
+    out = [line("held-out Teacher score after PPO above before",
+                pooled["teacher_score_delta"] > 0 and all(seeds_up),
+                f"pooled {pooled['teacher_score_before']:.3f} -> {pooled['teacher_score_after']:.3f} (change "
+                f"{pooled['teacher_score_delta']:+.3f}, 95% CI {pooled['teacher_score_delta_ci95'][0]:+.3f} to "
+                f"{pooled['teacher_score_delta_ci95'][1]:+.3f}); per seed "
+                + " ".join(f"{s['teacher_score_after'] - s['teacher_score_before']:+.3f}" for s in per_seed))]
+    for rate in ("repeated_rate", "unfinished_rate"):
+        ok = le(pooled[rate]["after_sft"], pooled[rate]["after_rl"]) and all(
+            le(s[rate].get("after_sft"), s[rate].get("after_rl")) for s in per_seed)
+        out.append(line(f"after SFT, {rate.replace('_', ' ')} at or below after RL", ok,
+                        f"pooled {pooled[rate]['before_rl']:.3f} / {pooled[rate]['after_rl']:.3f} / "
+                        f"{pooled[rate]['after_sft']:.3f} (before RL / after RL / after SFT)"))
+    lo = pooled["win_rate_ci95"][0]
+    out.append(line(f"win rate (paper protocol) >= {TARGETS['win_rate']:.0%}, 95% CI above 50%",
+                    pooled["win_rate"] >= TARGETS["win_rate"] and lo > 0.5 and all(s["win_rate"] > 0.5 for s in per_seed),
+                    f"pooled {pooled['win_rate']:.1%} (95% CI {lo:.1%} to {pooled['win_rate_ci95'][1]:.1%}, "
+                    f"{pooled['judged_problems']} problems); per seed " + " ".join(f"{s['win_rate']:.1%}" for s in per_seed)))
+    acc = pooled["accuracy"]
+    out.append(line("QCMG-A accuracy of ARES >= the baseline's",
+                    le(acc["baseline"]["qcmg_a"], acc["ares"]["qcmg_a"]) and all(
+                        le(s["accuracy"]["baseline"]["qcmg_a"], s["accuracy"]["ares"]["qcmg_a"]) for s in per_seed),
+                    f"pooled {acc['baseline']['qcmg_a']:.1f}% -> {acc['ares']['qcmg_a']:.1f}%; per seed "
+                    + " ".join(f"{s['accuracy']['baseline']['qcmg_a']:.1f}->{s['accuracy']['ares']['qcmg_a']:.1f}"
+                               for s in per_seed)))
+    t, f = pooled["true_claim_share"], pooled["false_claim_share"]
+    out.append(line("true-claim share up and false-claim share down",
+                    t["ares"] > t["baseline"] and f["ares"] < f["baseline"] and all(
+                        s["true_claim_share"]["ares"] > s["true_claim_share"]["baseline"]
+                        and s["false_claim_share"]["ares"] < s["false_claim_share"]["baseline"] for s in per_seed),
+                    f"true {t['baseline']:.3f} -> {t['ares']:.3f}, false {f['baseline']:.3f} -> {f['ares']:.3f} (pooled)"))
+    out.append(line(f"at least {TARGETS['test_problems']} test problems a seed",
+                    all(s["test_problems"] >= TARGETS["test_problems"] for s in per_seed),
+                    "per seed " + " ".join(str(s["test_problems"]) for s in per_seed)))
+    out.append(line(f"stage time of one run <= {TARGETS['stage_time_s'] / 60:.0f} min on this machine",
+                    all(s["stage_time_s"] <= TARGETS["stage_time_s"] for s in per_seed),
+                    "per seed " + " ".join(f"{s['stage_time_s']:.0f} s" for s in per_seed)))
+    out.append(line(f"the benchmark <= {TARGETS['benchmark_s'] / 60:.0f} min", benchmark_s <= TARGETS["benchmark_s"],
+                    f"{benchmark_s / 60:.1f} min for {len(per_seed)} seeds"))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--params", default=str(ROOT / "params" / "smoke.yaml"))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every seed")
+    ap.add_argument("--runs-dir", type=Path, default=ROOT / "outputs" / "ares_effect")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ares_effect.json")
+    args = ap.parse_args()
+    from aresnb.config import load_config
+
+    rounds = load_config(args.params, args.set).ares.rounds
+    started = time.time()
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    runs = []
+    for seed in seeds:
+        t = time.time()
+        runs.append(run_seed(args.params, seed, args.runs_dir, args.set))
+        print(f"seed {seed}: done in {time.time() - t:.0f} s -> {runs[-1]}", flush=True)
+    per_seed = [{"seed": s, **seed_result(r, rounds)} for s, r in zip(seeds, runs)]
+    pooled = pooled_result(runs, per_seed, rounds)
+    elapsed = time.time() - started
+    lines = verdicts(per_seed, pooled, elapsed)
+    report = {"benchmark": "ares_effect", "params": args.params, "overrides": args.set, "seeds": seeds,
+              "per_seed": per_seed, "pooled": pooled, "verdicts": lines, "wall_time_s": round(elapsed, 1),
+              "machine": {"cpus": os.cpu_count(), "load_average_end": os.getloadavg()}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for v in lines:
+        print(f"{'PASS' if v['pass'] else 'FAIL'}  {v['outcome']}: {v['detail']}")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
