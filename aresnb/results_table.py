@@ -1,4 +1,4 @@
-"""`aresnb results RUN_DIR [--effect ares_effect.json] [--readme README.md]`: the README's result tables,
+"""`aresnb results RUN_DIR [--effect ares_effect.json] [--bench benchmarks/results] [--readme README.md]`: the README's result tables,
 written from a run's ``summary.json`` files and the effect benchmark's JSON -- never typed by hand.
 
 Two Markdown tables: what one run of the embedded default did, stage by stage (its wall time and
@@ -101,10 +101,31 @@ def effect_table(effect: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render(run_dir: str | Path, effect_file: str | Path | None) -> str:
+def ppo_speed_table(results_dir: str | Path) -> str | None:
+    """The PPO throughput benchmark's ratios, one row per shape found in ``results_dir``."""
+    files = sorted(Path(results_dir).glob("ppo_throughput_*.json"))
+    if not files:
+        return None
+    lines = ["| shape | ours, shared critic / TRL | ours, separate critic / TRL | sequences/s (shared, separate, TRL) "
+             "| machine |", "|---|---:|---:|---|---|"]
+    for f in files:
+        b = read_json(f)
+        r, m = b["results"], b["machine"]
+        seq = ", ".join(f"{r[k]['sequences_per_s']:.1f}" for k in ("ours_shared", "ours_separate", "trl"))
+        lines.append(f"| {b['shape']['name']} | {b['ratios']['shared_vs_trl']:.2f}x | "
+                     f"{b['ratios']['separate_vs_trl']:.2f}x | {seq} | {m['cpus']} CPUs, {m['processor']}, "
+                     f"1 torch thread, load {b['load_average_1_5_15min']['start'][0]:.1f} at start |")
+    return "\n".join(lines)
+
+
+def render(run_dir: str | Path, effect_file: str | Path | None, bench_dir: str | Path | None = None) -> str:
     parts = [f"One run of `params/smoke.yaml` ({Path(run_dir).name}):", "", run_table(run_dir)]
     if effect_file is not None and Path(effect_file).exists():
         parts += ["", "The effect across seeds (`benchmarks/ares_effect.py`):", "", effect_table(read_json(effect_file))]
+    speed = ppo_speed_table(bench_dir) if bench_dir is not None else None
+    if speed:
+        parts += ["", "PPO update throughput against TRL 0.11.4's seq2seq `PPOTrainer.step` on the same buffer "
+                  "(`benchmarks/ppo_throughput.py`):", "", speed]
     return "\n".join(parts)
 
 

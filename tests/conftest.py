@@ -11,6 +11,19 @@ from aresnb.paths import RunPaths
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+# The end-to-end test runs smoke.yaml on a quarter of its world, so `make test` stays near 10 minutes
+# on 2 cores: it checks that every piece works and accounts for everything, not the effect (that is
+# benchmarks/ares_effect.py, on the full smoke.yaml). Every test that touches the run uses these.
+SMOKE_TEST_SET = ["data.synthetic.n_train=240", "data.synthetic.n_val=48", "data.synthetic.n_test=48",
+                  "baseline.epochs=10", "rollout.max_problems=240", "ppo.ppo_epochs=2",
+                  "correction.max_problems=120"]
+
+
+def smoke_test_args() -> list[str]:
+    """``--set KEY=VALUE`` arguments of SMOKE_TEST_SET."""
+    return [a for kv in SMOKE_TEST_SET for a in ("--set", kv)]
+
+
 # A distinctive key: tests grep every output for it (API keys must never reach a file).
 SMOKE_SECRET = "sk-aresnb-test-SECRET-4c1d7e"
 
@@ -42,10 +55,10 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> RunPaths:
-    """The full notebook pipeline on params/smoke.yaml through the CLI, as `make reproduce` runs it."""
+    """The full notebook pipeline on params/smoke.yaml (SMOKE_TEST_SET) through the CLI, as `make reproduce` runs it."""
     out = tmp_path_factory.mktemp("smoke_outputs")
     env = {**os.environ, "ARESNB_TEACHER_KEY": SMOKE_SECRET}
-    cmd = [sys.executable, "-m", "aresnb.cli", "run", str(ROOT / "params" / "smoke.yaml"),
+    cmd = [sys.executable, "-m", "aresnb.cli", "run", str(ROOT / "params" / "smoke.yaml"), *smoke_test_args(),
            "--set", f"run.output_dir={out}", "--quiet"]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     log = out / "aresnb_run.log"
@@ -56,7 +69,7 @@ def smoke_run(tmp_path_factory) -> RunPaths:
 
 
 def sample_row(qid: str, sample_index: int, rationale: str) -> dict:
-    """A stage-03 rollout row as sample_rationales returns it, for tests that stub the sampling."""
+    """A stage-03 rollout row as sampled_batches yields it, for tests that stub the sampling."""
     from aresnb.sentences import split_sentences
 
     spans = split_sentences(rationale)
@@ -64,3 +77,11 @@ def sample_row(qid: str, sample_index: int, rationale: str) -> dict:
     return {"qid": qid, "sample_index": sample_index, "rationale": rationale, "response_ids": ids, "ended": True,
             "sample_logprobs": [-1.0] * len(ids), "sentences": [x.text for x in spans],
             "sentence_spans": [[x.start, x.end] for x in spans], "sentence_end_tokens": list(range(len(spans)))}
+
+
+def stub_sampling(make_rows):
+    """A stand-in for stage 03's ``sampled_batches``: one freshly sampled batch, ``make_rows(problems)``."""
+    def sampled_batches(cfg, paths, round_index, problems, indices, stats):
+        stats.update(generation_s=0.0, reused_batches=0, sampled_batches=1)
+        yield make_rows(problems)
+    return sampled_batches

@@ -11,7 +11,7 @@ import pytest
 from aresnb.io import read_json
 from aresnb.paths import PPO, STAGES
 
-from conftest import ROOT, SMOKE_SECRET
+from conftest import ROOT, SMOKE_SECRET, SMOKE_TEST_SET, smoke_test_args
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,7 @@ def test_two_round_run_killed_between_rounds_resumes_there(smoke_run, tmp_path):
     out = tmp_path / "outputs"
     shutil.copytree(smoke_run.run_dir.parent, out, ignore=shutil.ignore_patterns("*.log"))
     cmd = [sys.executable, "-m", "aresnb.cli", "run", str(ROOT / "params" / "smoke.yaml"), "--stages", "01-03",
-           "--set", f"run.output_dir={out}", "--set", "ares.rounds=2", "--quiet"]
+           *smoke_test_args(), "--set", f"run.output_dir={out}", "--set", "ares.rounds=2", "--quiet"]
     env = {**os.environ, "ARESNB_TEACHER_KEY": SMOKE_SECRET}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -129,7 +129,7 @@ def test_two_round_run_killed_between_rounds_resumes_there(smoke_run, tmp_path):
 def _smoke_cfg():
     from aresnb.config import load_config
 
-    return load_config(ROOT / "params" / "smoke.yaml")
+    return load_config(ROOT / "params" / "smoke.yaml", SMOKE_TEST_SET)
 
 
 def test_data_summary_counts_every_split_and_category(smoke_run):

@@ -32,7 +32,7 @@ from aresnb.runner import RunError, RunRefused, run_pipeline
 from aresnb.stages import data as data_stage
 from aresnb.stages import teacher_scores
 
-from conftest import sample_row, ROOT, SMOKE_SECRET, write_stage_notebooks
+from conftest import ROOT, SMOKE_SECRET, sample_row, stub_sampling, write_stage_notebooks
 
 SMOKE = ROOT / "params" / "smoke.yaml"
 DEADLINE_S = 300  # only so that a broken build fails instead of hanging
@@ -85,9 +85,8 @@ def test_stage_03_fails_when_every_teacher_reply_is_malformed(tmp_path, monkeypa
                              "teacher.faults.rate_malformed=1.0"])
     paths = RunPaths(cfg)
     datasets.DatasetDict(train=datasets.Dataset.from_list([_problem(i) for i in range(4)])).save_to_disk(str(paths.dataset_dir))
-    monkeypatch.setattr(teacher_scores, "sample_rationales", lambda cfg, paths, r, problems, idx: (
-        [sample_row(p["qid"], k, "A dog feeds its young milk. So the answer is (B).") for p in problems for k in range(2)],
-        False))
+    monkeypatch.setattr(teacher_scores, "sampled_batches", stub_sampling(lambda problems: [
+        sample_row(p["qid"], k, "A dog feeds its young milk. So the answer is (B).") for p in problems for k in range(2)]))
     with pytest.raises(StageFailed, match=r"8 of 8 samples \(100%\) were dropped \(invalid_reply 8\), every sample"):
         teacher_scores.run(cfg, paths, 1)
     assert paths.samples_file(1).exists()

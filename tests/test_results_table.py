@@ -1,5 +1,7 @@
 """`aresnb results`: the effect table says which outcomes failed, and only the marked README section changes."""
 
+import json
+
 import pytest
 
 from aresnb.results_table import END, START, effect_table, update_readme
@@ -31,3 +33,17 @@ def test_update_readme_without_markers_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="results:start"):
         update_readme(readme, "x")
     assert readme.read_text() == "# no markers\n"
+
+
+def test_ppo_speed_table_reads_the_ratios_of_every_shape(tmp_path):
+    from aresnb.results_table import ppo_speed_table
+
+    assert ppo_speed_table(tmp_path) is None
+    side = {"sequences_per_s": 10.0}
+    for name, shared in (("tiny", 1.25), ("small", 2.5)):
+        (tmp_path / f"ppo_throughput_{name}.json").write_text(json.dumps({
+            "shape": {"name": name}, "ratios": {"shared_vs_trl": shared, "separate_vs_trl": 0.5},
+            "results": {"ours_shared": side, "ours_separate": side, "trl": side},
+            "machine": {"cpus": 2, "processor": "x86_64"}, "load_average_1_5_15min": {"start": [1.0, 1.0, 1.0]}}))
+    rows = ppo_speed_table(tmp_path).splitlines()[2:]
+    assert [r.split(" | ")[:3] for r in rows] == [["| small", "2.50x", "0.50x"], ["| tiny", "1.25x", "0.50x"]]

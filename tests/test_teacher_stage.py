@@ -8,7 +8,7 @@ import pytest
 from aresnb.config import load_config
 from aresnb.io import read_json
 from aresnb.paths import RunPaths
-from conftest import sample_row
+from conftest import sample_row, stub_sampling
 from aresnb.stages import teacher_scores as scoring_stage
 from aresnb.widgets.score_panel import render_sample_html, score_colour
 
@@ -33,10 +33,8 @@ def run(tmp_path, monkeypatch):
     datasets.DatasetDict(train=datasets.Dataset.from_list([_row(i) for i in range(10)])).save_to_disk(str(paths.dataset_dir))
     texts = ["A dog feeds its young milk. A dog feeds its young milk. So the answer is (B).", ""]
 
-    def fake_sample(cfg, paths, round_index, problems, indices):
-        return [sample_row(p["qid"], k, texts[k]) for p in problems for k in range(2)], False
-
-    monkeypatch.setattr(scoring_stage, "sample_rationales", fake_sample)
+    monkeypatch.setattr(scoring_stage, "sampled_batches", stub_sampling(
+        lambda problems: [sample_row(p["qid"], k, texts[k]) for p in problems for k in range(2)]))
     return cfg, paths, secret
 
 
@@ -96,3 +94,26 @@ def test_score_panel_html():
     df = pd.DataFrame([{**row, "qid": "q1", "sample_index": k} for k in range(2)])
     panel = score_panel(df)
     assert "A &lt;dog&gt;." in panel.children[1].value
+
+
+def test_scoring_starts_while_sampling_goes_on(run, monkeypatch):
+    """The Teacher gets the first batch's requests before the second batch is sampled."""
+    cfg, paths, _ = run
+    from aresnb.teacher.facade import Teacher
+
+    submitted: list[str] = []
+    real_submit = Teacher.submit
+    monkeypatch.setattr(Teacher, "submit", lambda self, item: submitted.append(item.problem.qid) or real_submit(self, item))
+    seen_before_batch: list[int] = []
+
+    def two_batches(cfg, paths, round_index, problems, indices, stats):
+        stats.update(generation_s=0.0, reused_batches=0, sampled_batches=2)
+        half = len(problems) // 2
+        for part in (problems[:half], problems[half:]):
+            seen_before_batch.append(len(submitted))
+            yield [sample_row(p["qid"], 0, "A dog feeds its young milk. So the answer is (B).") for p in part]
+
+    monkeypatch.setattr(scoring_stage, "sampled_batches", two_batches)
+    s = scoring_stage.run(cfg, paths, 1)
+    assert seen_before_batch == [0, 3]  # the 3 requests of batch 1 were out before batch 2 was made
+    assert s["samples"] == 6 and s["scoring_s"] > 0 and s["rollout_batches"] == {"reused": 0, "sampled": 2}

@@ -6,6 +6,11 @@ generated, whether EOS ended the sample or ``max_new_tokens`` cut it, the sampli
 of every token, and the index of the token that ends each sentence (a cut sample keeps its
 unfinished last sentence, which ends at its last token). PPO (stage 04) trains on these ids.
 
+Sampling and scoring overlap: each sampled batch goes to the Teacher at once (a bounded queue of
+requests, ``Teacher.stream``) while the next batch is generated; the summary reports
+``generation_s``, ``scoring_s`` (first request to last reply), ``scoring_after_sampling_s`` and the
+total ``wall_time_s``.
+
 A killed run resumes without one repeated Teacher call and without resampling what was kept:
 ``rollouts.jsonl`` grows batch by batch (each batch seeded on its own, so the resumed sampling
 is the one an uninterrupted run makes) and every reply is in the cache the moment it arrives.
@@ -16,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -51,11 +56,13 @@ def rollouts_fingerprint(policy_dir: Path, cfg: Any, round_index: int, qids: lis
                        cfg.run.seed, round_index, qids)
 
 
-def sample_rationales(cfg: Any, paths: RunPaths, round_index: int, problems: list[dict],
-                      indices: list[int]) -> tuple[list[dict], bool]:
-    """k sampled rationales per problem from the policy entering this round; (rows, all reused).
+def sampled_batches(cfg: Any, paths: RunPaths, round_index: int, problems: list[dict],
+                    indices: list[int], stats: dict) -> Iterator[list[dict]]:
+    """k sampled rationales per problem from the policy entering this round, one batch at a time.
 
-    Batches already in ``rollouts.jsonl`` (same fingerprint) are kept; sampling resumes after them.
+    Batches already in ``rollouts.jsonl`` (same fingerprint) come first, as saved; sampling resumes
+    after them, and each new batch is appended before it is yielded. ``stats`` gets
+    ``generation_s`` (time spent sampling) and ``reused_batches`` / ``sampled_batches``.
     """
     policy_dir = Path(paths.policy_entering_round(round_index))
     if not policy_dir.exists():
@@ -64,26 +71,36 @@ def sample_rationales(cfg: Any, paths: RunPaths, round_index: int, problems: lis
     saved = paths.rollouts_file(round_index)
     lines = read_jsonl(saved, tolerate_partial_last_line=True)
     kept = lines[1:] if lines and lines[0].get("fingerprint") == fp else []
+    stats.update(generation_s=0.0, reused_batches=0, sampled_batches=0)
+    by_batch: dict[int, list[dict]] = {}
+    for row in kept:
+        by_batch.setdefault(row["batch"], []).append(row)
+    for b in sorted(by_batch):
+        stats["reused_batches"] += 1
+        yield by_batch[b]
     r = cfg.rollout
-    tokenizer = load_tokenizer(policy_dir)
     n_batches = len(length_sorted_batches([0] * len(problems), r.batch_size))
-    done = len({row["batch"] for row in kept})
-    if done == n_batches:
-        return kept, True
+    if len(by_batch) == n_batches:
+        return
+    t = time.monotonic()
     if not kept:
         write_jsonl(saved, [{"fingerprint": fp}])
+    tokenizer = load_tokenizer(policy_dir)
     features = load_features(paths, "train")[indices]
     model = load_rationale_model(policy_dir, feature_shape=features.shape[1:])
-    for b, rows in sample_responses(model, tokenizer, problems, features, num_samples=r.samples_per_problem,
-                                    top_k=r.top_k, temperature=r.temperature, max_new_tokens=r.max_new_tokens,
-                                    batch_size=r.batch_size, max_source_length=cfg.model.max_source_length,
-                                    seed=cfg.run.seed * 1000 + round_index, use_caption=cfg.data.use_caption,
-                                    skip_batches=done):
+    batches = sample_responses(model, tokenizer, problems, features, num_samples=r.samples_per_problem,
+                               top_k=r.top_k, temperature=r.temperature, max_new_tokens=r.max_new_tokens,
+                               batch_size=r.batch_size, max_source_length=cfg.model.max_source_length,
+                               seed=cfg.run.seed * 1000 + round_index, use_caption=cfg.data.use_caption,
+                               skip_batches=len(by_batch))
+    for b, rows in batches:
         for row in rows:
             row.update(batch=b, **sentence_layout(tokenizer, row))
         append_jsonl(saved, rows)  # one write per batch: a kill loses at most the batch in flight
-        kept += rows
-    return kept, False
+        stats["sampled_batches"] += 1
+        stats["generation_s"] += time.monotonic() - t
+        yield rows  # the Teacher scores this batch while the next one is sampled
+        t = time.monotonic()
 
 
 def sentence_layout(tokenizer: Any, row: dict) -> dict:
@@ -99,10 +116,27 @@ SAMPLE_COLUMNS = ("qid", "sample_index", "rationale", "sentences", "sentence_spa
                   "sentence_end_tokens")
 
 
-def score_samples(teacher: Any, problems: dict[str, dict], samples: list[dict]) -> pd.DataFrame:
-    """Score every sample's sentences; one row per sample (the columns of samples.parquet)."""
+def score_samples(teacher: Any, problems: dict[str, dict], batches: Iterable[list[dict]],
+                  max_pending: int, timing: dict | None = None) -> pd.DataFrame:
+    """Score every sample's sentences as the batches arrive (at most ``max_pending`` requests out);
+    one row per sample, in sampling order (the columns of samples.parquet). ``timing`` gets
+    ``scoring_s`` (first request to last reply) and ``after_sampling_s`` (last sample to last reply)."""
     views = {qid: ProblemView.from_row(row) for qid, row in problems.items()}
-    results = teacher.score_sentences([ScoreItem(views[s["qid"]], list(s["sentences"])) for s in samples])
+    samples: list[dict] = []
+    marks: dict[str, float] = {}
+
+    def items() -> Iterator[ScoreItem]:
+        for rows in batches:
+            for row in rows:
+                samples.append(row)
+                marks.setdefault("first", time.monotonic())
+                yield ScoreItem(views[row["qid"]], list(row["sentences"]))
+        marks["sampled"] = time.monotonic()
+
+    results = list(teacher.stream(items(), max_pending=max_pending))
+    end = time.monotonic()
+    if timing is not None:
+        timing.update(scoring_s=end - marks.get("first", end), after_sampling_s=end - marks.get("sampled", end))
     rows = [{**s, "sample_index": int(s["sample_index"]), "scores": res.scores, "dropped": res.dropped,
              "drop_reason": res.drop_reason, "raw_reply": res.raw_reply, "drop_detail": res.detail,
              "cached": res.cached} for s, res in zip(samples, results)]
@@ -151,21 +185,30 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     t0 = time.monotonic()
     paths.stage_dir(STAGE, round_index)
     indices, problems = _round_problems(cfg, paths, round_index)
-    samples, reused = sample_rationales(cfg, paths, round_index, problems, indices)
-    t_gen = time.monotonic() - t0
     by_qid = {p["qid"]: p for p in problems}
+    gen: dict = {}
+    # The Teacher is opened first, so requests go out as soon as the first batch is sampled: the
+    # replies come back while the next batches are generated (a bounded queue of requests).
     with open_teacher(cfg, paths) as teacher:
-        df = score_samples(teacher, by_qid, samples)
+        batches = sampled_batches(cfg, paths, round_index, problems, indices, gen)
+        timing: dict = {}
+        df = score_samples(teacher, by_qid, batches, max(8, 4 * cfg.teacher.concurrency), timing)
         usage = teacher.usage()
     df.to_parquet(paths.samples_file(round_index), index=False)
+    wall = time.monotonic() - t0
     summary = {
         "stage": STAGE, "round": round_index, "problems": len(problems),
         "samples_per_problem": cfg.rollout.samples_per_problem, **score_summary(df), "signal": sample_signal(df),
         "teacher": {"model": cfg.teacher.model, "prompt_version": PROMPT_VERSION,
                     "endpoint": "local:" + cfg.teacher.local_backend if cfg.teacher.serve_local else cfg.teacher.base_url,
                     **{k: v for k, v in usage.items() if k != "model"}},
-        "rollouts_reused": reused, "generation_s": round(t_gen, 3),
-        "scoring_s": round(time.monotonic() - t0 - t_gen, 3), "wall_time_s": round(time.monotonic() - t0, 3),
+        "rollouts_reused": gen["sampled_batches"] == 0, "rollout_batches": {"reused": gen["reused_batches"],
+                                                                           "sampled": gen["sampled_batches"]},
+        # sampling and scoring overlap: scoring_s runs from the first request to the last reply, and
+        # scoring_after_sampling_s is the part of it spent waiting once the last sample was drawn
+        "generation_s": round(gen["generation_s"], 3), "scoring_s": round(timing["scoring_s"], 3),
+        "scoring_after_sampling_s": round(timing["after_sampling_s"], 3),
+        "wall_time_s": round(wall, 3),
     }
     write_json(paths.summary_file(STAGE, round_index), summary)
     check_scored_samples(summary, cfg.teacher.max_drop_share, paths.samples_file(round_index))
