@@ -31,7 +31,7 @@ import openai
 
 from . import prompts
 from .cache import ReplyCache, cache_key, request_record
-from .limits import Budget, BudgetExceeded, TokenBucket, cost_usd, message_tokens
+from .limits import Budget, TokenBucket, cost_usd, message_tokens
 from .problem import ProblemView
 from .validation import InvalidReply, parse_correction, parse_judgement, parse_scores
 
