@@ -32,70 +32,10 @@ import openai
 from . import prompts
 from .cache import ReplyCache, cache_key, request_record
 from .limits import Budget, TokenBucket, cost_usd, message_tokens
+from .items import (CacheMiss, CorrectionItem, CorrectionResult, JudgeItem, JudgeResult, ScoreItem, ScoreResult,
+                    TeacherAPIError, TeacherUnreachable)
 from .problem import ProblemView
 from .validation import InvalidReply, parse_correction, parse_judgement, parse_scores
-
-
-# ---- requests and results -------------------------------------------------------------------
-
-
-@dataclass
-class ScoreItem:
-    problem: ProblemView
-    sentences: list[str]
-
-
-@dataclass
-class CorrectionItem:
-    problem: ProblemView
-    rationale: str
-
-
-@dataclass
-class JudgeItem:
-    """The caller decides which rationale is shown as Option A (randomise per item)."""
-    problem: ProblemView
-    rationale_a: str
-    rationale_b: str
-
-
-@dataclass
-class ScoreResult:
-    scores: list[float] | None
-    dropped: bool
-    drop_reason: str | None  # None | "empty_rationale" | "invalid_reply" | "api_error"
-    raw_reply: str | None
-    cached: bool
-    detail: str | None = None  # the validation or API error message
-
-
-@dataclass
-class CorrectionResult:
-    text: str | None  # None -> keep the original rationale (fallback)
-    fallback: bool
-    raw_reply: str | None
-    cached: bool = False
-    detail: str | None = None
-
-
-@dataclass
-class JudgeResult:
-    choice: str | None  # "A" | "B" | "tie"; None when no valid verdict came back (counted)
-    raw_reply: str | None
-    cached: bool = False
-    detail: str | None = None
-
-
-class TeacherAPIError(RuntimeError):
-    """A request failed after every retry, or with a non-retryable status."""
-
-
-class TeacherUnreachable(TeacherAPIError):
-    """Every attempt failed to connect and nothing ever succeeded: fail the run, do not drop samples."""
-
-
-class CacheMiss(RuntimeError):
-    """teacher.replay_only is set and a request is not in the cache."""
 
 
 class FormatRejected(Exception):
