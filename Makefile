@@ -56,7 +56,8 @@ $(TRL_VENV)/.installed-stamp:
 
 bench: setup $(TRL_VENV)/.installed-stamp
 	OMP_NUM_THREADS=1 $(PY) benchmarks/teacher_throughput.py
-	OMP_NUM_THREADS=1 $(PY) benchmarks/ppo_throughput.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/ppo_throughput.py --shape tiny --repeats 3
+	OMP_NUM_THREADS=1 $(PY) benchmarks/ppo_throughput.py --shape small --repeats 3
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -118,6 +118,23 @@ def ppo_speed_table(results_dir: str | Path) -> str | None:
     return "\n".join(lines)
 
 
+def teacher_speed_table(results_dir: str | Path) -> str | None:
+    """The Teacher client benchmark: throughput against the ideal of each concurrency, the rate limits."""
+    f = Path(results_dir) / "teacher_throughput.json"
+    if not f.exists():
+        return None
+    b = read_json(f)
+    lines = [f"| Teacher client, {b['latency_ms']:.0f} ms latency | requests/s | ideal | ratio | cached re-run calls |",
+             "|---|---:|---:|---:|---:|"]
+    for lv in b["levels"]:
+        lines.append(f"| concurrency {lv['concurrency']} | {lv['requests_per_s']:.1f} | {lv['ideal_requests_per_s']:.0f} | "
+                     f"{lv['ratio']:.2f} | {lv['cached_rerun_api_calls']} |")
+    for rl in b.get("rate_limits", []):
+        lines.append(f"| `teacher.{rl['limit']}` {rl['limit_per_minute']:,.0f} | {rl['achieved_per_minute']:,.0f} per min "
+                     f"| | {rl['ratio']:.3f} | |")
+    return "\n".join(lines)
+
+
 def render(run_dir: str | Path, effect_file: str | Path | None, bench_dir: str | Path | None = None) -> str:
     parts = [f"One run of `params/smoke.yaml` ({Path(run_dir).name}):", "", run_table(run_dir)]
     if effect_file is not None and Path(effect_file).exists():
@@ -126,6 +143,10 @@ def render(run_dir: str | Path, effect_file: str | Path | None, bench_dir: str |
     if speed:
         parts += ["", "PPO update throughput against TRL 0.11.4's seq2seq `PPOTrainer.step` on the same buffer "
                   "(`benchmarks/ppo_throughput.py`):", "", speed]
+    teacher = teacher_speed_table(bench_dir) if bench_dir is not None else None
+    if teacher:
+        parts += ["", "The Teacher client against a local server with a fixed latency, and its client-side rate "
+                  "limits (`benchmarks/teacher_throughput.py`):", "", teacher]
     return "\n".join(parts)
 
 

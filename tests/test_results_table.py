@@ -47,3 +47,16 @@ def test_ppo_speed_table_reads_the_ratios_of_every_shape(tmp_path):
             "machine": {"cpus": 2, "processor": "x86_64"}, "load_average_1_5_15min": {"start": [1.0, 1.0, 1.0]}}))
     rows = ppo_speed_table(tmp_path).splitlines()[2:]
     assert [r.split(" | ")[:3] for r in rows] == [["| small", "2.50x", "0.50x"], ["| tiny", "1.25x", "0.50x"]]
+
+
+def test_teacher_speed_table_has_a_row_per_concurrency_and_limit(tmp_path):
+    from aresnb.results_table import teacher_speed_table
+
+    level = {"requests_per_s": 4.5, "ideal_requests_per_s": 5.0, "ratio": 0.9, "cached_rerun_api_calls": 0}
+    (tmp_path / "teacher_throughput.json").write_text(json.dumps({
+        "latency_ms": 200, "levels": [{**level, "concurrency": c} for c in (1, 8)],
+        "rate_limits": [{"limit": "max_requests_per_minute", "limit_per_minute": 1200, "achieved_per_minute": 1230,
+                         "ratio": 1.025}]}))
+    rows = teacher_speed_table(tmp_path).splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| concurrency 1", "| concurrency 8", "| `teacher.max_requests_per_minute` 1,200"]
+    assert "1.025" in rows[-1]
