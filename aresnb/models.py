@@ -250,7 +250,7 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     is switched on through its base model. Checkpointing acts only in training mode.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.activation_checkpointing_enable({"use_reentrant": False})
     base.config.use_cache = False
 
 
