@@ -28,14 +28,14 @@ import pandas as pd
 from aresnb.checkpoints import dir_signature, fingerprint
 from aresnb.checks import check_scored_samples
 from aresnb.data.prompts import solution_start
+from aresnb.distributed import default_device, process_rank, shard
 from aresnb.generation import sample_responses
 from aresnb.io import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
-from aresnb.distributed import default_device, process_rank, shard
 from aresnb.models import load_rationale_model
 from aresnb.paths import TEACHER_SCORES, RunPaths
 from aresnb.sentences import sentence_end_tokens, split_sentences
-from aresnb.stages.launch import run_heavy
 from aresnb.stages.data import load_features, load_problems
+from aresnb.stages.launch import run_heavy
 from aresnb.tokenizer import load_tokenizer
 from aresnb.teacher import PROMPT_VERSION, ProblemView, ScoreItem, open_teacher, prompt_preview
 
