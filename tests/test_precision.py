@@ -30,7 +30,7 @@ from aresnb.value_model import Seq2SeqValueModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_ppo import make_samples, ppo_cfg, tiny_t5  # noqa: E402
-from test_sft import problem, task, tiny_model  # noqa: E402,F401  (task: the fixture)
+from test_sft import task, tiny_model  # noqa: E402,F401  (task: the fixture)
 
 
 @pytest.fixture(autouse=True)
