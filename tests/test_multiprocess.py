@@ -93,7 +93,7 @@ def test_merge_keeps_complete_batches_once_in_batch_order(tmp_path):
 # ---- the SFT trainer on 2 processes ---------------------------------------------------------------
 
 
-def sft_run(out_dir: str) -> dict:
+def sft_run(out_dir: str, stop_after_steps: int | None = None) -> dict:
     """The run both sides make (dropout 0: the processes draw no masks); what the test compares."""
     sys.path.insert(0, str(HERE))
     from test_sft import N, P, D, problem, tiny_model
@@ -108,7 +108,8 @@ def sft_run(out_dir: str) -> dict:
     examples = make_examples(problems, "QCM-E")
     tok = train_bpe_tokenizer([e["source"] + " " + e["target"] for e in examples], 200)
     cfg = TrainConfig(epochs=2, lr=3e-3, batch_size=5, max_grad_norm=1.0, save_every_steps=3, log_every_steps=1)
-    res = train_seq2seq(tiny_model(tok, dropout=0.0), tok, examples, feats, cfg, out_dir, progress=False)
+    res = train_seq2seq(tiny_model(tok, dropout=0.0), tok, examples, feats, cfg, out_dir, progress=False,
+                        stop_after_steps=stop_after_steps)
     # The attention's key bias shifts every key's logit alike: its true gradient is 0, and Adam turns
     # the float noise in its place into steps of ~lr, different for any other order of summation.
     d = res.model.config.d_model
@@ -116,16 +117,20 @@ def sft_run(out_dir: str) -> dict:
     weights = torch.cat([(p.detach()[no_key] if n.endswith("attention.in_proj_bias") else p.detach()).flatten()
                          for n, p in res.model.named_parameters()])
     return {"processes": res.processes, "steps": res.steps, "weights": weights.tolist(),
-            "losses": [m["loss"] for m in res.metrics], "samples_per_step": N_SFT * 2 / res.steps}
+            "losses": [m["loss"] for m in res.metrics], "resumed_from": res.resumed_from_step}
 
 
 def launched_sft(out_dir: str) -> None:
+    """An uninterrupted run in ``out_dir``; in ``out_dir/cut`` one stopped after 4 steps (as a kill
+    would), then resumed from its checkpoint by a fresh trainer."""
     result = sft_run(out_dir)
+    sft_run(str(Path(out_dir, "cut")), stop_after_steps=4)
+    result["resumed"] = sft_run(str(Path(out_dir, "cut")))
     Path(out_dir, f"rank{process_rank()[0]}.json").write_text(json.dumps(result))
 
 
 @pytest.mark.slow
-def test_sft_on_two_processes_makes_the_steps_of_one(tmp_path):
+def test_sft_on_two_processes_makes_the_steps_of_one_and_resumes(tmp_path):
     cmd = accelerate_command("unused", [], 2)
     cmd = cmd[: cmd.index("-m", 3)] + [str(Path(__file__)), "sft", str(tmp_path)]  # this file, not a module
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -139,6 +144,8 @@ def test_sft_on_two_processes_makes_the_steps_of_one(tmp_path):
     assert ranks[0]["weights"] == pytest.approx(single["weights"], abs=1e-5)  # ... and equal to one process
     assert ranks[0]["losses"] == pytest.approx(single["losses"], rel=1e-4)  # the global mean token loss
     assert (tmp_path / "checkpoints" / "step_000010" / "trainer_state.json").exists()
+    for r in ranks:  # stopped at step 4 (its checkpoint), resumed on 2 processes: the uninterrupted run
+        assert r["resumed"]["resumed_from"] == 4 and r["resumed"]["weights"] == r["weights"]
 
 
 # ---- stage 03: sampling sharded by problem ------------------------------------------------------------
