@@ -116,7 +116,7 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dic
     tokenized: dict[tuple, TokenizedExamples] = {}
     heads, processes = {}, 1
     for head in plan_heads(cfg, paths):
-        t0 = time.time()
+        t0, cpu0 = time.time(), time.process_time()
         tokenizer = load_tokenizer(head.model_dir)
         key = (head.fmt, fingerprint(tokenizer.backend_tokenizer.to_str()))
         if key not in tokenized:
@@ -133,7 +133,8 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dic
         result = train_seq2seq(peft_model, tokenizer, data, features, cfg.answer.train, out_dir,
                                model_dir=out_dir / "adapter", seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision,
                                gradient_checkpointing=cfg.model.gradient_checkpointing, desc=f"LoRA {head.label}")
-        heads[head.label] = {"train": result.summary(), "trainable": fraction, "train_s": time.time() - t0}
+        heads[head.label] = {"train": result.summary(), "trainable": fraction, "train_s": time.time() - t0,
+                             "train_cpu_s": time.process_time() - cpu0}  # this process's (the main one's)
         processes = result.processes
     return {"heads": heads, "processes": processes}
 
@@ -141,7 +142,7 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dic
 def evaluate_head(cfg: Any, paths: RunPaths, head: Head, data: dict, trained: dict) -> dict:
     """Reload the saved adapter (as PeftModel.from_pretrained loads it), answer the test split,
     write ``predictions_test.jsonl`` and ``head_summary.json``; returns the head's summary."""
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     out_dir = paths.answer_dir(head.name, head.fmt)
     tokenizer = load_tokenizer(head.model_dir)
     model = load_answer_model(head.model_dir, out_dir / "adapter", use_image=None if head.use_image else False)
@@ -162,7 +163,8 @@ def evaluate_head(cfg: Any, paths: RunPaths, head: Head, data: dict, trained: di
         "n_test": len(rows),
         "trainable": trained["trainable"],
         "train": trained["train"],
-        "time_s": {"train": trained["train_s"], "eval": eval_s, "total": trained["train_s"] + eval_s},
+        "time_s": {"train": trained["train_s"], "eval": eval_s, "total": trained["train_s"] + eval_s,
+                   "train_cpu": trained["train_cpu_s"], "eval_cpu": time.process_time() - cpu0},
     }
     write_json(out_dir / "head_summary.json", summary)
     return summary
