@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 PARAMS ?= params/smoke.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup reproduce test test-fast chromium bench lab clean-outputs
+.PHONY: setup reproduce test test-fast chromium bench gpu-check lab clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench: setup $(TRL_VENV)/.installed-stamp
 	OMP_NUM_THREADS=1 $(PY) benchmarks/teacher_throughput.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/ppo_throughput.py --shape tiny --repeats 3
 	OMP_NUM_THREADS=1 $(PY) benchmarks/ppo_throughput.py --shape small --repeats 3
+
+# On a GPU machine: the paper's Base and Large shapes, every heavy step, one ARES round projected.
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -20,7 +20,7 @@ from aresnb.data import categories
 from aresnb.data.prompts import extract_answer
 from aresnb.generation import generate_texts
 from aresnb.models import load_rationale_model
-from aresnb.sft import make_examples
+from aresnb.sft_data import make_examples
 
 
 # ---- LoRA --------------------------------------------------------------------------------------
@@ -87,12 +87,14 @@ def predict_answers(
     batch_size: int = 32,
     max_source_length: int = 192,
     seed: int = 0,
+    mixed_precision: str = "no",
 ) -> list[dict]:
     """Greedy answers, extracted with the regex; a failed extraction draws a seeded random option."""
     examples = make_examples(problems, fmt, rationales=rationales, use_caption=use_caption)
     texts = generate_texts(model, tokenizer, [e["source"] for e in examples], features,
                            max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           max_source_length=max_source_length, seed=seed, desc=f"answers {fmt}")
+                           max_source_length=max_source_length, seed=seed, mixed_precision=mixed_precision,
+                           desc=f"answers {fmt}")
     rng = random.Random(seed)
     rows = []
     for p, (text,) in zip(problems, texts):

@@ -71,7 +71,11 @@ class RunConfig:
     name: str = p("smoke", "Run name: everything the run writes goes to <output_dir>/<name>/.")
     seed: int = p(0, "Global seed (data generation, sampling, training, bootstrap).", min=0)
     output_dir: str = p("outputs", "Root folder for runs, relative to the project root unless absolute.")
-    mixed_precision: Literal["no", "fp16", "bf16"] = p("no", "accelerate mixed precision for training.")
+    mixed_precision: Literal["no", "fp16", "bf16"] = p("no", "Mixed precision (accelerate's autocast) of every training step and of generation; weights stay float32 (paper files: bf16).")
+    num_processes: int = p(1, "Processes for the heavy step of stages 02-06 (training; stage 03's sampling, sharded by problem): "
+                              "above 1 the stage runs it under `accelerate launch` itself, one process per GPU (gloo on a CPU-only machine).", min=1)
+    accelerate_config: Optional[str] = p(None, "accelerate config file (`accelerate config`: GPU ids, DeepSpeed, FSDP) for the launched steps; "
+                                               "None = DDP over run.num_processes processes. A relative path is read from notebooks/.")
     cpu_threads: Optional[int] = p(1, "OMP/MKL threads per stage process (tiny models run fastest on 1); None = torch's default.", min=1)
 
 
@@ -125,6 +129,8 @@ class ModelConfig:
     use_image: bool = p(True, "Fuse image features; false feeds zeros (the text-only ablation).")
     max_source_length: int = p(192, "Max source tokens (paper: 512).", min=8)
     max_target_length: int = p(96, "Max target tokens (paper: 512).", min=8)
+    gradient_checkpointing: bool = p(False, "Recompute activations in the backward pass of every trainer (SFT, LoRA heads, PPO): "
+                                            "less device memory for a longer step (Large on one GPU).")
 
 
 @dataclass

@@ -9,7 +9,7 @@ sampling policy's log-probability of every token.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Collection, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,21 @@ from tqdm.auto import tqdm
 from trl.trainer.utils import pad, selective_log_softmax
 
 from aresnb.data.prompts import build_source, strip_solution_prefix
-from aresnb.sft import encode_batch, gather_features
+from aresnb.distributed import autocast
+from aresnb.sft_data import gather_features, pad_ids
+
+
+def _tokenized_sources(tokenizer: Any, sources: Sequence[str], max_source_length: int) -> list[list[int]]:
+    """Each source tokenised once: its length orders the batches, its ids fill them."""
+    return tokenizer(list(sources), max_length=max_source_length, truncation=True)["input_ids"]
+
+
+def _encoder_batch(ids: Sequence[list[int]], pad_id: int, feats: torch.Tensor | None, device: Any) -> dict[str, torch.Tensor]:
+    input_ids = pad_ids(ids, pad_id)
+    batch = {"input_ids": input_ids, "attention_mask": (input_ids != pad_id).long()}
+    if feats is not None:
+        batch["image_features"] = feats
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -36,13 +50,15 @@ def generate_texts(
     batch_size: int = 32,
     max_source_length: int = 512,
     seed: int = 0,
+    mixed_precision: str = "no",
     progress: bool = False,
     desc: str = "generate",
 ) -> list[list[str]]:
     """``num_samples`` decoded continuations per source (special tokens removed), in input order.
 
     ``features`` (N, P, D) with ``feature_indices[i]`` the row of source i (default: row i;
-    None = zeros). ``model`` may be a rationale model or a peft model wrapping one.
+    None = zeros). ``model`` may be a rationale model or a peft model wrapping one; it runs on
+    the device it is on, under ``mixed_precision``'s autocast.
     """
     if feature_indices is None:
         feature_indices = list(range(len(sources)))
@@ -53,20 +69,18 @@ def generate_texts(
     model.eval()
     device = next(model.parameters()).device
     torch.manual_seed(seed)
-    lengths = [len(ids) for ids in tokenizer(list(sources), max_length=max_source_length, truncation=True)["input_ids"]]
-    order = sorted(range(len(sources)), key=lambda i: -lengths[i])
+    ids = _tokenized_sources(tokenizer, sources, max_source_length)
     gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
     if do_sample:
         gen_kwargs.update(top_k=top_k, temperature=temperature, num_return_sequences=num_samples)
     out: list[list[str]] = [[] for _ in sources]
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress):
-        idx = order[start : start + batch_size]
+    batches = length_sorted_batches([len(x) for x in ids], batch_size)
+    for idx in tqdm(batches, desc=desc, disable=not progress):
         feats = gather_features(features, [feature_indices[i] for i in idx])
-        batch = encode_batch(tokenizer, [sources[i] for i in idx], None, feats, max_source_length, 0)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        ids = model.generate(**batch, **gen_kwargs)
-        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        batch = _encoder_batch([ids[i] for i in idx], tokenizer.pad_token_id, feats, device)
+        with autocast(mixed_precision, device):
+            generated = model.generate(**batch, **gen_kwargs)
+        texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
         per = num_samples if do_sample else 1
         for j, i in enumerate(idx):
             got = [t.strip() for t in texts[j * per : (j + 1) * per]]
@@ -90,6 +104,7 @@ def generate_rationales(
     max_source_length: int = 192,
     seed: int = 0,
     use_caption: bool = True,
+    mixed_precision: str = "no",
     progress: bool = False,
 ) -> list[dict]:
     """QCM-E rationales: one row per (qid, sample_index), "Solution:" stripped, in problem order.
@@ -102,7 +117,7 @@ def generate_rationales(
         model, tokenizer, sources, features,
         num_samples=num_samples, do_sample=do_sample, top_k=top_k, temperature=temperature,
         max_new_tokens=max_new_tokens, batch_size=batch_size, max_source_length=max_source_length,
-        seed=seed, progress=progress, desc="rationales",
+        seed=seed, mixed_precision=mixed_precision, progress=progress, desc="rationales",
     )
     return [
         {"qid": p["qid"], "sample_index": k, "rationale": strip_solution_prefix(t)}
@@ -143,7 +158,7 @@ def response_logprobs(model: Any, batch: dict[str, torch.Tensor], responses: Seq
     mask = pad([torch.ones_like(t) for t in tensors], padding_value=0).to(labels.device)
     logits = model(**batch, decoder_input_ids=pad(decoder_in, padding_value=pad_token_id).to(labels.device),
                    decoder_attention_mask=mask).logits
-    logprobs = selective_log_softmax(logits, labels, temperature=temperature)
+    logprobs = selective_log_softmax(logits.float(), labels, temperature=temperature)
     return [logprobs[i, : len(r)].tolist() for i, r in enumerate(responses)]
 
 
@@ -162,38 +177,41 @@ def sample_responses(
     max_source_length: int = 192,
     seed: int = 0,
     use_caption: bool = True,
-    skip_batches: int = 0,
+    mixed_precision: str = "no",
+    batches: Collection[int] | None = None,
 ) -> Iterator[tuple[int, list[dict]]]:
     """(batch index, rows) per length-sorted batch of problems: ``num_samples`` sampled QCM-E
     rationales each, as rows ``{qid, sample_index, rationale, response_ids, ended, sample_logprobs}``.
 
     ``features`` is row-aligned with ``problems``. Batch b is sampled under ``torch.manual_seed``
-    of (seed, b); ``skip_batches`` resumes after the batches already kept.
+    of (seed, b), so which process samples it, and after what, changes nothing: ``batches``
+    (default: all) picks the ones to sample, to resume after those kept or to share the batches
+    out to processes.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     start_id, pad_id, eos_id = model.config.decoder_start_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id
-    sources = [build_source(p, "QCM-E", use_caption=use_caption) for p in problems]
-    lengths = [len(ids) for ids in tokenizer(sources, max_length=max_source_length, truncation=True)["input_ids"]]
+    ids = _tokenized_sources(tokenizer, [build_source(p, "QCM-E", use_caption=use_caption) for p in problems],
+                             max_source_length)
     gen_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": True, "top_k": top_k, "temperature": temperature,
                   "num_return_sequences": num_samples}
-    for b, idx in enumerate(length_sorted_batches(lengths, batch_size)):
-        if b < skip_batches:
+    wanted = None if batches is None else set(batches)
+    for b, idx in enumerate(length_sorted_batches([len(x) for x in ids], batch_size)):
+        if wanted is not None and b not in wanted:
             continue
         torch.manual_seed(seed * 1_000_003 + b)
-        feats = gather_features(features, idx)
-        batch = {k: v.to(device) for k, v in encode_batch(tokenizer, [sources[i] for i in idx], None, feats,
-                                                          max_source_length, 0).items()}
-        rows = model.generate(**batch, **gen_kwargs)
-        responses = [split_response(r, eos_id) for r in rows.tolist()]
-        repeated = {k: v.repeat_interleave(num_samples, dim=0) for k, v in batch.items()}  # generate's order
-        logprobs = response_logprobs(model, repeated, [r for r, _ in responses], start_id, pad_id, temperature)
+        batch = _encoder_batch([ids[i] for i in idx], pad_id, gather_features(features, idx), device)
+        with autocast(mixed_precision, device):
+            rows = model.generate(**batch, **gen_kwargs)
+            responses = [split_response(r, eos_id) for r in rows.tolist()]
+            repeated = {k: v.repeat_interleave(num_samples, dim=0) for k, v in batch.items()}  # generate's order
+            logprobs = response_logprobs(model, repeated, [r for r, _ in responses], start_id, pad_id, temperature)
         out = []
-        for j, ((ids, ended), lp) in enumerate(zip(responses, logprobs)):
+        for j, ((resp, ended), lp) in enumerate(zip(responses, logprobs)):
             problem = problems[idx[j // num_samples]]
-            text = tokenizer.decode(ids, skip_special_tokens=True)
+            text = tokenizer.decode(resp, skip_special_tokens=True)
             out.append({"qid": problem["qid"], "sample_index": j % num_samples, "rationale": strip_solution_prefix(text),
-                        "response_ids": ids, "ended": ended, "sample_logprobs": lp})
+                        "response_ids": resp, "ended": ended, "sample_logprobs": lp})
         yield b, out
     model.train(was_training)

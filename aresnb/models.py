@@ -243,6 +243,25 @@ def _sync_generation_config(model: T5ForConditionalGeneration) -> None:
     gc.eos_token_id = model.config.eos_token_id
 
 
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute each T5 block's activations in the backward pass (``model.gradient_checkpointing``).
+
+    Non-reentrant checkpointing: it works with frozen inputs (LoRA) and under DDP. A peft model
+    is switched on through its base model. Checkpointing acts only in training mode.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.activation_checkpointing_enable({"use_reentrant": False})
+    base.config.use_cache = False
+
+
+def zero_attention_dropout(model: nn.Module) -> None:
+    """Set the functional dropout rate T5's attention keeps as a float to 0 (``nn.Dropout``
+    modules are a separate matter): with it, training mode draws no dropout at all."""
+    for module in model.modules():
+        if isinstance(getattr(module, "dropout", None), float):
+            module.dropout = 0.0
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 

@@ -10,7 +10,9 @@ mirrors the latest round's ``summary.json`` into ``<stage>/summary.json``.
       01_data/        dataset/ (DatasetDict)  features/<split>.npy  summary.json
       02_baseline/    model/ (save_pretrained + tokenizer)  checkpoints/  metrics.jsonl
                       rationales_val.jsonl  rationales_test.jsonl  summary.json
-      round_<i>/03_teacher_scores/  rollouts.jsonl  samples.parquet  summary.json
+      round_<i>/03_teacher_scores/  rollouts.jsonl (rollouts.rank<r>.jsonl while sampling)  samples.parquet
+                                    summary.json
+      <stage>/launch/  params.yaml  result.json   (a heavy step run under accelerate launch)
       round_<i>/04_ppo/             policy/  value/  checkpoints/  metrics.jsonl  eval_{before,after}.json
       round_<i>/05_correction_sft/  rl_rationales_<split>.jsonl  corrections.parquet  model/
                                     checkpoints/  metrics.jsonl  rationales_{val,test}.jsonl
@@ -114,6 +116,10 @@ class RunPaths:
             return self.run_dir / stage / "summary.json"
         return self.stage_path(stage, round_index) / "summary.json"
 
+    def launch_dir(self, stage: str, round_index: int | None = None) -> Path:
+        """A launched heavy step's parameters and result (``run.num_processes`` > 1; created)."""
+        return _mk(self.stage_path(stage, round_index) / "launch")
+
     def metrics_file(self, stage: str, round_index: int | None = None) -> Path:
         """The training log (``metrics.jsonl``) of a stage that trains (02, 04, 05)."""
         return self.stage_path(stage, round_index) / "metrics.jsonl"
@@ -162,6 +168,15 @@ class RunPaths:
     def rollouts_file(self, round_index: int) -> Path:
         """The sampled rationales of a round, kept so a re-run does not sample again."""
         return self.stage_path(TEACHER_SCORES, round_index) / "rollouts.jsonl"
+
+    def rollout_shard_file(self, round_index: int, rank: int) -> Path:
+        """What process ``rank`` sampled, batch by batch, until stage 03 merges it into rollouts.jsonl."""
+        return self.stage_path(TEACHER_SCORES, round_index) / f"rollouts.rank{rank}.jsonl"
+
+    def rollout_shard_files(self, round_index: int) -> list[Path]:
+        """The shard files present, by rank."""
+        found = self.stage_path(TEACHER_SCORES, round_index).glob("rollouts.rank*.jsonl")
+        return sorted(found, key=lambda p: int(p.name[len("rollouts.rank"):-len(".jsonl")]))
 
     def samples_file(self, round_index: int) -> Path:
         return self.stage_path(TEACHER_SCORES, round_index) / "samples.parquet"

@@ -36,13 +36,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, gather_object
+from accelerate.utils import gather_object
 from torch import nn
 from trl.trainer.utils import disable_dropout_in_model, entropy_from_logits, selective_log_softmax
 
 from aresnb.checkpoints import Checkpoints
 from aresnb.config import PPOConfig
+from aresnb.distributed import make_accelerator
+from aresnb.models import enable_gradient_checkpointing, zero_attention_dropout
 from aresnb.io import append_jsonl, read_jsonl
 from aresnb.ppo_buffer import Buffer, OptimizerStep, PPOSample, padding_share, plan_steps, split_dropped
 from aresnb.ppo_math import (compute_gae, explained_variance, kl_token_estimates, masked_mean, masked_whiten,
@@ -81,10 +82,11 @@ class ActorCritic(nn.Module):
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         # Each distinct source is encoded once; its responses (the k samples of a prompt) read it.
         inputs = decoder_inputs(batch, encode_sources(self.policy, batch))
+        # float32 out: under mixed precision the log-softmax and the losses stay in full precision
         if self.value_model.shared:  # one forward: the head reads the policy's last decoder states
             out = self.policy(**inputs, output_hidden_states=True)
-            return out.logits, self.value_model.head(out.decoder_hidden_states[-1])
-        return self.policy(**inputs).logits, self.value_model(**batch)
+            return out.logits.float(), self.value_model.head(out.decoder_hidden_states[-1]).float()
+        return self.policy(**inputs).logits.float(), self.value_model(**batch).float()
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -103,18 +105,6 @@ def make_optimizer(model: nn.Module, cfg: PPOConfig) -> torch.optim.Optimizer:
             (no_decay if name == "bias" or _is_norm(module) else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
-
-
-def make_accelerator(cpu: bool | None = None, mixed_precision: str = "no") -> Accelerator:
-    """The Accelerator PPO runs under (DDP may see critic-copy weights without gradients).
-
-    ``cpu=None`` picks the CPU when there is no CUDA device: accelerate then joins the launched
-    processes over gloo (without it, CPU-only processes would each run alone).
-    """
-    if cpu is None:
-        cpu = not torch.cuda.is_available()
-    return Accelerator(cpu=cpu, mixed_precision=mixed_precision,
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,6 +211,7 @@ def train_ppo(
     temperature: float = 1.0,
     seed: int = 0,
     fingerprint: str = "",
+    gradient_checkpointing: bool = False,
     on_step_end: Callable[[int, dict], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> PPOResult:
@@ -252,12 +243,17 @@ def train_ppo(
     # ---- models: dropout off (log-probs must not depend on a dropout draw) ---------------------
     for m in (policy, value_model):
         disable_dropout_in_model(m)
+    if gradient_checkpointing:
+        for m in (policy, value_model.trunk):
+            enable_gradient_checkpointing(m)
+            zero_attention_dropout(m)  # checkpointing needs training mode: no dropout may act there
     actor_critic = ActorCritic(policy, value_model)
     optimizer = make_optimizer(actor_critic, cfg)
     actor_critic, optimizer = accelerator.prepare(actor_critic, optimizer)
     # eval mode on purpose: some attention layers apply functional dropout that
-    # disable_dropout_in_model cannot reach; gradients flow the same in eval mode.
-    actor_critic.eval()
+    # disable_dropout_in_model cannot reach; gradients flow the same in eval mode. Gradient
+    # checkpointing acts in training mode only, with that dropout zeroed above.
+    actor_critic.train(gradient_checkpointing)
 
     # ---- 1-3. rollout statistics, rewards, advantages: once, for the whole buffer -------------
     mask = buffer.tensors["mask"].float()

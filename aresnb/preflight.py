@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from aresnb.paths import BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, TEACHER_SCORES
+from aresnb.paths import ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, TEACHER_SCORES
 from aresnb.teacher.facade import cache_path, endpoint_config
 
 TEACHER_STAGES = (TEACHER_SCORES, PPO, CORRECTION_SFT)
@@ -128,17 +128,42 @@ def process_count(environ: os._Environ | dict | None = None) -> int | None:
     return int(value) if value and value.isdigit() and int(value) > 0 else None
 
 
-def process_problems(cfg: Any, stages: Iterable[str], environ: os._Environ | dict | None = None) -> list[str]:
-    """PPO splits each optimizer step's sequences across processes: an equal share each."""
-    n = process_count(environ)
-    if n is None or n == 1 or PPO not in set(stages):
-        return []
-    return [f"ppo.{key} ({getattr(cfg.ppo, key)}) is not divisible by the {n} processes (WORLD_SIZE={n})"
-            for key in ("batch_size",) if getattr(cfg.ppo, key) % n]
+LAUNCHING_STAGES = (BASELINE, TEACHER_SCORES, PPO, CORRECTION_SFT, ANSWER_LORA)
+
+
+def process_problems(cfg: Any, stages: Iterable[str], environ: os._Environ | dict | None = None,
+                     base_dir: Path | None = None) -> list[str]:
+    """The processes the heavy steps run on (``run.num_processes``, or a launcher's WORLD_SIZE).
+
+    PPO splits each optimizer step's sequences across processes: an equal share each. Without an
+    accelerate config, N processes on a GPU machine need N GPUs (one each).
+    """
+    stages = set(stages)
+    out = []
+    launching = cfg.run.num_processes > 1 and bool(stages & set(LAUNCHING_STAGES))
+    n, source = (cfg.run.num_processes, "run.num_processes") if cfg.run.num_processes > 1 else \
+        (process_count(environ), "WORLD_SIZE")
+    if n is not None and n > 1 and PPO in stages:
+        out += [f"ppo.{key} ({getattr(cfg.ppo, key)}) is not divisible by the {n} processes ({source}={n})"
+                for key in ("batch_size",) if getattr(cfg.ppo, key) % n]
+    if launching and cfg.run.accelerate_config:
+        path = _resolve(cfg.run.accelerate_config, base_dir or Path.cwd())
+        if not path.is_file():
+            out.append(f"run.accelerate_config: file not found: {path}")
+    elif launching and 0 < (gpus := _cuda_devices()) < cfg.run.num_processes:
+        out.append(f"run.num_processes={cfg.run.num_processes} but this machine has {gpus} GPU(s): "
+                   "one process per GPU (or give run.accelerate_config)")
+    return out
+
+
+def _cuda_devices() -> int:
+    import torch  # deferred: `aresnb params` stays light when nothing launches
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def problems(cfg: Any, stages: Iterable[str], base_dir: Path, environ: os._Environ | dict | None = None) -> list[str]:
     """Every problem found before work starts; empty when the run may start."""
     stages = list(stages)
     return [*key_problems(cfg, stages, environ), *path_problems(cfg, stages, base_dir),
-            *process_problems(cfg, stages, environ)]
+            *process_problems(cfg, stages, environ, base_dir)]

@@ -2,8 +2,9 @@
 
 The schedule is 01, 02, then (03, 04, 05) once per ARES round, then 06, 07. Each executed
 notebook lands in ``outputs/<run>/notebooks/``; ``manifest.json`` records the resolved
-parameters and their hash, the git commit, package versions and each stage's status and wall
-time. A stage is skipped when it completed before with the same *key*: the hash of the
+parameters and their hash, the git commit, package versions and each stage's status, wall
+time, CPU time and processes (``run.num_processes`` for the heavy step of stages 02-06, else
+1). A stage is skipped when it completed before with the same *key*: the hash of the
 parameters, of the notebook's source, and of the completions of the stages it depends on — so a
 crashed run resumes where it stopped, and re-running an upstream stage re-runs what follows.
 
@@ -21,6 +22,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -255,6 +257,19 @@ def mirror_round_summary(paths: RunPaths, step: Step) -> None:
     write_json(dst, {**latest, "latest_round": step.round_index, "rounds": rounds})
 
 
+def stage_processes(paths: RunPaths, step: Step) -> int:
+    """The processes the step's heavy step ran on, as its summary says (1: all in the kernel)."""
+    summary = paths.summary_file(step.stage, step.round_index)
+    return int(read_json(summary).get("processes") or 1) if summary.exists() else 1
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of every finished child process (the kernels, and what they started and waited
+    for): a stage's cost that other jobs on a shared machine do not inflate as they do wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _print(msg: str) -> None:
     print(f"[aresnb] {msg}", flush=True)
 
@@ -349,7 +364,7 @@ def _run_locked(cfg: Config, paths: RunPaths, schedule: list[Step], selected: se
         _print(f"[{i}/{len(todo)}] {step.label}: running {step.notebook.name} -> {out_nb}")
         manifest.set_stage(step, status="running", started=_now(), key=key, notebook=str(out_nb),
                            kernel_log=str(kernel_log))
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _children_cpu_s()
         try:
             execute_notebook(step.notebook, out_nb, {"params": cfg.to_dict(), "round_index": step.round_index or 1},
                              cwd=NOTEBOOKS_DIR, log_output=log_output, kernel_log=kernel_log)
@@ -366,7 +381,8 @@ def _run_locked(cfg: Config, paths: RunPaths, schedule: list[Step], selected: se
         if step.round_index is not None:
             mirror_round_summary(paths, step)
         manifest.set_stage(step, status="done", wall_time_s=round(wall, 2), finished=_now(),
-                           completion_id=uuid.uuid4().hex[:12], error=None)
+                           completion_id=uuid.uuid4().hex[:12], error=None, processes=stage_processes(paths, step),
+                           cpu_time_s=round(_children_cpu_s() - cpu_start, 2))
         _print(f"[{i}/{len(todo)}] {step.label}: done in {wall:.1f} s")
     total = sum(v.get("wall_time_s", 0) for v in manifest.data["stages"].values())
     _print(f"run {cfg.run.name!r} complete; stage wall time {total:.1f} s; manifest {paths.manifest}")

@@ -1,148 +1,40 @@
 """The one supervised seq2seq trainer: baseline SFT (QCM-E), SFT on corrections, the LoRA answer head.
 
-An example is ``{"source": str, "target": str, "feature_index": int | None}``: the row of the
-``features`` array (N, P, D) that holds its image features, or None for zero features.
-
-``train_seq2seq`` runs through ``accelerate`` (CPU here; ``accelerate launch`` for multi-GPU or
-DeepSpeed), with AdamW, linear or constant schedule after warm-up, gradient accumulation and
-clipping. It appends ``metrics.jsonl`` (step, loss, lr, samples/s), checkpoints every N optimizer
-steps (model, optimizer, scheduler, RNG states and the position in the data) and resumes from
-the last complete checkpoint of the same recipe and data (:mod:`aresnb.checkpoints`), so a
-killed run continues where it was.
+``train_seq2seq`` takes examples (:mod:`aresnb.sft_data`: ``{"source", "target",
+"feature_index"}`` dicts, or a :class:`TokenizedExamples` set tokenised once and shared) and runs
+through ``accelerate``: one process, or N launched ones (``run.num_processes``) that make the same
+optimizer steps. ``batch_size`` is the global batch: every process derives the same seeded plan
+(:func:`aresnb.sft_data.plan_sft_steps`) and trains on its slice of each batch; a step's loss is
+the sum of its token cross-entropies divided by the step's token count (all processes), so one
+process or N give the same gradient. AdamW, linear or constant schedule after warm-up, gradient
+accumulation and clipping, mixed precision (accelerate's autocast) and gradient checkpointing.
+It appends ``metrics.jsonl`` (step, loss, lr, samples/s), checkpoints every N optimizer steps
+(model, optimizer, scheduler, RNG states; the step says where in the plan) and resumes from the
+last complete checkpoint of the same recipe and data (:mod:`aresnb.checkpoints`), so a killed run
+continues where it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
-from torch.utils.data import DataLoader
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from aresnb.checkpoints import Checkpoints, fingerprint
-from aresnb.data.prompts import build_source, build_target
+from aresnb.distributed import make_accelerator
 from aresnb.io import append_jsonl, read_jsonl
-
-IGNORE_INDEX = -100  # label positions the loss skips (padding)
-
-
-# ---- examples and batches ----------------------------------------------------------------------
-
-
-def make_examples(
-    problems: Iterable[dict],
-    fmt: str,
-    rationales: dict[str, str] | None = None,
-    use_caption: bool = True,
-    zero_features: bool = False,
-) -> list[dict]:
-    """One example per problem in prompt format ``fmt``; row i uses row i of the features.
-
-    ``rationales`` (qid -> text) replaces the gold solution: the target for QCM-E (SFT on
-    corrections), the rationale in the input for QCMG-A.
-    """
-    examples = []
-    for i, p in enumerate(problems):
-        r = rationales.get(p["qid"]) if rationales is not None else None
-        if rationales is not None and r is None:
-            raise KeyError(f"no rationale for qid {p['qid']!r} (format {fmt})")
-        source_r, target_r = (r, None) if fmt == "QCMG-A" else (None, r)
-        examples.append({
-            "qid": p["qid"],
-            "source": build_source(p, fmt, source_r, use_caption=use_caption),
-            "target": build_target(p, fmt, target_r),
-            "feature_index": None if zero_features else i,
-        })
-    return examples
-
-
-def gather_features(features: np.ndarray | None, indices: Sequence[int | None], shape: tuple[int, int] | None = None) -> torch.Tensor | None:
-    """(B, P, D) float tensor of the given rows; None rows are zeros. None when nothing to gather."""
-    if features is None:
-        if shape is None or all(i is None for i in indices):
-            return None
-        return torch.zeros(len(indices), *shape)
-    out = np.zeros((len(indices), *features.shape[1:]), dtype=np.float32)
-    for j, i in enumerate(indices):
-        if i is not None and i >= 0:
-            out[j] = features[i]
-    return torch.from_numpy(out)
-
-
-def encode_batch(
-    tokenizer: Any,
-    sources: list[str],
-    targets: list[str] | None,
-    features: np.ndarray | torch.Tensor | None,
-    max_source_length: int,
-    max_target_length: int,
-) -> dict[str, torch.Tensor]:
-    """Tokenise a batch: input_ids, attention_mask, labels (pad -> -100) and image_features.
-
-    ``features`` are this batch's rows, (B, P, D), or None (the model then uses zeros).
-    """
-    enc = tokenizer(sources, max_length=max_source_length, truncation=True, padding=True, return_tensors="pt")
-    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-    if targets is not None:
-        lab = tokenizer(targets, max_length=max_target_length, truncation=True, padding=True, return_tensors="pt")
-        labels = lab["input_ids"].masked_fill(lab["attention_mask"] == 0, IGNORE_INDEX)
-        batch["labels"] = labels
-    if features is not None:
-        batch["image_features"] = features.float() if torch.is_tensor(features) else torch.as_tensor(np.asarray(features, dtype=np.float32))
-    return batch
-
-
-class _Tokenized(torch.utils.data.Dataset):
-    """Examples tokenised once up front; batches are padded per batch by the collator."""
-
-    def __init__(self, tokenizer: Any, examples: list[dict], max_source_length: int, max_target_length: int):
-        if not examples:
-            raise ValueError("no training examples")
-        for k in ("source", "target"):
-            missing = [e.get("qid", i) for i, e in enumerate(examples) if not isinstance(e.get(k), str)]
-            if missing:
-                raise ValueError(f"examples without a {k!r} string: {missing[:5]}")
-        src = tokenizer([e["source"] for e in examples], max_length=max_source_length, truncation=True)["input_ids"]
-        tgt = tokenizer([e["target"] for e in examples], max_length=max_target_length, truncation=True)["input_ids"]
-        self.rows = [(s, t, e.get("feature_index")) for s, t, e in zip(src, tgt, examples)]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> tuple:
-        return self.rows[i]
-
-
-@dataclass
-class _Collator:
-    pad_id: int
-    features: np.ndarray | None
-
-    def __call__(self, rows: list[tuple]) -> dict[str, torch.Tensor]:
-        src, tgt, idx = zip(*rows)
-        input_ids = _pad(src, self.pad_id)
-        labels = _pad(tgt, IGNORE_INDEX)
-        batch = {"input_ids": input_ids, "attention_mask": (input_ids != self.pad_id).long(), "labels": labels}
-        feats = gather_features(self.features, idx)
-        if feats is not None:
-            batch["image_features"] = feats
-        return batch
-
-
-def _pad(seqs: Sequence[list[int]], value: int) -> torch.Tensor:
-    out = torch.full((len(seqs), max(len(s) for s in seqs)), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
+from aresnb.models import enable_gradient_checkpointing
+from aresnb.sft_data import (IGNORE_INDEX, Collator, SFTStep, TokenizedExamples, plan_sft_steps, process_rows,
+                             steps_per_epoch)
 
 
 # ---- training ----------------------------------------------------------------------------------
@@ -162,6 +54,7 @@ class TrainResult:
     samples_per_s: float
     resumed_from_step: int | None
     trainable_parameters: int
+    processes: int = 1
     metrics: list[dict] = field(default_factory=list)
 
     def summary(self) -> dict:
@@ -171,18 +64,17 @@ class TrainResult:
         return d
 
 
-def recipe_fingerprint(train_cfg: Any, examples: Sequence[dict], total_steps: int, model: torch.nn.Module,
+def recipe_fingerprint(train_cfg: Any, data: TokenizedExamples, total_steps: int, model: torch.nn.Module,
                        extra: dict) -> str:
     """What a checkpoint must match to be resumed: the recipe, the examples themselves (new
     Teacher corrections change the targets) and the trainable parameters' shapes."""
     shapes = [(n, tuple(p.shape)) for n, p in model.named_parameters() if p.requires_grad]
-    data = fingerprint([(e["source"], e["target"], e.get("feature_index")) for e in examples])
-    return fingerprint(dataclasses.asdict(train_cfg), data, len(examples), total_steps, shapes, extra)
+    return fingerprint(dataclasses.asdict(train_cfg), data.digest, len(data), total_steps, shapes, extra)
 
 
 @dataclass
 class _LossWindow:
-    """Losses since the last metrics row, and the samples seen since training (re)started."""
+    """Step losses since the last metrics row, and the samples seen since training (re)started."""
 
     losses: list[float] = field(default_factory=list)
     samples: int = 0
@@ -212,10 +104,47 @@ def make_optimizer(model: torch.nn.Module, cfg: Any, total_steps: int) -> tuple[
     return optimizer, get_constant_schedule_with_warmup(optimizer, warmup)
 
 
+def token_cross_entropy(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """(sum of the target tokens' cross-entropy, their count) of one batch, in float32.
+
+    The batch carries ``decoder_input_ids`` (the shifted labels), so the model computes no loss
+    of its own; the logits are upcast before the softmax (they are bf16 under autocast).
+    """
+    labels = batch["labels"]
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    mask = labels != IGNORE_INDEX
+    loss = torch.nn.functional.cross_entropy(logits[mask].float(), labels[mask], reduction="sum")
+    return loss, int(mask.sum())
+
+
+def train_step(model: torch.nn.Module, data: TokenizedExamples, collate: Collator, step: SFTStep,
+               accelerator: Any) -> tuple[float, int]:
+    """Forward and backward of one optimizer step's share on this process; (the step's mean token
+    loss over all processes, its global sequence count). The optimizer does not step here."""
+    rank, n_proc = accelerator.process_index, accelerator.num_processes
+    tokens = sum(data.target_tokens(i) for b in step.batches for i in b)
+    total = torch.zeros((), dtype=torch.float64)
+    for j, batch_rows in enumerate(step.batches):
+        rows = process_rows(batch_rows, rank, n_proc)
+        # A process left without rows runs the batch's first one at weight 0, so every process
+        # reduces gradients the same number of times.
+        weight = n_proc / max(tokens, 1) if rows else 0.0
+        batch = {k: v.to(accelerator.device) for k, v in collate([data[i] for i in rows or batch_rows[:1]]).items()}
+        sync = j == len(step.batches) - 1
+        with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+            loss, _ = token_cross_entropy(model, batch)
+            accelerator.backward(loss * weight)
+        if rows:
+            total += loss.detach().double().cpu()
+    if n_proc > 1:
+        total = accelerator.reduce(total.to(accelerator.device), "sum").cpu()
+    return float(total) / max(tokens, 1), sum(len(b) for b in step.batches)
+
+
 def train_seq2seq(
     model: torch.nn.Module,
     tokenizer: Any,
-    examples: list[dict],
+    examples: list[dict] | TokenizedExamples,
     features: np.ndarray | None,
     train_cfg: Any,
     out_dir: str | Path,
@@ -225,6 +154,7 @@ def train_seq2seq(
     max_target_length: int = 96,
     seed: int = 0,
     mixed_precision: str = "no",
+    gradient_checkpointing: bool = False,
     resume: bool = True,
     keep_checkpoints: int = 1,
     stop_after_steps: int | None = None,
@@ -234,7 +164,8 @@ def train_seq2seq(
     """Train ``model`` on (source -> target) ``examples``; writes under ``out_dir``.
 
     ``out_dir/metrics.jsonl`` and ``out_dir/checkpoints/step_N/``; the final model (or peft
-    adapter) and tokenizer go to ``model_dir`` (default ``out_dir/model``).
+    adapter) and tokenizer go to ``model_dir`` (default ``out_dir/model``). A ``TokenizedExamples``
+    set is used as it is (its own length limits); a list is tokenised here.
     ``stop_after_steps`` ends the run early as a crash would (tests of resume use it).
     """
     t_start = time.time()
@@ -245,24 +176,21 @@ def train_seq2seq(
     cfg = train_cfg
 
     set_seed(seed)
-    accelerator = Accelerator(
-        mixed_precision=mixed_precision,
-        gradient_accumulation_steps=cfg.grad_accum,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),  # same order on resume
-    )
-    data = _Tokenized(tokenizer, examples, max_source_length, max_target_length)
-    # Its own generator: creating an epoch's iterator then draws no numbers from the global RNG,
-    # so dropout masks after a resume are the ones the uninterrupted run would have drawn.
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, collate_fn=_Collator(tokenizer.pad_token_id, features),
-                        generator=torch.Generator().manual_seed(seed))
-    steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)  # accelerate steps at the end of each epoch
-    total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    accelerator = make_accelerator(mixed_precision)  # a fresh one per run: it holds the run's objects
+    data = examples if isinstance(examples, TokenizedExamples) else \
+        TokenizedExamples(tokenizer, examples, max_source_length, max_target_length)
+    collate = Collator(tokenizer.pad_token_id, features, _decoder_start(model))
+    plan = plan_sft_steps(len(data), cfg.batch_size, cfg.grad_accum, cfg.epochs, seed)
+    total_steps, per_epoch = len(plan), steps_per_epoch(len(data), cfg.batch_size, cfg.grad_accum)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     optimizer, scheduler = make_optimizer(model, cfg, total_steps)
     checkpoints = Checkpoints(out_dir / "checkpoints", keep=keep_checkpoints, log=accelerator.print,
-                              fingerprint=recipe_fingerprint(cfg, examples, total_steps, model,
-                                                             {"seed": seed, "src": max_source_length, "tgt": max_target_length}))
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+                              fingerprint=recipe_fingerprint(cfg, data, total_steps, model, {"seed": seed}))
+    # The scheduler is not prepared (accelerate would step it once per process) but checkpointed.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
     if not resume:
         checkpoints.discard_all()
     step, _ = checkpoints.resume(accelerator, metrics_path)
@@ -271,37 +199,24 @@ def train_seq2seq(
     model.train()
     bar = tqdm(total=total_steps, initial=step, desc=desc, disable=not (progress and accelerator.is_local_main_process))
     window = _LossWindow()
-    epoch = step // steps_per_epoch
-    while step < total_steps and (stop_after_steps is None or step < stop_after_steps):
-        loader.set_epoch(epoch)
-        skip = (step - epoch * steps_per_epoch) * cfg.grad_accum
-        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-        for batch in batches:
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            window.add(loss.item(), batch["input_ids"].shape[0] * accelerator.num_processes)
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            bar.update(1)
-            if step % cfg.log_every_steps == 0 or step == total_steps:
-                row = {"step": step, "epoch": round(step / steps_per_epoch, 4), **window.flush(),
-                       "lr": scheduler.get_last_lr()[0]}
-                if accelerator.is_main_process:
-                    append_jsonl(metrics_path, row)
-                bar.set_postfix(loss=f"{row['loss']:.3f}")
-            if step % cfg.save_every_steps == 0 or step == total_steps or step == stop_after_steps:
-                checkpoints.save(accelerator, step)
-                window.losses.clear()  # a resumed run logs the same windows as an uninterrupted one
-            if step >= total_steps or step == stop_after_steps:
-                break
-        epoch += 1
+    for planned in plan[step: stop_after_steps]:
+        loss, n_samples = train_step(model, data, collate, planned, accelerator)
+        if cfg.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        window.add(loss, n_samples)
+        step = planned.index
+        bar.update(1)
+        if step % cfg.log_every_steps == 0 or step == total_steps:
+            row = {"step": step, "epoch": round(step / per_epoch, 4), **window.flush(), "lr": scheduler.get_last_lr()[0]}
+            if accelerator.is_main_process:
+                append_jsonl(metrics_path, row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+        if step % cfg.save_every_steps == 0 or step == total_steps or step == stop_after_steps:
+            checkpoints.save(accelerator, step)
+            window.losses.clear()  # a resumed run logs the same windows as an uninterrupted one
     bar.close()
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
@@ -309,20 +224,22 @@ def train_seq2seq(
     if step >= total_steps and accelerator.is_main_process:
         unwrapped.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
+    accelerator.wait_for_everyone()
     metrics = read_jsonl(metrics_path)
     return TrainResult(
-        model=unwrapped,
-        steps=step,
-        total_steps=total_steps,
-        epochs=cfg.epochs,
-        first_loss=metrics[0]["loss"] if metrics else None,
-        last_loss=metrics[-1]["loss"] if metrics else None,
-        wall_time_s=time.time() - t_start,
-        samples_per_s=window.samples_per_s(),
-        resumed_from_step=resumed_from,
-        trainable_parameters=n_trainable,
-        metrics=metrics,
+        model=unwrapped, steps=step, total_steps=total_steps, epochs=cfg.epochs,
+        first_loss=metrics[0]["loss"] if metrics else None, last_loss=metrics[-1]["loss"] if metrics else None,
+        wall_time_s=time.time() - t_start, samples_per_s=window.samples_per_s(), resumed_from_step=resumed_from,
+        trainable_parameters=n_trainable, processes=accelerator.num_processes, metrics=metrics,
     )
+
+
+def _decoder_start(model: torch.nn.Module) -> int:
+    config = getattr(model, "config", None)
+    start = getattr(config, "decoder_start_token_id", None)
+    if start is None:
+        raise ValueError("the model's config has no decoder_start_token_id (a T5-family seq2seq model is expected)")
+    return int(start)
 
 
 # ---- evaluation --------------------------------------------------------------------------------
@@ -343,14 +260,14 @@ def evaluate_seq2seq(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    data = _Tokenized(tokenizer, examples, max_source_length, max_target_length)
-    collate = _Collator(tokenizer.pad_token_id, features)
+    data = TokenizedExamples(tokenizer, examples, max_source_length, max_target_length)
+    collate = Collator(tokenizer.pad_token_id, features)
     nll, correct, count = 0.0, 0, 0
     for start in range(0, len(data), batch_size):
         batch = {k: v.to(device) for k, v in collate([data[i] for i in range(start, min(start + batch_size, len(data)))]).items()}
         logits = model(**batch).logits
         mask = batch["labels"] != IGNORE_INDEX
-        nll += torch.nn.functional.cross_entropy(logits[mask], batch["labels"][mask], reduction="sum").item()
+        nll += torch.nn.functional.cross_entropy(logits[mask].float(), batch["labels"][mask], reduction="sum").item()
         correct += (logits.argmax(-1)[mask] == batch["labels"][mask]).sum().item()
         count += int(mask.sum())
     model.train(was_training)

@@ -31,7 +31,8 @@ def train(out_dir: str, accelerator=None) -> dict:
     from test_ppo import make_samples, tiny_t5
 
     from aresnb.config import PPOConfig
-    from aresnb.ppo import make_accelerator, train_ppo
+    from aresnb.distributed import make_accelerator
+    from aresnb.ppo import train_ppo
     from aresnb.value_model import Seq2SeqValueModel
 
     accelerator = accelerator or make_accelerator()  # CPU-only here: gloo between launched processes
@@ -47,7 +48,7 @@ def train(out_dir: str, accelerator=None) -> dict:
 
 
 def launched_main(out_dir: str) -> None:
-    from aresnb.ppo import make_accelerator
+    from aresnb.distributed import make_accelerator
 
     accelerator = make_accelerator()
     Path(out_dir, f"rank{accelerator.process_index}.json").write_text(json.dumps(train(out_dir, accelerator)))

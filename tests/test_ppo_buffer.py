@@ -121,9 +121,10 @@ def test_sampling_keeps_ids_eos_and_logprobs_and_resumes_batch_by_batch(tokenize
         assert tokenizer.eos_token_id not in r["response_ids"][:-1]
         assert all(lp <= 0 for lp in r["sample_logprobs"])
     assert any(not r["ended"] for r in rows)  # an untrained model runs into max_new_tokens
-    # resuming after the first batch draws exactly the batches an uninterrupted run draws
-    resumed = list(sample_responses(model, tokenizer, problems, None, skip_batches=1, **kw))
+    # resuming after the first batch (or sampling any subset: a process's share) draws exactly what one full run draws
+    resumed = list(sample_responses(model, tokenizer, problems, None, batches=[1, 2], **kw))
     assert resumed == batches[1:]
+    assert list(sample_responses(model, tokenizer, problems, None, batches=[2], **kw)) == batches[2:]  # any subset
 
 
 def test_paired_delta_and_eval_subset():

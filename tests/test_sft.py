@@ -11,7 +11,8 @@ import torch
 from aresnb.config import TrainConfig
 from aresnb.generation import generate_rationales, generate_texts
 from aresnb.models import MultimodalT5Config, MultimodalT5ForConditionalGeneration, load_rationale_model
-from aresnb.sft import IGNORE_INDEX, encode_batch, evaluate_seq2seq, make_examples, train_seq2seq
+from aresnb.sft import evaluate_seq2seq, train_seq2seq
+from aresnb.sft_data import IGNORE_INDEX, Collator, TokenizedExamples, make_examples
 from aresnb.tokenizer import train_bpe_tokenizer
 
 P, D, N = 4, 8, 24
@@ -56,14 +57,21 @@ def test_make_examples_formats(task):
         make_examples(problems[:2], "QCMG-A", rationales={"q0": "x"})
 
 
-def test_encode_batch_masks_label_padding(task):
+def test_collator_pads_masks_labels_and_shifts_them_into_decoder_inputs(task):
     _, feats, examples, tok = task
-    b = encode_batch(tok, [e["source"] for e in examples[:3]], ["a", "The answer is (B).", "b c"], feats[:3], 64, 16)
-    assert set(b) == {"input_ids", "attention_mask", "labels", "image_features"}
+    targets = [dict(e, target=t) for e, t in zip(examples[:3], ["a", "The answer is (B).", "b c"])]
+    data = TokenizedExamples(tok, targets, 64, 16)
+    b = Collator(tok.pad_token_id, feats, decoder_start_id=0)([data[i] for i in range(3)])
+    assert set(b) == {"input_ids", "attention_mask", "labels", "decoder_input_ids", "image_features"}
     assert b["image_features"].shape == (3, P, D) and b["image_features"].dtype == torch.float32
     short = b["labels"][0]
     assert (short == IGNORE_INDEX).any() and short[0] != IGNORE_INDEX
     assert b["input_ids"].shape == b["attention_mask"].shape
+    assert (b["decoder_input_ids"][:, 0] == 0).all()
+    assert torch.equal(b["decoder_input_ids"][1, 1:], b["labels"][1, :-1])  # the longest target: no padding
+    assert (b["decoder_input_ids"] >= 0).all()  # label padding never reaches the decoder
+    no_image = data.without_features()
+    assert no_image[1][:2] == data[1][:2] and no_image[1][2] is None and no_image.digest != data.digest
 
 
 def test_train_learns_writes_metrics_checkpoints_and_model(task, tmp_path):

@@ -107,7 +107,7 @@ def test_scoring_starts_while_sampling_goes_on(run, monkeypatch):
     seen_before_batch: list[int] = []
 
     def two_batches(cfg, paths, round_index, problems, indices, stats):
-        stats.update(generation_s=0.0, reused_batches=0, sampled_batches=2)
+        stats.update(generation_s=0.0, reused_batches=0, sampled_batches=2, processes=1)
         half = len(problems) // 2
         for part in (problems[:half], problems[half:]):
             seen_before_batch.append(len(submitted))

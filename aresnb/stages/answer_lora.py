@@ -11,24 +11,34 @@ with a seeded random fallback (failures counted), accuracy by ScienceQA category
   the accuracy measures how well the model's rationales lead to the answer.
 
 The image ablation trains the same QCM-A head on the baseline with the image features zeroed.
+
+Training every head's adapter is the heavy step (:mod:`aresnb.stages.launch`; under ``accelerate
+launch`` with ``run.num_processes`` > 1); each distinct example set is tokenised once and shared
+by the heads that train on it. The kernel then evaluates each saved adapter. The summary gives
+each head's training and evaluation time (``head_time_s``).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from aresnb.answer import attach_lora, load_answer_model, predict_answers, trainable_fraction
+from aresnb.checkpoints import fingerprint
+from aresnb.distributed import default_device
 from aresnb.evaluation.accuracy import accuracy_by_category, heads_table
 from aresnb.evaluation.tables import write_table
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.models import load_rationale_model, model_dir_has_weights
 from aresnb.paths import ANSWER_LORA, BASELINE_MODEL, RunPaths, round_model
-from aresnb.sft import make_examples, train_seq2seq
+from aresnb.sft import train_seq2seq
+from aresnb.sft_data import TokenizedExamples, make_examples
 from aresnb.stages.data import load_features, load_problems
+from aresnb.stages.launch import run_heavy
 from aresnb.tokenizer import load_tokenizer
 
 STAGE = ANSWER_LORA
@@ -67,72 +77,113 @@ def _answer_source_length(cfg: Any, fmt: str) -> int:
     return cfg.model.max_source_length + (2 * cfg.model.max_target_length if fmt == "QCMG-A" else 0)
 
 
-def train_answer_head(cfg: Any, paths: RunPaths, name: str, model_dir: Path, fmt: str, data: dict,
-                      rationales: dict[str, dict[str, str]] | None = None, use_image: bool = True) -> dict:
-    """Train, save, reload and evaluate one LoRA answer head; writes ``06_answer_lora/<name>/<fmt>/``."""
-    t0 = time.time()
-    out_dir = paths.answer_dir(name, fmt)
-    adapter_dir = out_dir / "adapter"
-    tokenizer = load_tokenizer(model_dir)
-    no_image = None if use_image else False  # the ablation switches the model's image path off
-    base = load_rationale_model(model_dir, use_image=no_image)
-    # LoRA's A matrices are drawn from torch's global RNG: seed it, or two runs differ.
-    torch.manual_seed(cfg.run.seed)
-    peft_model = attach_lora(base, cfg.answer)
-    fraction = trainable_fraction(peft_model)
-    train_rationales = rationales["train"] if rationales else None
-    examples = make_examples(data["train"], fmt, rationales=train_rationales, use_caption=cfg.data.use_caption,
-                             zero_features=not use_image)
-    result = train_seq2seq(
-        peft_model, tokenizer, examples, data["features"]["train"], cfg.answer.train, out_dir,
-        model_dir=adapter_dir, max_source_length=_answer_source_length(cfg, fmt),
-        max_target_length=cfg.answer.max_new_tokens, seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision,
-        desc=f"LoRA {name} {fmt}",
-    )
-    # Evaluate what was saved: the adapter as PeftModel.from_pretrained loads it.
-    model = load_answer_model(model_dir, adapter_dir, use_image=no_image)
+@dataclass(frozen=True)
+class Head:
+    """One LoRA answer head: which model it sits on, its input format, whether it sees the image."""
+
+    name: str  # its folder under 06_answer_lora/: a model name, or NO_IMAGE for the ablation
+    model_dir: Path
+    fmt: str
+    use_image: bool
+    rationale_name: str  # whose greedy test rationales a QCMG-A head reads
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.fmt}"
+
+
+def plan_heads(cfg: Any, paths: RunPaths) -> list[Head]:
+    """Every (model, format) head, then what the image ablation needs (the baseline's QCM-A head
+    with the image, if the formats lack it, and the same head without)."""
+    heads = [Head(name, model_dir, fmt, True, rationale_name)
+             for name, (model_dir, rationale_name) in models_in_run(cfg, paths).items() for fmt in cfg.answer.formats]
+    if cfg.answer.image_ablation:
+        if "QCM-A" not in cfg.answer.formats:
+            heads.append(Head(BASELINE_MODEL, paths.baseline_model_dir, "QCM-A", True, BASELINE_MODEL))
+        heads.append(Head(NO_IMAGE, paths.baseline_model_dir, "QCM-A", False, BASELINE_MODEL))
+    return heads
+
+
+def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
+    """Train every head's adapter (every launched process; the main one saves each adapter).
+
+    Each distinct example set is tokenised once and shared: QCM-A by every QCM-A head (the
+    ablation sees the same tokens without features), QCMG-A (gold rationales) by every QCMG-A head,
+    as long as the models share a tokenizer; the train features are loaded once.
+    """
+    train = load_problems(paths)["train"].to_list()
+    features = load_features(paths, "train")
+    tokenized: dict[tuple, TokenizedExamples] = {}
+    heads, processes = {}, 1
+    for head in plan_heads(cfg, paths):
+        t0, cpu0 = time.time(), time.process_time()
+        tokenizer = load_tokenizer(head.model_dir)
+        key = (head.fmt, fingerprint(tokenizer.backend_tokenizer.to_str()))
+        if key not in tokenized:
+            rationales = gold_rationales(train) if head.fmt == "QCMG-A" else None
+            tokenized[key] = TokenizedExamples(
+                tokenizer, make_examples(train, head.fmt, rationales=rationales, use_caption=cfg.data.use_caption),
+                _answer_source_length(cfg, head.fmt), cfg.answer.max_new_tokens)
+        data = tokenized[key] if head.use_image else tokenized[key].without_features()
+        base = load_rationale_model(head.model_dir, use_image=None if head.use_image else False)
+        torch.manual_seed(cfg.run.seed)  # LoRA's A matrices are drawn from torch's global RNG
+        peft_model = attach_lora(base, cfg.answer)
+        fraction = trainable_fraction(peft_model)
+        out_dir = paths.answer_dir(head.name, head.fmt)
+        result = train_seq2seq(peft_model, tokenizer, data, features, cfg.answer.train, out_dir,
+                               model_dir=out_dir / "adapter", seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision,
+                               gradient_checkpointing=cfg.model.gradient_checkpointing, desc=f"LoRA {head.label}")
+        heads[head.label] = {"train": result.summary(), "trainable": fraction, "train_s": time.time() - t0,
+                             "train_cpu_s": time.process_time() - cpu0}  # this process's (the main one's)
+        processes = result.processes
+    return {"heads": heads, "processes": processes}
+
+
+def evaluate_head(cfg: Any, paths: RunPaths, head: Head, data: dict, trained: dict) -> dict:
+    """Reload the saved adapter (as PeftModel.from_pretrained loads it), answer the test split,
+    write ``predictions_test.jsonl`` and ``head_summary.json``; returns the head's summary."""
+    t0, cpu0 = time.time(), time.process_time()
+    out_dir = paths.answer_dir(head.name, head.fmt)
+    tokenizer = load_tokenizer(head.model_dir)
+    model = load_answer_model(head.model_dir, out_dir / "adapter", use_image=None if head.use_image else False)
+    model.to(default_device())
+    rationales = test_rationales(paths, head.rationale_name, data["test"]) if head.fmt == "QCMG-A" else None
     rows = predict_answers(
-        model, tokenizer, data["test"], data["features"]["test"] if use_image else None, fmt,
-        rationales=rationales["test"] if rationales else None, use_caption=cfg.data.use_caption,
-        max_new_tokens=cfg.answer.max_new_tokens, batch_size=cfg.baseline.gen_batch_size,
-        max_source_length=_answer_source_length(cfg, fmt), seed=cfg.run.seed,
+        model, tokenizer, data["test"], data["features"]["test"] if head.use_image else None, head.fmt,
+        rationales=rationales, use_caption=cfg.data.use_caption, max_new_tokens=cfg.answer.max_new_tokens,
+        batch_size=cfg.baseline.gen_batch_size, max_source_length=_answer_source_length(cfg, head.fmt),
+        seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision,
     )
     write_jsonl(out_dir / "predictions_test.jsonl", rows)
+    eval_s = time.time() - t0
     summary = {
-        "model": name, "format": fmt, "use_image": use_image,
+        "model": head.name, "format": head.fmt, "use_image": head.use_image,
         "accuracy": accuracy_by_category(rows),
         "extraction_failures": sum(not r["extracted"] for r in rows),
         "n_test": len(rows),
-        "trainable": fraction,
-        "train": result.summary(),
-        "wall_time_s": time.time() - t0,
+        "trainable": trained["trainable"],
+        "train": trained["train"],
+        "time_s": {"train": trained["train_s"], "eval": eval_s, "total": trained["train_s"] + eval_s,
+                   "train_cpu": trained["train_cpu_s"], "eval_cpu": time.process_time() - cpu0},
     }
     write_json(out_dir / "head_summary.json", summary)
     return summary
 
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
-    """Every (model, format) head, the image ablation, the accuracy table; returns the summary."""
+    """Train every head (the heavy step), evaluate each on test, the image ablation, the accuracy table."""
     t0 = time.time()
     paths.stage_dir(STAGE)
     ds = load_problems(paths)
-    data = {"train": ds["train"].to_list(), "test": ds["test"].to_list(),
-            "features": {s: load_features(paths, s) for s in ("train", "test")}}
-    heads: dict[str, dict[str, dict]] = {}
-    for name, (model_dir, rationale_name) in models_in_run(cfg, paths).items():
-        heads[name] = {}
-        for fmt in cfg.answer.formats:
-            rationales = None
-            if fmt == "QCMG-A":
-                rationales = {"train": gold_rationales(data["train"]),
-                              "test": test_rationales(paths, rationale_name, data["test"])}
-            heads[name][fmt] = train_answer_head(cfg, paths, name, model_dir, fmt, data, rationales)
+    data = {"test": ds["test"].to_list(), "features": {"test": load_features(paths, "test")}}
+    plan = plan_heads(cfg, paths)
+    trained = run_heavy(cfg, paths, STAGE)
+    done = {head.label: evaluate_head(cfg, paths, head, data, trained["heads"][head.label]) for head in plan}
+    heads = {name: {fmt: done[f"{name}/{fmt}"] for fmt in cfg.answer.formats} for name in models_in_run(cfg, paths)}
 
     ablation = None
     if cfg.answer.image_ablation:
-        with_image = heads[BASELINE_MODEL].get("QCM-A") or train_answer_head(
-            cfg, paths, BASELINE_MODEL, paths.baseline_model_dir, "QCM-A", data)
-        without = train_answer_head(cfg, paths, NO_IMAGE, paths.baseline_model_dir, "QCM-A", data, use_image=False)
+        with_image, without = done[f"{BASELINE_MODEL}/QCM-A"], done[f"{NO_IMAGE}/QCM-A"]
         ablation = {
             "format": "QCM-A", "model": BASELINE_MODEL,
             "accuracy_with_image": with_image["accuracy"]["Avg"],
@@ -147,6 +198,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     summary = {
         "stage": STAGE,
         "wall_time_s": time.time() - t0,
+        "processes": trained["processes"],
         "metric": "multiple-choice accuracy (%)" if cfg.data.source == "aokvqa" else "accuracy (%) by ScienceQA category",
         "accuracy": accuracy,
         "n_test": len(data["test"]),
@@ -156,6 +208,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
         "lora": {"r": cfg.answer.r, "alpha": cfg.answer.alpha, "dropout": cfg.answer.dropout,
                  "target_modules": cfg.answer.target_modules},
         "train": {m: {f: h["train"] for f, h in by_fmt.items()} for m, by_fmt in heads.items()},
+        "head_time_s": {label: h["time_s"] for label, h in done.items()},  # every head, the ablation's too
         "image_ablation": ablation,
         "tables": list(table.values()),
     }

@@ -1,5 +1,7 @@
 """Stage 02: the MM-CoT baseline, SFT of the rationale model on QCM-E; its greedy rationales.
 
+The training is the heavy step (``run.num_processes`` > 1: under ``accelerate launch``,
+:mod:`aresnb.stages.launch`); the kernel then reads the model back and writes its rationales.
 Writes ``02_baseline/model/`` (model + tokenizer, save_pretrained), ``checkpoints/``,
 ``metrics.jsonl``, ``rationales_{val,test}.jsonl`` ({"qid", "rationale"}) and ``summary.json``.
 """
@@ -11,13 +13,16 @@ from typing import Any
 
 import numpy as np
 
+from aresnb.distributed import default_device
 from aresnb.generation import generate_rationales
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
-from aresnb.models import build_rationale_model, describe_model
+from aresnb.models import build_rationale_model, describe_model, load_rationale_model
 from aresnb.paths import BASELINE, BASELINE_MODEL, RunPaths
-from aresnb.sft import evaluate_seq2seq, make_examples, train_seq2seq
+from aresnb.sft import evaluate_seq2seq, train_seq2seq
+from aresnb.sft_data import make_examples
 from aresnb.stages.data import load_features, load_problems
-from aresnb.tokenizer import build_or_load_tokenizer
+from aresnb.stages.launch import run_heavy
+from aresnb.tokenizer import build_or_load_tokenizer, load_tokenizer
 
 STAGE = BASELINE
 RATIONALE_SPLITS = ("val", "test")
@@ -31,27 +36,39 @@ def tokenizer_corpus(problems: list[dict], use_caption: bool) -> list[str]:
     return texts
 
 
+def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
+    """Train the baseline on QCM-E (every launched process; the main one saves the model)."""
+    train = load_problems(paths)["train"].to_list()
+    features = load_features(paths, "train")
+    tokenizer = load_tokenizer(paths.baseline_model_dir)  # run() built it before any process started
+    model = build_rationale_model(cfg, tokenizer, features.shape[1:])
+    examples = make_examples(train, "QCM-E", use_caption=cfg.data.use_caption)
+    result = train_seq2seq(
+        model, tokenizer, examples, features, cfg.baseline, paths.stage_dir(STAGE),
+        model_dir=paths.baseline_model_dir,
+        max_source_length=cfg.model.max_source_length, max_target_length=cfg.model.max_target_length,
+        seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision,
+        gradient_checkpointing=cfg.model.gradient_checkpointing, desc="baseline SFT (QCM-E)",
+    )
+    return {**result.summary(), "examples": len(examples)}
+
+
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     """Train the baseline, write its rationales for val and test; returns the summary."""
     t0 = time.time()
-    stage_dir = paths.stage_dir(STAGE)
+    paths.stage_dir(STAGE)
     ds = load_problems(paths)
     features = {split: load_features(paths, split) for split in ("train", *RATIONALE_SPLITS)}
     train = ds["train"].to_list()
     use_caption = cfg.data.use_caption
 
     tokenizer = build_or_load_tokenizer(cfg, tokenizer_corpus(train, use_caption), paths.baseline_model_dir)
-    model = build_rationale_model(cfg, tokenizer, features["train"].shape[1:])
     examples = make_examples(train, "QCM-E", use_caption=use_caption)
     lengths = {"source": _token_lengths(tokenizer, [e["source"] for e in examples]),
                "target": _token_lengths(tokenizer, [e["target"] for e in examples])}
-    result = train_seq2seq(
-        model, tokenizer, examples, features["train"], cfg.baseline, stage_dir,
-        model_dir=paths.baseline_model_dir,
-        max_source_length=cfg.model.max_source_length, max_target_length=cfg.model.max_target_length,
-        seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision, desc="baseline SFT (QCM-E)",
-    )
-    model = result.model
+    trained = run_heavy(cfg, paths, STAGE)
+    model = load_rationale_model(paths.baseline_model_dir).to(default_device())
+    model.eval()
 
     val_examples = make_examples(ds["val"].to_list(), "QCM-E", use_caption=use_caption)
     val_metrics = evaluate_seq2seq(model, tokenizer, val_examples, features["val"], batch_size=cfg.baseline.gen_batch_size,
@@ -64,6 +81,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
             model, tokenizer, ds[split].to_list(), features[split],
             max_new_tokens=cfg.baseline.gen_max_new_tokens, batch_size=cfg.baseline.gen_batch_size,
             max_source_length=cfg.model.max_source_length, seed=cfg.run.seed, use_caption=use_caption,
+            mixed_precision=cfg.run.mixed_precision,
         )
         rationales[split] = [{"qid": r["qid"], "rationale": r["rationale"]} for r in rows]
         write_jsonl(paths.rationales_file(BASELINE_MODEL, split), rationales[split])
@@ -72,7 +90,8 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     summary = {
         "stage": STAGE,
         "wall_time_s": time.time() - t0,
-        "train": {**result.summary(), "examples": len(examples)},
+        "processes": trained["processes"],
+        "train": trained,
         "val": {"teacher_forced_loss": val_metrics["loss"], "token_accuracy": val_metrics["token_accuracy"],
                 "tokens": val_metrics["tokens"]},
         "model": describe_model(model),

@@ -27,13 +27,16 @@ import pandas as pd
 from aresnb.checkpoints import dir_signature, fingerprint
 from aresnb.checks import check_corrections
 from aresnb.correction import correction_row, select_problems, summarize_corrections
+from aresnb.distributed import default_device
 from aresnb.generation import generate_rationales
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.models import load_rationale_model
 from aresnb.paths import BASELINE_MODEL, CORRECTION_SFT, RunPaths, round_model
 from aresnb.rationale_metrics import dedupe_sentences, rationale_quality
-from aresnb.sft import make_examples, train_seq2seq
+from aresnb.sft import train_seq2seq
+from aresnb.sft_data import make_examples
 from aresnb.stages.data import load_features, load_problems
+from aresnb.stages.launch import run_heavy
 from aresnb.teacher import CorrectionItem, ProblemView, open_teacher, prompt_preview
 from aresnb.tokenizer import load_tokenizer
 
@@ -96,6 +99,7 @@ def _greedy(model, tokenizer, problems: list[dict], features: np.ndarray, cfg: A
         model, tokenizer, problems, features, num_samples=1, do_sample=False,
         max_new_tokens=cfg.correction.max_new_tokens, batch_size=cfg.correction.sft.gen_batch_size,
         max_source_length=cfg.model.max_source_length, seed=cfg.run.seed, use_caption=cfg.data.use_caption,
+        mixed_precision=cfg.run.mixed_precision,
     )
     return {str(r["qid"]): r["rationale"] for r in rows}
 
@@ -103,9 +107,33 @@ def _greedy(model, tokenizer, problems: list[dict], features: np.ndarray, cfg: A
 def _load_model(path: Path):
     if not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"stage 05 needs a saved model at {path}: run the earlier stages of this round first")
-    model = load_rationale_model(path)
+    model = load_rationale_model(path).to(default_device())
     model.eval()
     return model, load_tokenizer(path)
+
+
+def _round_train(cfg: Any, paths: RunPaths, round_index: int) -> tuple[list[dict], np.ndarray]:
+    """The train problems corrected this round (seeded subset) and their features."""
+    train_all = [dict(r) for r in load_problems(paths)["train"]]
+    rows_idx = select_problems(len(train_all), cfg.correction.max_problems, cfg.run.seed, round_index)
+    return [train_all[i] for i in rows_idx], load_features(paths, "train")[rows_idx]
+
+
+def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
+    """SFT on the corrections (``corrections.parquet``), from the round's PPO policy; the main
+    process saves the model. The trainer resumes from its checkpoints."""
+    train, features = _round_train(cfg, paths, round_index)
+    corrections = pd.read_parquet(paths.corrections_file(round_index), columns=["qid", "target"])
+    examples = make_examples(train, "QCM-E", rationales=dict(zip(corrections["qid"].astype(str), corrections["target"])),
+                             use_caption=cfg.data.use_caption)
+    model, tokenizer = _load_model(paths.ppo_policy_dir(round_index))
+    trained = train_seq2seq(model, tokenizer, examples, features, cfg.correction.sft, paths.stage_dir(STAGE, round_index),
+                            model_dir=paths.sft_model_dir(round_index), max_source_length=cfg.model.max_source_length,
+                            max_target_length=cfg.model.max_target_length, seed=cfg.run.seed + round_index,
+                            mixed_precision=cfg.run.mixed_precision,
+                            gradient_checkpointing=cfg.model.gradient_checkpointing,
+                            desc=f"sft on corrections, round {round_index}")
+    return trained.summary()
 
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
@@ -116,15 +144,12 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     def lap(name: str) -> None:
         timings[name] = round(time.perf_counter() - start - sum(timings.values()), 2)
 
-    stage_dir = paths.stage_dir(STAGE, round_index)
+    paths.stage_dir(STAGE, round_index)
     policy_dir = paths.ppo_policy_dir(round_index)
     restarted = reset_if_inputs_changed(paths, round_index, inputs_fingerprint(cfg, round_index, policy_dir))
 
     data = load_problems(paths)
-    train_all = [dict(r) for r in data["train"]]
-    rows_idx = select_problems(len(train_all), cfg.correction.max_problems, cfg.run.seed, round_index)
-    train = [train_all[i] for i in rows_idx]
-    train_features = load_features(paths, "train")[rows_idx]
+    train, train_features = _round_train(cfg, paths, round_index)
     split_data = {s: ([dict(r) for r in data[s]], load_features(paths, s)) for s in EVAL_SPLITS}
     qids = {s: [str(p["qid"]) for p in probs] for s, (probs, _) in split_data.items()}
     train_qids = [str(p["qid"]) for p in train]
@@ -149,16 +174,11 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     check_corrections(rows, paths.corrections_file(round_index))
 
     lap("teacher")
-    # 4. SFT on the corrections, from the RL checkpoint (the trainer resumes from its checkpoints)
-    examples = make_examples(train, "QCM-E", rationales={r["qid"]: r["target"] for r in rows},
-                             use_caption=cfg.data.use_caption)
+    # 4. SFT on the corrections, from the RL checkpoint: the heavy step (it resumes from its checkpoints)
+    del model
+    trained = run_heavy(cfg, paths, STAGE, round_index)
     model_dir = paths.sft_model_dir(round_index)
-    trained = train_seq2seq(model, tokenizer, examples, train_features, cfg.correction.sft, stage_dir,
-                            model_dir=model_dir, max_source_length=cfg.model.max_source_length,
-                            max_target_length=cfg.model.max_target_length, seed=cfg.run.seed + round_index,
-                            mixed_precision=cfg.run.mixed_precision, desc=f"sft on corrections, round {round_index}")
-    model = trained.model
-    model.eval()
+    model, tokenizer = _load_model(model_dir)
 
     lap("sft")
     after_sft = {}
@@ -192,7 +212,8 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
         "before_rl_rationales": before_source,
         "max_new_tokens": cfg.correction.max_new_tokens,
         "teacher": usage,
-        "sft": trained.summary(),
+        "sft": trained,
+        "processes": trained["processes"],
         "restarted_with_new_inputs": restarted,
         "model_dir": str(model_dir),
         "timings_s": timings,

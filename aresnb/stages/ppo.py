@@ -7,13 +7,14 @@ rationale counts as 0 there, so saying less cannot raise the score -- trains, an
 (``save_pretrained`` + tokenizer), the critic, metrics and ``summary.json``. A killed run resumes
 from the last checkpoint when run again.
 
-Multi-process: ``accelerate launch -m aresnb.stages.ppo --params P --round 1``; the main process
-evaluates and writes, every process trains its share of each optimizer step.
+The training is the heavy step (:mod:`aresnb.stages.launch`): with ``run.num_processes`` > 1 it
+runs under ``accelerate launch``, every process training its share of each optimizer step; the
+kernel evaluates before and after, with the policy the main process saved.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import math
 import random
 import statistics
@@ -26,16 +27,17 @@ import pandas as pd
 import torch
 
 from aresnb.checkpoints import fingerprint
-from aresnb.config import load_config
 from aresnb.data.prompts import build_source
+from aresnb.distributed import default_device, make_accelerator
 from aresnb.generation import generate_rationales
 from aresnb.io import read_json, read_jsonl, write_json
 from aresnb.models import load_rationale_model
 from aresnb.paths import PPO, RunPaths
-from aresnb.ppo import make_accelerator, train_ppo
+from aresnb.ppo import train_ppo
 from aresnb.ppo_buffer import PPOSample, buffer_digest
 from aresnb.rationale_metrics import rationale_quality, sentence_texts
 from aresnb.stages.data import load_features, load_problems
+from aresnb.stages.launch import run_heavy
 from aresnb.teacher import ProblemView, ScoreItem, open_teacher
 from aresnb.tokenizer import load_tokenizer
 from aresnb.value_model import Seq2SeqValueModel
@@ -55,7 +57,7 @@ def build_ppo_samples(rows: Sequence[dict], problems: Any, tokenizer: Any, max_s
     The response is the token ids as sampled; only the source is tokenized here.
     """
     row_of_qid = {q: i for i, q in enumerate(problems["qid"])}
-    out, reasons = [], {}
+    out, reasons, source_ids_of = [], {}, {}
     for r in rows:
         qid = str(r["qid"])
         if qid not in row_of_qid:
@@ -69,8 +71,10 @@ def build_ppo_samples(rows: Sequence[dict], problems: Any, tokenizer: Any, max_s
             reason = "span_mismatch"  # a Teacher reply for other sentences than were sampled
         if reason is not None:
             reasons[reason] = reasons.get(reason, 0) + 1
-        source = build_source(problems[row_of_qid[qid]], SOURCE_FORMAT, use_caption=use_caption)
-        source_ids = tokenizer(source, truncation=True, max_length=max_source_length)["input_ids"]
+        if qid not in source_ids_of:  # the k samples of a problem share its source: tokenised once
+            source = build_source(problems[row_of_qid[qid]], SOURCE_FORMAT, use_caption=use_caption)
+            source_ids_of[qid] = tokenizer(source, truncation=True, max_length=max_source_length)["input_ids"]
+        source_ids = source_ids_of[qid]
         out.append(PPOSample(qid=qid, sample_index=int(r["sample_index"]), source_ids=list(source_ids),
                              response_ids=[int(t) for t in r["response_ids"]], sentence_end_indices=ends,
                              scores=scores, ended=bool(r["ended"]), dropped=reason is not None,
@@ -102,7 +106,7 @@ def score_greedy_rationales(model: Any, tokenizer: Any, problems: list[dict], fe
     rows = generate_rationales(model, tokenizer, problems, features, num_samples=1, do_sample=False,
                                max_new_tokens=cfg.ppo.eval_max_new_tokens, batch_size=cfg.rollout.batch_size,
                                max_source_length=cfg.model.max_source_length, seed=cfg.run.seed,
-                               use_caption=cfg.data.use_caption)
+                               use_caption=cfg.data.use_caption, mixed_precision=cfg.run.mixed_precision)
     by_qid = {p["qid"]: p for p in problems}
     sentences = [sentence_texts(r["rationale"]) for r in rows]
     asked = [i for i, s in enumerate(sentences) if s]
@@ -147,78 +151,83 @@ def _held_out(cfg: Any, paths: RunPaths) -> tuple[list[dict], np.ndarray]:
     return [problems[i] for i in rows], load_features(paths, "val")[rows]
 
 
-def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, *, accelerator: Any = None,
-        log: Callable[[str], None] = print) -> dict:
-    """Evaluate the entering policy, PPO on the buffer, evaluate again; returns the summary."""
+def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
+    """PPO on the round's buffer (every launched process trains its share of each optimizer step);
+    the main process saves the policy, its tokenizer and the critic. Returns the run's figures."""
+    accelerator = make_accelerator(mixed_precision=cfg.run.mixed_precision)
+    policy_dir = paths.policy_entering_round(round_index)
+    torch.manual_seed(cfg.run.seed)  # the critic's fresh head: the same on every process and on resume
+    tokenizer = load_tokenizer(policy_dir)
+    policy = load_rationale_model(policy_dir)
+    value_model = Seq2SeqValueModel.from_policy(policy, shared=cfg.ppo.value_model == "shared")
+    samples, buffer_stats = build_ppo_samples(pd.read_parquet(paths.samples_file(round_index)).to_dict("records"),
+                                              load_problems(paths)["train"], tokenizer,
+                                              cfg.model.max_source_length, use_caption=cfg.data.use_caption)
+    result = train_ppo(policy, value_model, samples, cfg.ppo, paths.stage_dir(STAGE, round_index),
+                       accelerator=accelerator, features=load_features(paths, "train"),
+                       pad_token_id=tokenizer.pad_token_id, decoder_start_token_id=policy.config.decoder_start_token_id,
+                       temperature=cfg.rollout.temperature, seed=cfg.run.seed,
+                       fingerprint=fingerprint(cfg.hash(), buffer_digest(samples)),  # every parameter, the exact buffer
+                       gradient_checkpointing=cfg.model.gradient_checkpointing,
+                       log=accelerator.print)
+    if accelerator.is_main_process:
+        policy.save_pretrained(paths.ppo_policy_dir(round_index))
+        tokenizer.save_pretrained(paths.ppo_policy_dir(round_index))
+        value_model.save_pretrained(paths.ppo_value_dir(round_index))
+    accelerator.wait_for_everyone()
+    figures = {k: v for k, v in dataclasses.asdict(result).items() if k != "metrics"}
+    return {**figures, "buffer": buffer_stats, "processes": accelerator.num_processes}
+
+
+def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, *, log: Callable[[str], None] = print) -> dict:
+    """Evaluate the entering policy, PPO on the buffer (the heavy step), evaluate again; returns the summary."""
     started = time.time()
-    accelerator = accelerator or make_accelerator(mixed_precision=cfg.run.mixed_precision)
-    main = accelerator.is_main_process
-    stage_dir = paths.stage_dir(STAGE, round_index)
+    paths.stage_dir(STAGE, round_index)
     policy_dir = paths.policy_entering_round(round_index)
     samples_file = paths.samples_file(round_index)
     for need, what in ((policy_dir, "the policy entering the round"), (samples_file, "the Teacher-scored buffer (stage 03)")):
         if not Path(need).exists():
             raise FileNotFoundError(f"stage 04 needs {what}: {need} does not exist; run the earlier stages first")
-
-    torch.manual_seed(cfg.run.seed)  # the critic's fresh head: the same on every process and on resume
-    tokenizer = load_tokenizer(policy_dir)
-    policy = load_rationale_model(policy_dir)
-    value_model = Seq2SeqValueModel.from_policy(policy, shared=cfg.ppo.value_model == "shared")
     eval_problems, eval_features = _held_out(cfg, paths)
-    samples, buffer_stats = build_ppo_samples(pd.read_parquet(samples_file).to_dict("records"),
-                                              load_problems(paths)["train"], tokenizer,
-                                              cfg.model.max_source_length, use_caption=cfg.data.use_caption)
-    run_id = fingerprint(cfg.hash(), buffer_digest(samples))  # every parameter and the exact buffer
-    teacher = open_teacher(cfg, paths) if main else None
-    try:
-        before = None
-        if main:
-            before = _score_before(cfg, paths, round_index, policy, tokenizer, eval_problems, eval_features,
-                                   teacher, run_id)
-            log(f"before PPO: Teacher score {_fmt(before['teacher_score'])} on {len(eval_problems)} val problems "
-                f"({before['empty']} empty, {before['dropped']} unscored)")
-        accelerator.wait_for_everyone()
-        result = train_ppo(policy, value_model, samples, cfg.ppo, stage_dir, accelerator=accelerator,
-                           features=load_features(paths, "train"), pad_token_id=tokenizer.pad_token_id,
-                           decoder_start_token_id=policy.config.decoder_start_token_id,
-                           temperature=cfg.rollout.temperature, seed=cfg.run.seed, fingerprint=run_id, log=log)
-        summary: dict = {}
-        if main:
-            policy.save_pretrained(paths.ppo_policy_dir(round_index))
-            tokenizer.save_pretrained(paths.ppo_policy_dir(round_index))
-            value_model.save_pretrained(paths.ppo_value_dir(round_index))
-            t = time.time()
-            after = score_greedy_rationales(policy, tokenizer, eval_problems, eval_features, teacher, cfg)
-            after["wall_time_s"] = time.time() - t
-            write_json(paths.ppo_eval_file(round_index, "after"), after)
-            log(f"after PPO:  Teacher score {_fmt(after['teacher_score'])} (before {_fmt(before['teacher_score'])})")
-            summary = stage_summary(cfg, paths, round_index, before, after, buffer_stats, result, accelerator,
-                                    teacher.usage(), time.time() - started, log)
-            write_json(paths.summary_file(STAGE, round_index), summary)
-        accelerator.wait_for_everyone()
-    finally:
-        if teacher is not None:
-            teacher.close()
+    # what the before-PPO score depends on: every parameter and the buffer file
+    run_id = fingerprint(cfg.hash(), Path(samples_file).stat().st_size, Path(samples_file).stat().st_mtime_ns)
+    with open_teacher(cfg, paths) as teacher:
+        before = _score_before(cfg, paths, round_index, policy_dir, eval_problems, eval_features, teacher, run_id)
+        log(f"before PPO: Teacher score {_fmt(before['teacher_score'])} on {len(eval_problems)} val problems "
+            f"({before['empty']} empty, {before['dropped']} unscored)")
+        result = run_heavy(cfg, paths, STAGE, round_index, log=log)
+        tokenizer = load_tokenizer(paths.ppo_policy_dir(round_index))
+        policy = load_rationale_model(paths.ppo_policy_dir(round_index)).to(default_device())
+        t = time.time()
+        after = score_greedy_rationales(policy, tokenizer, eval_problems, eval_features, teacher, cfg)
+        after["wall_time_s"] = time.time() - t
+        write_json(paths.ppo_eval_file(round_index, "after"), after)
+        log(f"after PPO:  Teacher score {_fmt(after['teacher_score'])} (before {_fmt(before['teacher_score'])})")
+        usage = teacher.usage()
+    summary = stage_summary(cfg, paths, round_index, before, after, result, usage, time.time() - started, log)
+    write_json(paths.summary_file(STAGE, round_index), summary)
     return summary
 
 
-def _score_before(cfg, paths, round_index, policy, tokenizer, problems, features, teacher, run_id) -> dict:
+def _score_before(cfg, paths, round_index, policy_dir, problems, features, teacher, run_id) -> dict:
     """The entering policy's held-out score; kept on disk, so a resumed stage does not redo it."""
     before_file = paths.ppo_eval_file(round_index, "before")
     before = read_json(before_file) if before_file.exists() else {}
     if before.get("fingerprint") != run_id:
         t = time.time()
-        before = score_greedy_rationales(policy, tokenizer, problems, features, teacher, cfg)
+        policy = load_rationale_model(policy_dir).to(default_device())
+        before = score_greedy_rationales(policy, load_tokenizer(policy_dir), problems, features, teacher, cfg)
         before.update(wall_time_s=time.time() - t, fingerprint=run_id)
         write_json(before_file, before)
     return before
 
 
-def stage_summary(cfg: Any, paths: RunPaths, round_index: int, before: dict, after: dict, buffer_stats: dict,
-                  result: Any, accelerator: Any, usage: dict, wall_time_s: float,
-                  log: Callable[[str], None] = print) -> dict:
-    """summary.json of stage 04, and the loud warning when the policy collapsed."""
-    metrics = result.metrics
+def stage_summary(cfg: Any, paths: RunPaths, round_index: int, before: dict, after: dict, result: dict,
+                  usage: dict, wall_time_s: float, log: Callable[[str], None] = print) -> dict:
+    """summary.json of stage 04 (``result``: what the heavy step returned), and the loud warning
+    when the policy collapsed."""
+    metrics = read_jsonl(paths.metrics_file(STAGE, round_index))
+    buffer_stats = result["buffer"]
     quality = {"before_rl": before["quality"], "after_rl": after["quality"]}
     empty_rise = 100.0 * (after["quality"]["empty_rate"] - before["quality"]["empty_rate"])
     collapsed = empty_rise > COLLAPSE_WARNING_POINTS
@@ -243,17 +252,17 @@ def stage_summary(cfg: Any, paths: RunPaths, round_index: int, before: dict, aft
         "eval_quality": quality,  # repeated / unfinished / empty rates and mean length, greedy val
         "collapse_warning": collapsed,
         **buffer_stats,
-        "sequences_trained": result.sequences,
-        "passes": result.passes,
-        "optimizer_steps": result.optimizer_steps,
+        "sequences_trained": result["sequences"],
+        "passes": result["passes"],
+        "optimizer_steps": result["optimizer_steps"],
         "expected_optimizer_steps": expected_steps * cfg.ppo.ppo_epochs if cfg.ppo.max_steps is None else None,
-        "kl_by_pass": result.kl_by_pass,
-        "sampling_logprob_gap": result.sampling_logprob_gap,
-        "resumed_from_step": result.resumed_from_step,
-        "processes": accelerator.num_processes,
+        "kl_by_pass": result["kl_by_pass"],
+        "sampling_logprob_gap": result["sampling_logprob_gap"],
+        "resumed_from_step": result["resumed_from_step"],
+        "processes": result["processes"],
         "value_model": cfg.ppo.value_model,
         "guards": {"kl_loss_coef": cfg.ppo.kl_loss_coef, "value_warmup_passes": cfg.ppo.value_warmup_passes,
-                   "value_warmup_loss": result.value_warmup_loss},
+                   "value_warmup_loss": result["value_warmup_loss"]},
         "throughput": {k: statistics.fmean(m[f"throughput/{k}"] for m in metrics) if metrics else None
                        for k in ("sequences_per_s", "tokens_per_s", "padding_share")},
         "final_metrics": metrics[-1] if metrics else {},
@@ -276,18 +285,3 @@ def load(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``[accelerate launch ...] python -m aresnb.stages.ppo --params P --round 1 [--set k=v ...]``."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default=None, help="parameter YAML (default: params/smoke.yaml)")
-    ap.add_argument("--round", type=int, default=1, dest="round_index")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override")
-    args = ap.parse_args(argv)
-    cfg = load_config(args.params, args.set)
-    run(cfg, RunPaths(cfg), args.round_index)
-
-
-if __name__ == "__main__":
-    main()

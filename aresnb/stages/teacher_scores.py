@@ -6,19 +6,25 @@ generated, whether EOS ended the sample or ``max_new_tokens`` cut it, the sampli
 of every token, and the index of the token that ends each sentence (a cut sample keeps its
 unfinished last sentence, which ends at its last token). PPO (stage 04) trains on these ids.
 
-Sampling and scoring overlap: each sampled batch goes to the Teacher at once (a bounded queue of
-requests, ``Teacher.stream``) while the next batch is generated; the summary reports
-``generation_s``, ``scoring_s`` (first request to last reply), ``scoring_after_sampling_s`` and the
-total ``wall_time_s``.
-
+The sampling is the heavy step (:mod:`aresnb.stages.launch`): with ``run.num_processes`` > 1 the
+length-sorted batches of problems are shared out to the launched processes, each problem sampled
+exactly once; every batch is seeded on its own, so N processes sample exactly what one does.
 A killed run resumes without one repeated Teacher call and without resampling what was kept:
-``rollouts.jsonl`` grows batch by batch (each batch seeded on its own, so the resumed sampling
-is the one an uninterrupted run makes) and every reply is in the cache the moment it arrives.
+each process's ``rollouts.rank<r>.jsonl`` grows batch by batch, and the complete batches are
+merged into ``rollouts.jsonl`` (in batch order) before scoring and when the stage starts again;
+every reply is in the cache the moment it arrives.
+
+Sampling and scoring overlap: a batch goes to the Teacher (a bounded queue of requests,
+``Teacher.stream``) as soon as a process has written its last row, while the next batches are
+generated; the summary reports ``generation_s``, ``scoring_s`` (first request to last reply),
+``scoring_after_sampling_s`` and the total ``wall_time_s``.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -29,12 +35,14 @@ import pandas as pd
 from aresnb.checkpoints import dir_signature, fingerprint
 from aresnb.checks import check_scored_samples
 from aresnb.data.prompts import solution_start
-from aresnb.generation import length_sorted_batches, sample_responses
+from aresnb.distributed import default_device, process_rank, shard
+from aresnb.generation import sample_responses
 from aresnb.io import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from aresnb.models import load_rationale_model
 from aresnb.paths import TEACHER_SCORES, RunPaths
 from aresnb.sentences import sentence_end_tokens, split_sentences
 from aresnb.stages.data import load_features, load_problems
+from aresnb.stages.launch import run_heavy
 from aresnb.tokenizer import load_tokenizer
 from aresnb.teacher import PROMPT_VERSION, ProblemView, ScoreItem, open_teacher, prompt_preview
 
@@ -60,47 +68,143 @@ def sampled_batches(cfg: Any, paths: RunPaths, round_index: int, problems: list[
                     indices: list[int], stats: dict) -> Iterator[list[dict]]:
     """k sampled rationales per problem from the policy entering this round, one batch at a time.
 
-    Batches already in ``rollouts.jsonl`` (same fingerprint) come first, as saved; sampling resumes
-    after them, and each new batch is appended before it is yielded. ``stats`` gets
-    ``generation_s`` (time spent sampling) and ``reused_batches`` / ``sampled_batches``.
+    Batches already kept (same fingerprint) come first, as saved. The heavy step samples the others
+    (on ``run.num_processes`` processes, in a thread of this one so that the caller can score
+    meanwhile); each batch is yielded as soon as its process has written all its rows. At the end
+    the shards are merged into ``rollouts.jsonl``. ``stats`` gets ``generation_s`` (until the last
+    batch was sampled) and ``reused_batches`` / ``sampled_batches``.
     """
     policy_dir = Path(paths.policy_entering_round(round_index))
     if not policy_dir.exists():
         raise FileNotFoundError(f"stage 03 round {round_index}: the policy {policy_dir} does not exist; run the earlier stages first")
     fp = rollouts_fingerprint(policy_dir, cfg, round_index, [p["qid"] for p in problems])
-    saved = paths.rollouts_file(round_index)
-    lines = read_jsonl(saved, tolerate_partial_last_line=True)
-    kept = lines[1:] if lines and lines[0].get("fingerprint") == fp else []
-    stats.update(generation_s=0.0, reused_batches=0, sampled_batches=0)
-    by_batch: dict[int, list[dict]] = {}
-    for row in kept:
-        by_batch.setdefault(row["batch"], []).append(row)
-    for b in sorted(by_batch):
-        stats["reused_batches"] += 1
-        yield by_batch[b]
-    r = cfg.rollout
-    n_batches = len(length_sorted_batches([0] * len(problems), r.batch_size))
-    if len(by_batch) == n_batches:
+    expected = _rows_per_batch(len(problems), cfg.rollout.batch_size, cfg.rollout.samples_per_problem)
+    kept = _complete_batches(merge_rollouts(paths, round_index, fp, expected), expected)
+    stats.update(generation_s=0.0, reused_batches=len(kept), sampled_batches=0, processes=1)
+    for b in sorted(kept):
+        yield kept[b]
+    if len(kept) == len(expected):
         return
     t = time.monotonic()
-    if not kept:
-        write_jsonl(saved, [{"fingerprint": fp}])
-    tokenizer = load_tokenizer(policy_dir)
-    features = load_features(paths, "train")[indices]
-    model = load_rationale_model(policy_dir, feature_shape=features.shape[1:])
-    batches = sample_responses(model, tokenizer, problems, features, num_samples=r.samples_per_problem,
-                               top_k=r.top_k, temperature=r.temperature, max_new_tokens=r.max_new_tokens,
-                               batch_size=r.batch_size, max_source_length=cfg.model.max_source_length,
-                               seed=cfg.run.seed * 1000 + round_index, use_caption=cfg.data.use_caption,
-                               skip_batches=len(by_batch))
-    for b, rows in batches:
-        for row in rows:
-            row.update(batch=b, **sentence_layout(tokenizer, row))
-        append_jsonl(saved, rows)  # one write per batch: a kill loses at most the batch in flight
-        stats["sampled_batches"] += 1
-        stats["generation_s"] += time.monotonic() - t
-        yield rows  # the Teacher scores this batch while the next one is sampled
-        t = time.monotonic()
+    tail = _ShardTail(paths, round_index, fp, expected)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage03-sampling") as pool:
+        job = pool.submit(run_heavy, cfg, paths, STAGE, round_index)
+        while True:
+            finished = job.done()
+            for rows in tail.new_batches():
+                stats["sampled_batches"] += 1
+                yield rows  # the Teacher scores this batch while the next ones are sampled
+            if finished:
+                break
+            time.sleep(0.05)
+        stats["processes"] = job.result()["processes"]  # re-raises what the heavy step raised
+    stats["generation_s"] = time.monotonic() - t
+    missing = sorted(set(range(len(expected))) - set(kept) - tail.seen)
+    if missing:
+        raise RuntimeError(f"stage 03 round {round_index}: batches {missing[:5]} were not sampled")
+    merge_rollouts(paths, round_index, fp, expected)
+
+
+class _ShardTail:
+    """Reads the processes' shard files as they grow: each complete batch once, in the order finished."""
+
+    def __init__(self, paths: RunPaths, round_index: int, fp: str, expected: list[int]):
+        self.paths, self.round_index, self.fp, self.expected = paths, round_index, fp, expected
+        self.offsets: dict[Path, int] = {}
+        self.partial: dict[int, list[dict]] = {}
+        self.seen: set[int] = set()
+
+    def new_batches(self) -> list[list[dict]]:
+        done = []
+        for file in self.paths.rollout_shard_files(self.round_index):
+            with open(file, "rb") as f:
+                f.seek(self.offsets.get(file, 0))
+                chunk = f.read()
+            end = chunk.rfind(b"\n") + 1  # only whole lines: the writer may be mid-line
+            if not end:
+                continue
+            first = file not in self.offsets
+            self.offsets[file] = self.offsets.get(file, 0) + end
+            lines = [json.loads(x) for x in chunk[:end].splitlines() if x.strip()]
+            if first:
+                if not lines or lines[0].get("fingerprint") != self.fp:
+                    raise RuntimeError(f"{file} was not written for these rollouts")
+                lines = lines[1:]
+            for row in lines:
+                b = int(row["batch"])
+                self.partial.setdefault(b, []).append(row)
+                if len(self.partial[b]) == self.expected[b]:
+                    self.seen.add(b)
+                    done.append(self.partial.pop(b))
+        return done
+
+
+def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
+    """This process's share of the batches not kept yet, appended batch by batch to its shard file.
+
+    Every process reads the same ``rollouts.jsonl`` (nothing writes it during a launch) and so
+    the same missing batches; process r samples every N-th of them from the r-th. Batch b is
+    seeded by (seed, b) alone: the rows are the ones one process would sample.
+    """
+    indices, problems = _round_problems(cfg, paths, round_index)
+    policy_dir = Path(paths.policy_entering_round(round_index))
+    fp = rollouts_fingerprint(policy_dir, cfg, round_index, [p["qid"] for p in problems])
+    expected = _rows_per_batch(len(problems), cfg.rollout.batch_size, cfg.rollout.samples_per_problem)
+    done = set(_complete_batches(_read_rollouts(paths.rollouts_file(round_index), fp), expected))
+    rank, n_proc = process_rank()
+    mine = shard([b for b in range(len(expected)) if b not in done], rank, n_proc)
+    shard_file = paths.rollout_shard_file(round_index, rank)
+    write_jsonl(shard_file, [{"fingerprint": fp}])
+    if mine:
+        r = cfg.rollout
+        tokenizer = load_tokenizer(policy_dir)
+        features = load_features(paths, "train")[indices]
+        model = load_rationale_model(policy_dir, feature_shape=features.shape[1:]).to(default_device())
+        for b, rows in sample_responses(model, tokenizer, problems, features, num_samples=r.samples_per_problem,
+                                        top_k=r.top_k, temperature=r.temperature, max_new_tokens=r.max_new_tokens,
+                                        batch_size=r.batch_size, max_source_length=cfg.model.max_source_length,
+                                        seed=cfg.run.seed * 1000 + round_index, use_caption=cfg.data.use_caption,
+                                        mixed_precision=cfg.run.mixed_precision, batches=mine):
+            for row in rows:
+                row.update(batch=b, **sentence_layout(tokenizer, row))
+            append_jsonl(shard_file, rows)  # one write per batch: a kill loses at most the batch in flight
+    return {"processes": n_proc, "batches": len(mine)}
+
+
+def merge_rollouts(paths: RunPaths, round_index: int, fp: str, expected: list[int]) -> list[dict]:
+    """Every complete batch kept so far (``rollouts.jsonl`` and the processes' shard files), in batch
+    order; written back to ``rollouts.jsonl`` when a shard added to it, and the shards removed."""
+    main_file = paths.rollouts_file(round_index)
+    shards = paths.rollout_shard_files(round_index)
+    batches: dict[int, list[dict]] = {}
+    for file in (main_file, *shards):
+        for b, rows in _complete_batches(_read_rollouts(file, fp), expected).items():
+            batches.setdefault(b, rows)
+    kept = [row for b in sorted(batches) for row in batches[b]]
+    if shards or not main_file.exists():
+        write_jsonl(main_file, [{"fingerprint": fp}, *kept])
+        for file in shards:
+            file.unlink()
+    return kept
+
+
+def _read_rollouts(path: Path, fp: str) -> list[dict]:
+    lines = read_jsonl(path, tolerate_partial_last_line=True)
+    return lines[1:] if lines and lines[0].get("fingerprint") == fp else []
+
+
+def _complete_batches(rows: list[dict], expected: list[int]) -> dict[int, list[dict]]:
+    """{batch: its rows} for the batches of one file that have all their rows (a kill mid-write
+    leaves the last one short)."""
+    by_batch: dict[int, list[dict]] = {}
+    for row in rows:
+        by_batch.setdefault(int(row["batch"]), []).append(row)
+    return {b: r for b, r in by_batch.items() if len(r) == expected[b]}
+
+
+def _rows_per_batch(n_problems: int, batch_size: int, samples_per_problem: int) -> list[int]:
+    """How many rows each length-sorted batch of the round holds (problems x samples)."""
+    return [min(batch_size, n_problems - start) * samples_per_problem for start in range(0, n_problems, batch_size)]
 
 
 def sentence_layout(tokenizer: Any, row: dict) -> dict:
@@ -202,7 +306,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
         "teacher": {"model": cfg.teacher.model, "prompt_version": PROMPT_VERSION,
                     "endpoint": "local:" + cfg.teacher.local_backend if cfg.teacher.serve_local else cfg.teacher.base_url,
                     **{k: v for k, v in usage.items() if k != "model"}},
-        "rollouts_reused": gen["sampled_batches"] == 0, "rollout_batches": {"reused": gen["reused_batches"],
+        "rollouts_reused": gen["sampled_batches"] == 0, "processes": gen["processes"], "rollout_batches": {"reused": gen["reused_batches"],
                                                                            "sampled": gen["sampled_batches"]},
         # sampling and scoring overlap: scoring_s runs from the first request to the last reply, and
         # scoring_after_sampling_s is the part of it spent waiting once the last sample was drawn
