@@ -73,6 +73,11 @@ class RunConfig:
     output_dir: str = p("outputs", "Root folder for runs, relative to the project root unless absolute.")
     mixed_precision: Literal["no", "fp16", "bf16"] = p("no", "accelerate mixed precision for training.")
     cpu_threads: Optional[int] = p(1, "OMP/MKL threads per stage process (tiny models run fastest on 1); None = torch's default.", min=1)
+    log_with: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = p(
+        [], "Experiment trackers (accelerate's) that get every SFT and PPO metrics row, each where installed; "
+            "they write under <run>/tracking/<stage>/ (wandb: set WANDB_MODE=offline to stay offline).")
+    progress_every_percent: int = p(25, "A long loop (training, sampling, Teacher calls) prints a progress line each time "
+                                        "it gets this much further, in percent (tqdm bars only on a terminal).", min=1, max=100)
 
 
 @dataclass

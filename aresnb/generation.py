@@ -13,10 +13,10 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from trl.trainer.utils import pad, selective_log_softmax
 
 from aresnb.data.prompts import build_source, strip_solution_prefix
+from aresnb.progress import Progress
 from aresnb.sft import encode_batch, gather_features
 
 
@@ -60,7 +60,8 @@ def generate_texts(
         gen_kwargs.update(top_k=top_k, temperature=temperature, num_return_sequences=num_samples)
     out: list[list[str]] = [[] for _ in sources]
     starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress):
+    bar = Progress(len(starts), desc, unit="batches", enabled=progress)
+    for start in starts:
         idx = order[start : start + batch_size]
         feats = gather_features(features, [feature_indices[i] for i in idx])
         batch = encode_batch(tokenizer, [sources[i] for i in idx], None, feats, max_source_length, 0)
@@ -71,6 +72,7 @@ def generate_texts(
         for j, i in enumerate(idx):
             got = [t.strip() for t in texts[j * per : (j + 1) * per]]
             out[i] = got if do_sample else got * num_samples  # greedy: k identical copies
+        bar.update(1)
     model.train(was_training)
     return out
 

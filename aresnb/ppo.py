@@ -47,6 +47,7 @@ from aresnb.io import append_jsonl, read_jsonl
 from aresnb.ppo_buffer import Buffer, OptimizerStep, PPOSample, padding_share, plan_steps, split_dropped
 from aresnb.ppo_math import (compute_gae, explained_variance, kl_token_estimates, masked_mean, masked_whiten,
                              policy_token_losses, sentence_rewards, value_token_losses)
+from aresnb.tracking import NO_TRACKING, Tracking
 from aresnb.value_model import Seq2SeqValueModel, decoder_inputs, encode_sources
 
 # The keys of every metrics.jsonl row, fixed: notebooks, figures and the report rely on them (a
@@ -105,16 +106,18 @@ def make_optimizer(model: nn.Module, cfg: PPOConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
 
 
-def make_accelerator(cpu: bool | None = None, mixed_precision: str = "no") -> Accelerator:
+def make_accelerator(cpu: bool | None = None, mixed_precision: str = "no", tracking: Tracking = NO_TRACKING) -> Accelerator:
     """The Accelerator PPO runs under (DDP may see critic-copy weights without gradients).
 
     ``cpu=None`` picks the CPU when there is no CUDA device: accelerate then joins the launched
-    processes over gloo (without it, CPU-only processes would each run alone).
+    processes over gloo (without it, CPU-only processes would each run alone). ``tracking``: the
+    trackers every metrics row also goes to (the caller starts and ends them).
     """
     if cpu is None:
         cpu = not torch.cuda.is_available()
     return Accelerator(cpu=cpu, mixed_precision=mixed_precision,
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+                       **tracking.accelerator_kwargs())
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,6 +331,7 @@ def train_ppo(
                            n_steps=len(steps), steps_per_pass=steps_per_pass, elapsed=time.time() - t0)
         if accelerator.is_main_process:
             append_jsonl(metrics_file, row)
+            accelerator.log(row, step=step.index)  # the trackers make_accelerator was given, if any
             if step.index % cfg.log_every_steps == 0 or step.index == len(steps):
                 log(progress_line(row, len(steps), cfg.ppo_epochs))
         if step.index % cfg.save_every_steps == 0 or step.index == len(steps):

@@ -25,12 +25,13 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from aresnb.checkpoints import Checkpoints, fingerprint
 from aresnb.data.prompts import build_source, build_target
 from aresnb.io import append_jsonl, read_jsonl
+from aresnb.progress import Progress
+from aresnb.tracking import NO_TRACKING, Tracking
 
 IGNORE_INDEX = -100  # label positions the loss skips (padding)
 
@@ -230,11 +231,13 @@ def train_seq2seq(
     stop_after_steps: int | None = None,
     desc: str = "sft",
     progress: bool = True,
+    tracking: Tracking = NO_TRACKING,
 ) -> TrainResult:
     """Train ``model`` on (source -> target) ``examples``; writes under ``out_dir``.
 
     ``out_dir/metrics.jsonl`` and ``out_dir/checkpoints/step_N/``; the final model (or peft
-    adapter) and tokenizer go to ``model_dir`` (default ``out_dir/model``).
+    adapter) and tokenizer go to ``model_dir`` (default ``out_dir/model``). Each metrics row also
+    goes to the trackers of ``tracking``; ``progress`` prints progress lines (``aresnb.progress``).
     ``stop_after_steps`` ends the run early as a crash would (tests of resume use it).
     """
     t_start = time.time()
@@ -249,6 +252,7 @@ def train_seq2seq(
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),  # same order on resume
+        **tracking.accelerator_kwargs(),
     )
     data = _Tokenized(tokenizer, examples, max_source_length, max_target_length)
     # Its own generator: creating an epoch's iterator then draws no numbers from the global RNG,
@@ -267,9 +271,10 @@ def train_seq2seq(
         checkpoints.discard_all()
     step, _ = checkpoints.resume(accelerator, metrics_path)
     resumed_from = step or None
+    tracking.start(accelerator)
 
     model.train()
-    bar = tqdm(total=total_steps, initial=step, desc=desc, disable=not (progress and accelerator.is_local_main_process))
+    bar = Progress(total_steps, desc, initial=step, unit="steps", enabled=progress and accelerator.is_local_main_process)
     window = _LossWindow()
     epoch = step // steps_per_epoch
     while step < total_steps and (stop_after_steps is None or step < stop_after_steps):
@@ -289,13 +294,15 @@ def train_seq2seq(
             if not accelerator.sync_gradients:
                 continue
             step += 1
-            bar.update(1)
+            shown = {}
             if step % cfg.log_every_steps == 0 or step == total_steps:
                 row = {"step": step, "epoch": round(step / steps_per_epoch, 4), **window.flush(),
                        "lr": scheduler.get_last_lr()[0]}
                 if accelerator.is_main_process:
                     append_jsonl(metrics_path, row)
-                bar.set_postfix(loss=f"{row['loss']:.3f}")
+                    accelerator.log(row, step=step)  # the trackers of run.log_with, if any
+                shown = {"loss": row["loss"]}
+            bar.update(1, **shown)
             if step % cfg.save_every_steps == 0 or step == total_steps or step == stop_after_steps:
                 checkpoints.save(accelerator, step)
                 window.losses.clear()  # a resumed run logs the same windows as an uninterrupted one
@@ -303,6 +310,7 @@ def train_seq2seq(
                 break
         epoch += 1
     bar.close()
+    tracking.end(accelerator)
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()

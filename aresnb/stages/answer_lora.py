@@ -27,7 +27,9 @@ from aresnb.evaluation.tables import write_table
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.models import load_rationale_model, model_dir_has_weights
 from aresnb.paths import ANSWER_LORA, BASELINE_MODEL, RunPaths, round_model
+from aresnb.progress import say
 from aresnb.sft import make_examples, train_seq2seq
+from aresnb.stages import stored_summary, tracking
 from aresnb.stages.data import load_features, load_problems
 from aresnb.tokenizer import load_tokenizer
 
@@ -87,7 +89,8 @@ def train_answer_head(cfg: Any, paths: RunPaths, name: str, model_dir: Path, fmt
         peft_model, tokenizer, examples, data["features"]["train"], cfg.answer.train, out_dir,
         model_dir=adapter_dir, max_source_length=_answer_source_length(cfg, fmt),
         max_target_length=cfg.answer.max_new_tokens, seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision,
-        desc=f"LoRA {name} {fmt}",
+        desc=f"LoRA {name} {fmt}", progress=False,  # one line per head (below), not per step
+        tracking=tracking(cfg, paths, f"{STAGE}/{name}/{fmt}", {"train": vars(cfg.answer.train), "use_image": use_image}),
     )
     # Evaluate what was saved: the adapter as PeftModel.from_pretrained loads it.
     model = load_answer_model(model_dir, adapter_dir, use_image=no_image)
@@ -108,11 +111,15 @@ def train_answer_head(cfg: Any, paths: RunPaths, name: str, model_dir: Path, fmt
         "wall_time_s": time.time() - t0,
     }
     write_json(out_dir / "head_summary.json", summary)
+    say(f"LoRA answer head {name} {fmt}{'' if use_image else ' (image features zeroed)'}: {result.steps} steps, "
+        f"test accuracy {summary['accuracy']['Avg']:.1f}%")
     return summary
 
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     """Every (model, format) head, the image ablation, the accuracy table; returns the summary."""
+    if (stored := stored_summary(cfg, paths, STAGE)) is not None:
+        return stored
     t0 = time.time()
     paths.stage_dir(STAGE)
     ds = load_problems(paths)

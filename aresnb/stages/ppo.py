@@ -34,7 +34,9 @@ from aresnb.models import load_rationale_model
 from aresnb.paths import PPO, RunPaths
 from aresnb.ppo import make_accelerator, train_ppo
 from aresnb.ppo_buffer import PPOSample, buffer_digest
+from aresnb.progress import say
 from aresnb.rationale_metrics import rationale_quality, sentence_texts
+from aresnb.stages import stored_summary, tracking
 from aresnb.stages.data import load_features, load_problems
 from aresnb.teacher import ProblemView, ScoreItem, open_teacher
 from aresnb.tokenizer import load_tokenizer
@@ -97,6 +99,8 @@ def score_greedy_rationales(model: Any, tokenizer: Any, problems: list[dict], fe
 
     A problem's score is the mean of its sentence scores; a rationale without a sentence scores
     0 (and is counted in ``empty``); a problem whose reply was unusable is left out and counted.
+    Each row keeps the rationale's sentences and their scores (None when unscored): the
+    per-sentence reward panel of notebook 04 shows them before and after PPO.
     """
     model.eval()
     rows = generate_rationales(model, tokenizer, problems, features, num_samples=1, do_sample=False,
@@ -122,7 +126,9 @@ def score_greedy_rationales(model: Any, tokenizer: Any, problems: list[dict], fe
         "dropped": len(rows) - len(kept),
         "empty": len(rows) - len(asked),
         "quality": rationale_quality(texts),
-        "rows": [{"qid": r["qid"], "rationale": r["rationale"], "score": s} for r, s in zip(rows, per_problem)],
+        "rows": [{"qid": r["qid"], "rationale": r["rationale"], "score": s, "sentences": sentences[i],
+                  "sentence_scores": None if i not in results or results[i].dropped else list(results[i].scores)}
+                 for i, (r, s) in enumerate(zip(rows, per_problem))],
     }
 
 
@@ -148,10 +154,13 @@ def _held_out(cfg: Any, paths: RunPaths) -> tuple[list[dict], np.ndarray]:
 
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, *, accelerator: Any = None,
-        log: Callable[[str], None] = print) -> dict:
+        log: Callable[[str], None] = say) -> dict:
     """Evaluate the entering policy, PPO on the buffer, evaluate again; returns the summary."""
+    if (stored := stored_summary(cfg, paths, STAGE, round_index)) is not None:
+        return stored
     started = time.time()
-    accelerator = accelerator or make_accelerator(mixed_precision=cfg.run.mixed_precision)
+    trackers = tracking(cfg, paths, f"round_{round_index}/{STAGE}", {"ppo": vars(cfg.ppo), "round": round_index})
+    accelerator = accelerator or make_accelerator(mixed_precision=cfg.run.mixed_precision, tracking=trackers)
     main = accelerator.is_main_process
     stage_dir = paths.stage_dir(STAGE, round_index)
     policy_dir = paths.policy_entering_round(round_index)
@@ -178,10 +187,12 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, *, accelerator: 
             log(f"before PPO: Teacher score {_fmt(before['teacher_score'])} on {len(eval_problems)} val problems "
                 f"({before['empty']} empty, {before['dropped']} unscored)")
         accelerator.wait_for_everyone()
+        trackers.start(accelerator)
         result = train_ppo(policy, value_model, samples, cfg.ppo, stage_dir, accelerator=accelerator,
                            features=load_features(paths, "train"), pad_token_id=tokenizer.pad_token_id,
                            decoder_start_token_id=policy.config.decoder_start_token_id,
                            temperature=cfg.rollout.temperature, seed=cfg.run.seed, fingerprint=run_id, log=log)
+        trackers.end(accelerator)
         summary: dict = {}
         if main:
             policy.save_pretrained(paths.ppo_policy_dir(round_index))

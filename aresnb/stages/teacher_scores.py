@@ -28,7 +28,9 @@ from aresnb.generation import length_sorted_batches, sample_responses
 from aresnb.io import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from aresnb.models import load_rationale_model
 from aresnb.paths import TEACHER_SCORES, RunPaths
+from aresnb.progress import Progress, say
 from aresnb.sentences import sentence_end_tokens, split_sentences
+from aresnb.stages import stored_summary
 from aresnb.stages.data import load_features, load_problems
 from aresnb.tokenizer import load_tokenizer
 from aresnb.teacher import PROMPT_VERSION, ProblemView, ScoreItem, open_teacher, prompt_preview
@@ -74,6 +76,8 @@ def sample_rationales(cfg: Any, paths: RunPaths, round_index: int, problems: lis
         write_jsonl(saved, [{"fingerprint": fp}])
     features = load_features(paths, "train")[indices]
     model = load_rationale_model(policy_dir, feature_shape=features.shape[1:])
+    progress = Progress(n_batches, f"sampling {r.samples_per_problem} rationales per problem", initial=done,
+                        unit="batches")
     for b, rows in sample_responses(model, tokenizer, problems, features, num_samples=r.samples_per_problem,
                                     top_k=r.top_k, temperature=r.temperature, max_new_tokens=r.max_new_tokens,
                                     batch_size=r.batch_size, max_source_length=cfg.model.max_source_length,
@@ -83,6 +87,7 @@ def sample_rationales(cfg: Any, paths: RunPaths, round_index: int, problems: lis
             row.update(batch=b, **sentence_layout(tokenizer, row))
         append_jsonl(saved, rows)  # one write per batch: a kill loses at most the batch in flight
         kept += rows
+        progress.update(1)
     return kept, False
 
 
@@ -102,7 +107,9 @@ SAMPLE_COLUMNS = ("qid", "sample_index", "rationale", "sentences", "sentence_spa
 def score_samples(teacher: Any, problems: dict[str, dict], samples: list[dict]) -> pd.DataFrame:
     """Score every sample's sentences; one row per sample (the columns of samples.parquet)."""
     views = {qid: ProblemView.from_row(row) for qid, row in problems.items()}
-    results = teacher.score_sentences([ScoreItem(views[s["qid"]], list(s["sentences"])) for s in samples])
+    progress = Progress(len(samples), "Teacher scores", unit="samples")
+    results = teacher.score_sentences([ScoreItem(views[s["qid"]], list(s["sentences"])) for s in samples],
+                                      progress=progress.callback())
     rows = [{**s, "sample_index": int(s["sample_index"]), "scores": res.scores, "dropped": res.dropped,
              "drop_reason": res.drop_reason, "raw_reply": res.raw_reply, "drop_detail": res.detail,
              "cached": res.cached} for s, res in zip(samples, results)]
@@ -148,6 +155,8 @@ def _round_problems(cfg: Any, paths: RunPaths, round_index: int) -> tuple[list[i
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     """Sample, split, score; write ``samples.parquet`` and ``summary.json``; return the summary."""
+    if (stored := stored_summary(cfg, paths, STAGE, round_index)) is not None:
+        return stored
     t0 = time.monotonic()
     paths.stage_dir(STAGE, round_index)
     indices, problems = _round_problems(cfg, paths, round_index)
@@ -169,6 +178,8 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     }
     write_json(paths.summary_file(STAGE, round_index), summary)
     check_scored_samples(summary, cfg.teacher.max_drop_share, paths.samples_file(round_index))
+    say(f"Teacher scores: {summary['sentences']} sentences of {summary['scored']} samples, mean "
+        f"{summary['score_mean']:.3f}; {summary['dropped']} samples dropped")
     return summary
 
 
