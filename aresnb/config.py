@@ -452,12 +452,17 @@ def _blame(values: dict, overrides: list[tuple[str, dict]], where: str, message:
 def load_config(source: str | Path | dict | Config | None = None, overrides: list[str] | None = None) -> Config:
     """Resolve parameters from a YAML path, a dict (as papermill injects it) or None (smoke.yaml).
 
+    A relative path is read from the working directory, else from the project root (so a notebook,
+    which runs in ``notebooks/``, can open ``outputs/smoke/params.yaml``).
+
     ``overrides`` are dotted ``key=value`` strings applied on top, as ``--set`` does.
     """
     if isinstance(source, Config):
         values, where = source.to_dict(), "<config>"
     elif source is None or isinstance(source, (str, Path)):
         path = Path(source) if source is not None else SMOKE_PARAMS
+        if not path.is_absolute() and not path.exists() and (PACKAGE_DIR.parent / path).exists():
+            path = PACKAGE_DIR.parent / path  # notebooks run in notebooks/: a path from the project root
         where = str(path)
         if not path.exists():
             raise ConfigError(f"parameter file not found: {path}")

@@ -39,6 +39,7 @@ from aresnb.config import Config
 from aresnb.errors import CLEAR_ERRORS
 from aresnb.io import read_json, write_json
 from aresnb.notebook_exec import execute_notebook
+from aresnb.notebook_html import export_html, trust_notebook
 from aresnb.paths import STAGE_TITLES, STAGES, RunPaths
 from aresnb.runlock import RunFolderLocked, RunLock
 from aresnb.steps import PROJECT_ROOT, Step, build_schedule, is_done_with_key, step_key, upstream_of
@@ -307,6 +308,16 @@ def _execute_step(cfg: Config, paths: RunPaths, manifest: Manifest, step: Step, 
     wall = time.perf_counter() - start
     if step.round_index is not None:
         mirror_round_summary(paths, step)
+    publish_notebook(out_nb, paths.executed_notebook_html(out_nb.name))
     manifest.set_stage(step, status="done", wall_time_s=round(wall, 2), finished=_now(),
                        completion_id=uuid.uuid4().hex[:12], error=None)
     return wall
+
+
+def publish_notebook(executed: Path, html_page: Path) -> None:
+    """Mark an executed notebook trusted and export it to an offline HTML page beside it."""
+    try:
+        trust_notebook(executed)
+        export_html(executed, html_page)
+    except Exception as error:  # noqa: BLE001 - a page we could not write never fails the stage
+        _print(f"could not export {executed.name} to HTML: {type(error).__name__}: {error}")

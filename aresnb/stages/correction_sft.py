@@ -206,8 +206,8 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     }
     write_json(paths.summary_file(STAGE, round_index), summary)
     say(f"corrections: {summary['corrected']} corrected, {summary['unchanged']} unchanged, {summary['fallback']} "
-        "fallback; unfinished sentences (val) " + " -> ".join(f"{rates[k]['unfinished_sentence_rate']:.1%}" for k in rates)
-        + " (before RL -> after RL -> after SFT)")
+        "fallback; unfinished sentences (val) " + " → ".join(f"{rates[k]['unfinished_sentence_rate']:.1%}" for k in rates)
+        + " (before RL → after RL → after SFT)")
     return summary
 
 

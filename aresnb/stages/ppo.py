@@ -275,13 +275,17 @@ def stage_summary(cfg: Any, paths: RunPaths, round_index: int, before: dict, aft
 
 
 def load(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
-    """The finished round: summary, per-step metrics, greedy val rationales before and after PPO."""
-    rows = {when: pd.DataFrame(read_json(paths.ppo_eval_file(round_index, when))["rows"]).set_index("qid")
-            for when in ("before", "after")}
+    """The finished round: summary, per-step metrics, greedy val rationales before and after PPO
+    (``examples``: one row per problem; ``eval``: the rows as written, with per-sentence scores),
+    and the val problems by qid."""
+    evals = {when: read_json(paths.ppo_eval_file(round_index, when))["rows"] for when in ("before", "after")}
+    rows = {when: pd.DataFrame(r)[["qid", "rationale", "score"]].set_index("qid") for when, r in evals.items()}
     return {
         "summary": read_json(paths.summary_file(STAGE, round_index)),
         "metrics": read_jsonl(paths.metrics_file(STAGE, round_index)),
         "examples": rows["before"].merge(rows["after"], left_index=True, right_index=True, suffixes=("_before", "_after")),
+        "eval": evals,
+        "problems": {str(p["qid"]): dict(p) for p in load_problems(paths)["val"]},
     }
 
 
