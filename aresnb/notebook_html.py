@@ -33,7 +33,9 @@ ASSET_DIR = Path(sys.prefix) / "share" / "aresnb" / f"html-manager-{HTML_MANAGER
 KEPT_FILES = {"package/dist/embed.js": "embed.js", "package/dist/embed.js.LICENSE.txt": "embed.js.LICENSE.txt",
               "package/package.json": "package.json"}
 
-# The lab template, less everything it would fetch; the widget manager inlined after the state.
+# The lab template, less everything it would fetch; the widget manager inlined after the state, as
+# a data: URL -- webpack's bundle finds its own location through its script's src, which an inline
+# script lacks.
 OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
@@ -41,9 +43,7 @@ OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {% block jupyter_widgets %}{% endblock jupyter_widgets %}
 {% block footer_js %}
 {%- if "widgets" in nb.metadata and resources.aresnb_widget_manager -%}
-<script data-jupyter-widgets-cdn="about:blank">
-{{ resources.aresnb_widget_manager }}
-</script>
+<script data-jupyter-widgets-cdn="about:blank" src="data:text/javascript;base64,{{ resources.aresnb_widget_manager }}"></script>
 {%- endif -%}
 {% endblock footer_js %}
 """
@@ -81,7 +81,8 @@ def export_html(notebook: Path, out: Path) -> Path:
                             template_file="aresnb_offline.html.j2")
     nb = nbformat.read(str(notebook), as_version=4)
     manager = widget_manager_js()
-    body, _ = exporter.from_notebook_node(nb, resources={"aresnb_widget_manager": (manager or "").replace("</script", "<\\/script")})
+    encoded = base64.b64encode(manager.encode("utf-8")).decode("ascii") if manager else ""
+    body, _ = exporter.from_notebook_node(nb, resources={"aresnb_widget_manager": encoded})
     out.write_text(body, encoding="utf-8")
     return out
 

@@ -10,6 +10,7 @@ import pytest
 from aresnb import runner
 from aresnb.config import load_config
 from aresnb.io import read_json
+from aresnb.notebook_html import is_trusted
 from aresnb.paths import STAGES, RunPaths
 from aresnb.runner import RunError, build_schedule, parse_stage_selection, run_pipeline
 
@@ -67,7 +68,8 @@ def test_schedule_repeats_round_stages():
 
 
 @pytest.mark.slow
-def test_run_resume_force_and_failure(tmp_path, fake_notebooks):
+def test_run_resume_force_and_failure(tmp_path, fake_notebooks, monkeypatch):
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))  # the notary that trusts executed notebooks
     cfg = _cfg(tmp_path, "ares.rounds=2")
     paths = RunPaths(cfg)
     manifest = run_pipeline(cfg, output="quiet")
@@ -75,6 +77,9 @@ def test_run_resume_force_and_failure(tmp_path, fake_notebooks):
     assert all(v["status"] == "done" for v in manifest["stages"].values())
     assert manifest["params_hash"] == cfg.hash() and manifest["packages"]["torch"]
     assert (paths.notebooks_dir / "04_ppo.round_2.ipynb").exists()
+    # each executed notebook is trusted and has its offline HTML page beside it
+    assert is_trusted(paths.notebooks_dir / "04_ppo.round_2.ipynb")
+    assert "<html" in (paths.notebooks_dir / "04_ppo.round_2.html").read_text()
     # round stages are mirrored: latest round at top level, every round under "rounds"
     mirrored = read_json(paths.summary_file("04_ppo"))
     assert mirrored["latest_round"] == 2 and mirrored["value"] == 20 and set(mirrored["rounds"]) == {"1", "2"}
@@ -106,6 +111,27 @@ def test_run_resume_force_and_failure(tmp_path, fake_notebooks):
     run_pipeline(cfg2, output="quiet")
     assert _executions(cfg2)[n] == "02_baseline 1"
     assert "01_data 1" not in _executions(cfg2)[n:]
+
+
+SAY_BODY = """
+from aresnb.progress import say
+print("a cell output the terminal does not show")
+say("progress of {stage}")
+"""
+
+
+@pytest.mark.slow
+def test_the_terminal_shows_step_lines_and_the_stages_progress_lines_only(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "NOTEBOOKS_DIR", write_stage_notebooks(tmp_path / "nb", SAY_BODY))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
+    run_pipeline(_cfg(tmp_path), stages=["01_data", "02_baseline"])
+    out = capsys.readouterr().out.splitlines()
+    start = out.index("[aresnb] [1/2] 01_data: running 01_data.ipynb (Data)")
+    assert out[start + 1] == "    progress of 01_data"
+    assert out[start + 2].startswith("[aresnb] [1/2] 01_data: done in ")
+    assert not any("cell output" in line or "Executing" in line for line in out)
+    run_pipeline(_cfg(tmp_path), stages=["01_data"], force=True, output="quiet")
+    assert not any("progress of" in line for line in capsys.readouterr().out.splitlines())
 
 
 @pytest.mark.slow
