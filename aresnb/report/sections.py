@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -38,12 +38,16 @@ def _csv_link(paths: RunPaths, name: str) -> str:
     return f' (full table: <a href="tables/{e(f.name)}">tables/{e(f.name)}</a>)' if f.exists() else ""
 
 
-def _section(stage: str, body: str, summary: dict, paths: RunPaths, round_label: str = "") -> str:
-    title = f"{stage[:2]} · {STAGE_TITLES[stage]}{f' ({round_label})' if round_label else ''}"
+def _section(stage: str, paths: RunPaths, body_of: Callable[[dict, RunPaths], str]) -> str:
+    """A stage's section: its title, ``body_of(summary, paths)``, its figures, its summary.json."""
+    summary = summary_of(paths, stage)
+    label = _round_label(summary)
+    title = f"{stage[:2]} · {STAGE_TITLES[stage]}{f' ({label})' if label else ''}"
     if not summary:
-        body = '<p class="muted">This stage has not run yet.</p>'
-    details = json_block(f"{stage}/summary.json", summary, paths.run_dir) if summary else ""
-    return f'<section id="stage-{stage[:2]}"><h2>{e(title)}</h2>{body}{_figures(paths, stage)}{details}</section>'
+        return f'<section id="stage-{stage[:2]}"><h2>{e(title)}</h2><p class="muted">This stage has not run yet.</p></section>'
+    details = json_block(f"{stage}/summary.json", summary, paths.run_dir)
+    return (f'<section id="stage-{stage[:2]}"><h2>{e(title)}</h2>{body_of(summary, paths)}{_figures(paths, stage)}'
+            f"{details}</section>")
 
 
 def _rates_table(rates: dict, points: Sequence[str], metrics: Sequence[str]) -> str:
@@ -52,88 +56,72 @@ def _rates_table(rates: dict, points: Sequence[str], metrics: Sequence[str]) -> 
     return table_html(rows, ["measure"] + [POINT_WORDS[p] for p in points])
 
 
-def data_section(paths: RunPaths) -> str:
-    s = summary_of(paths, DATA)
-    body = ""
-    if s:
-        cats = pd.DataFrame(s.get("categories", {})).T.reset_index(names="split")
-        body = (f"<p>{e(' · '.join(f'{n} {k}' for k, n in s.get('problems', {}).items()))} problems; "
-                f"image features of shape {e(tuple(s.get('feature_shape', [])))} per problem; "
-                f"{s.get('skipped', 0)} skipped, {s.get('zero_filled', 0)} with zeroed features "
-                f"(missing image policy: {e(s.get('missing_image_policy'))}).</p>"
-                f"<h3>Problems per split and ScienceQA category</h3>{frame_html(cats)}")
-    return _section(DATA, body, s, paths)
+def data_body(s: dict, paths: RunPaths) -> str:
+    cats = pd.DataFrame(s.get("categories", {})).T.reset_index(names="split")
+    return (f"<p>{e(' · '.join(f'{n} {k}' for k, n in s.get('problems', {}).items()))} problems; "
+            f"image features of shape {e(tuple(s.get('feature_shape', [])))} per problem; "
+            f"{s.get('skipped', 0)} skipped, {s.get('zero_filled', 0)} with zeroed features "
+            f"(missing image policy: {e(s.get('missing_image_policy'))}).</p>"
+            f"<h3>Problems per split and ScienceQA category</h3>{frame_html(cats)}")
 
 
-def baseline_section(paths: RunPaths) -> str:
-    s = summary_of(paths, BASELINE)
-    body = ""
-    if s:
-        t, m, v = s.get("train", {}), s.get("model", {}), s.get("val", {})
-        body = (f"<p>A {m.get('parameters', 0) / 1e6:.1f} M-parameter multimodal T5 trained for {t.get('steps')} "
-                f"optimizer steps on QCM-E (question, context, options → rationale): loss {t.get('first_loss', 0):.2f} "
-                f"→ {t.get('last_loss', 0):.2f}; held-out (val) teacher-forced token accuracy "
-                f"{pct(v.get('token_accuracy'))}. Greedy rationales of val and test are the baseline's.</p>")
-    return _section(BASELINE, body, s, paths)
+def baseline_body(s: dict, paths: RunPaths) -> str:
+    t, m, v = s.get("train", {}), s.get("model", {}), s.get("val", {})
+    return (f"<p>A {m.get('parameters', 0) / 1e6:.1f} M-parameter multimodal T5 trained for {t.get('steps')} "
+            f"optimizer steps on QCM-E (question, context, options → rationale): loss {t.get('first_loss', 0):.2f} "
+            f"→ {t.get('last_loss', 0):.2f}; held-out (val) teacher-forced token accuracy "
+            f"{pct(v.get('token_accuracy'))}. Greedy rationales of val and test are the baseline's.</p>")
 
 
-def teacher_scores_section(paths: RunPaths) -> str:
-    s = summary_of(paths, TEACHER_SCORES)
-    body = ""
-    if s:
-        body = (f"<p>{s.get('samples_per_problem')} sampled rationales for each of {s.get('problems')} train problems: "
-                f"{s.get('sentences')} sentences scored by the Teacher (mean {s.get('score_mean', 0):.3f}; "
-                f"{pct(s.get('share_zero'))} scored 0, {pct(s.get('share_one'))} scored 1); "
-                f"{s.get('dropped')} samples dropped. PPO's reward of a sentence is its score − 0.5.</p>")
-    return _section(TEACHER_SCORES, body, s, paths, _round_label(s))
+def teacher_scores_body(s: dict, paths: RunPaths) -> str:
+    return (f"<p>{s.get('samples_per_problem')} sampled rationales for each of {s.get('problems')} train problems: "
+            f"{s.get('sentences')} sentences scored by the Teacher (mean {s.get('score_mean', 0):.3f}; "
+            f"{pct(s.get('share_zero'))} scored 0, {pct(s.get('share_one'))} scored 1); "
+            f"{s.get('dropped')} samples dropped. PPO's reward of a sentence is its score − 0.5.</p>")
 
 
 def _round_label(s: dict) -> str:
     return f"round {s['latest_round']} of {len(s.get('rounds', {}))}" if len(s.get("rounds", {})) > 1 else ""
 
 
-def ppo_section(paths: RunPaths) -> str:
-    s = summary_of(paths, PPO)
-    body = ""
-    if s:
-        before, after, delta = s.get("teacher_score_before"), s.get("teacher_score_after"), s.get("teacher_score_delta")
-        lo, hi = (s.get("teacher_score_delta_ci95") or [None, None])[:2]
-        moved = "rose" if (delta or 0) > 0 else "fell" if (delta or 0) < 0 else "did not move"
-        flag = ' <span class="flag">regression</span>' if (delta or 0) < 0 else ""
+def ppo_body(s: dict, paths: RunPaths) -> str:
+    before, after, delta = s.get("teacher_score_before"), s.get("teacher_score_after"), s.get("teacher_score_delta")
+    lo, hi = (s.get("teacher_score_delta_ci95") or [None, None])[:2]
+    if None in (before, after, delta, lo, hi):
+        body = "<p>No held-out score was recorded.</p>"
+    else:
+        moved = "rose" if delta > 0 else "fell" if delta < 0 else "did not move"
+        flag = ' <span class="flag">regression</span>' if delta < 0 else ""
         body = (f"<p><b>Held-out Teacher score {moved}{flag}:</b> {before:.3f} before PPO → {after:.3f} after "
                 f"(change {delta:+.3f}, paired 95% bootstrap CI {lo:+.3f} to {hi:+.3f}; greedy rationales of "
-                f"{s.get('eval_problems')} val problems). {s.get('optimizer_steps')} optimizer steps, {s.get('passes')} "
-                f"passes over {s.get('sequences_trained')} buffered sequences.</p>" if None not in (before, after, delta, lo, hi)
-                else "<p>No held-out score was recorded.</p>")
-        quality = s.get("eval_quality") or {}
-        if {"before_rl", "after_rl"} <= set(quality):
-            body += ("<h3>Held-out rationales before and after PPO</h3>"
-                     + _rates_table(quality, ["before_rl", "after_rl"], list(RATE_WORDS)))
-        if s.get("kl_by_pass"):
-            kl = pd.DataFrame(s["kl_by_pass"]).rename(columns={"kl": "KL (sum per sequence)",
-                                                                 "kl_k3": "KL per token (k3)", "clipfrac": "clipped share"})
-            body += f"<h3>Distance from the reference, per pass over the buffer</h3>{frame_html(kl, 4)}"
-    return _section(PPO, body, s, paths, _round_label(s))
+                f"{s.get('eval_problems')} val problems). {s.get('optimizer_steps')} optimizer steps, "
+                f"{s.get('passes')} passes over {s.get('sequences_trained')} buffered sequences.</p>")
+    quality = s.get("eval_quality") or {}
+    if {"before_rl", "after_rl"} <= set(quality):
+        body += ("<h3>Held-out rationales before and after PPO</h3>"
+                 + _rates_table(quality, ["before_rl", "after_rl"], list(RATE_WORDS)))
+    if s.get("kl_by_pass"):
+        kl = pd.DataFrame(s["kl_by_pass"]).rename(columns={"kl": "KL (sum per sequence)",
+                                                             "kl_k3": "KL per token (k3)", "clipfrac": "clipped share"})
+        body += f"<h3>Distance from the reference, per pass over the buffer</h3>{frame_html(kl, 4)}"
+    return body
 
 
-def correction_section(paths: RunPaths) -> str:
-    s = summary_of(paths, CORRECTION_SFT)
-    body = ""
-    if s:
-        body = (f"<p>The PPO policy's greedy rationales of {s.get('n_problems')} train problems, repeated sentences "
-                f"removed, went to the Teacher: {s.get('corrected')} corrected, {s.get('unchanged')} left unchanged, "
-                f"{s.get('fallback')} without a usable reply (kept as they were). SFT on them starts from the PPO "
-                "policy.</p>")
-        rates = s.get("val_rates") or {}
-        points = [p for p in ("before_rl", "after_rl", "after_sft") if p in rates]
-        if points:
-            regress = [RATE_WORDS[m] for m in ("unfinished_sentence_rate", "repeated_sentence_rate")
-                       if "after_sft" in rates and rates["after_sft"][m] > rates[points[0]][m] + 1e-12]
-            flag = (f' <span class="flag">regression</span> more {", ".join(regress)} after SFT than before RL'
-                    if regress else "")
-            body += (f"<h3>Degeneration of greedy val rationales at three points{flag}</h3>"
-                     + _rates_table(rates, points, list(RATE_WORDS)))
-    return _section(CORRECTION_SFT, body + examples_page(paths), s, paths, _round_label(s))
+def correction_body(s: dict, paths: RunPaths) -> str:
+    body = (f"<p>The PPO policy's greedy rationales of {s.get('n_problems')} train problems, repeated sentences "
+            f"removed, went to the Teacher: {s.get('corrected')} corrected, {s.get('unchanged')} left unchanged, "
+            f"{s.get('fallback')} without a usable reply (kept as they were). SFT on them starts from the PPO "
+            "policy.</p>")
+    rates = s.get("val_rates") or {}
+    points = [p for p in ("before_rl", "after_rl", "after_sft") if p in rates]
+    if points:
+        regress = [RATE_WORDS[m] for m in ("unfinished_sentence_rate", "repeated_sentence_rate")
+                   if "after_sft" in rates and rates["after_sft"][m] > rates[points[0]][m] + 1e-12]
+        flag = (f' <span class="flag">regression</span> more {", ".join(regress)} after SFT than before RL'
+                if regress else "")
+        body += (f"<h3>Degeneration of greedy val rationales at three points{flag}</h3>"
+                 + _rates_table(rates, points, list(RATE_WORDS)))
+    return body + examples_page(paths)
 
 
 def examples_page(paths: RunPaths) -> str:
@@ -170,19 +158,16 @@ def _accuracy_table(paths: RunPaths) -> str:
             f"{_csv_link(paths, 'accuracy_evaluation')}</p>{frame_html(df, 1, worse)}")
 
 
-def answer_section(paths: RunPaths) -> str:
-    s = summary_of(paths, ANSWER_LORA)
-    body = ""
-    if s:
-        ab = s.get("image_ablation")
-        body = (f"<p>A LoRA adapter ({pct(s.get('trainable_fraction'))} of the weights) on each rationale model "
-                f"answers the {s.get('n_test')} test problems, from QCM-A (question, context, options) and QCMG-A "
-                "(with the model's own rationale).</p>")
-        if ab:
-            body += (f"<p><b>Image ablation:</b> the same head with the image features zeroed reaches "
-                     f"{ab['accuracy_without_image']:.1f}% against {ab['accuracy_with_image']:.1f}% with them.</p>")
-        body += _accuracy_table(paths)
-    return _section(ANSWER_LORA, body, s, paths)
+def answer_body(s: dict, paths: RunPaths) -> str:
+    ab = s.get("image_ablation")
+    body = (f"<p>A LoRA adapter ({pct(s.get('trainable_fraction'))} of the weights) on each rationale model "
+            f"answers the {s.get('n_test')} test problems, from QCM-A (question, context, options) and QCMG-A "
+            "(with the model's own rationale).</p>")
+    if ab:
+        body += (f"<p><b>Image ablation:</b> the same head with the image features zeroed reaches "
+                 f"{ab['accuracy_without_image']:.1f}% against {ab['accuracy_with_image']:.1f}% with them.</p>")
+    body += _accuracy_table(paths)
+    return body
 
 
 def _win_rate_table(paths: RunPaths) -> str:
@@ -208,25 +193,22 @@ def _metrics_table(paths: RunPaths) -> str:
             f"{_csv_link(paths, 'rationale_metrics').strip()}</p>{frame_html(df, 3)}")
 
 
-def evaluation_section(paths: RunPaths, examples: str) -> str:
-    s = summary_of(paths, EVALUATION)
-    body = ""
-    if s:
-        c = s.get("counts", {})
-        body = (f"<p>The judge ({e(s.get('judge_model'))}) compared the baseline's and ARES's rationale for "
-                f"{s.get('judged_problems')} test problems. {e(s.get('win_rate_definition', ''))}. Both orders: "
-                f"{c.get('wins')} wins, {c.get('ties')} ties ({c.get('ties_inconsistent')} from inconsistent verdicts), "
-                f"{c.get('losses')} losses; the judge gave the same verdict in both orders on "
-                f"{pct(s.get('consistency_rate'))} of the problems. Mean length: "
-                f"{s.get('lengths', {}).get('baseline_mean_words', 0):.1f} words (baseline) vs "
-                f"{s.get('lengths', {}).get('ares_mean_words', 0):.1f} (ARES); judges favour longer answers.</p>")
-        body += _win_rate_table(paths) + _metrics_table(paths)
-        degeneration = s.get("degeneration") or {}
-        if degeneration:
-            points = [p for p in ("baseline", "after_rl", "after_sft") if p in degeneration]
-            body += "<h3>Degeneration of the test rationales</h3>" + _rates_table(degeneration, points, list(RATE_WORDS))
-        body += f"<h3>Judged examples</h3>{examples}"
-    return _section(EVALUATION, body, s, paths)
+def evaluation_body(s: dict, paths: RunPaths, examples: str = "") -> str:
+    c = s.get("counts", {})
+    body = (f"<p>The judge ({e(s.get('judge_model'))}) compared the baseline's and ARES's rationale for "
+            f"{s.get('judged_problems')} test problems. {e(s.get('win_rate_definition', ''))}. Both orders: "
+            f"{c.get('wins')} wins, {c.get('ties')} ties ({c.get('ties_inconsistent')} from inconsistent verdicts), "
+            f"{c.get('losses')} losses; the judge gave the same verdict in both orders on "
+            f"{pct(s.get('consistency_rate'))} of the problems. Mean length: "
+            f"{s.get('lengths', {}).get('baseline_mean_words', 0):.1f} words (baseline) vs "
+            f"{s.get('lengths', {}).get('ares_mean_words', 0):.1f} (ARES); judges favour longer answers.</p>")
+    body += _win_rate_table(paths) + _metrics_table(paths)
+    degeneration = s.get("degeneration") or {}
+    if degeneration:
+        points = [p for p in ("baseline", "after_rl", "after_sft") if p in degeneration]
+        body += "<h3>Degeneration of the test rationales</h3>" + _rates_table(degeneration, points, list(RATE_WORDS))
+    body += f"<h3>Judged examples</h3>{examples}"
+    return body
 
 
 def run_section(paths: RunPaths, manifest: dict | None) -> str:
@@ -251,5 +233,8 @@ SECTION_IDS = ("headline", "stage-01", "stage-02", "stage-03", "stage-04", "stag
 
 
 def stage_sections(paths: RunPaths, examples: str) -> list[str]:
-    return [data_section(paths), baseline_section(paths), teacher_scores_section(paths), ppo_section(paths),
-            correction_section(paths), answer_section(paths), evaluation_section(paths, examples)]
+    """The seven stage sections, in pipeline order."""
+    bodies = {DATA: data_body, BASELINE: baseline_body, TEACHER_SCORES: teacher_scores_body, PPO: ppo_body,
+              CORRECTION_SFT: correction_body, ANSWER_LORA: answer_body,
+              EVALUATION: lambda s, p: evaluation_body(s, p, examples)}
+    return [_section(stage, paths, body) for stage, body in bodies.items()]
