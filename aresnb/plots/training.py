@@ -58,9 +58,9 @@ def ppo_logs(paths: RunPaths, rounds: int) -> list[tuple[int, pd.DataFrame]]:
     """(round, per-step metrics) for every round that has a PPO log."""
     out = []
     for i in range(1, rounds + 1):
-        rows = read_jsonl(paths.metrics_file(PPO, i))
-        if rows:
-            out.append((i, pd.DataFrame(rows)))
+        df = pd.DataFrame(read_jsonl(paths.metrics_file(PPO, i)))
+        if not df.empty and "step" in df.columns:  # aresnb.ppo.METRIC_NAMES: one row per optimizer step
+            out.append((i, df))
     return out
 
 
@@ -88,7 +88,8 @@ def _score_panel(ax: Any, logs: Sequence[tuple[int, pd.DataFrame]], paths: RunPa
     for i, df in logs:
         color = f"C{i - 1}" if rounds > 1 else PALETTE["Baseline"]
         suffix = f" (round {i})" if rounds > 1 else ""
-        ax.plot(df["step"], df["objective/scores"], lw=1.2, color=color, label=f"buffer sequences of the step{suffix}")
+        if "objective/scores" in df.columns:
+            ax.plot(df["step"], df["objective/scores"], lw=1.2, color=color, label=f"buffer sequences of the step{suffix}")
         held = held_out_scores(paths, i)
         if not (held["before"] and held["after"]):
             continue
