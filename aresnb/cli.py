@@ -76,6 +76,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_results(args: argparse.Namespace) -> int:
+    from aresnb.results_table import render, update_readme  # deferred: only for this command
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "manifest.json").exists():
+        print(f"aresnb results: {run_dir} is not a run directory (no manifest.json)", file=sys.stderr)
+        return 2
+    text = render(run_dir, args.effect)
+    if args.readme:
+        print(f"updated {update_readme(args.readme, text)}")
+    else:
+        print(text)
+    return 0
+
+
 def _cmd_params(args: argparse.Namespace) -> int:
     if not args.params:
         for key, default, doc in describe():
@@ -120,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write one self-contained HTML report of a finished run")
     report.add_argument("run_dir", help="outputs/<run>")
     report.set_defaults(func=_cmd_report)
+
+    results = sub.add_parser("results", help="the README's result tables, written from a run's summaries")
+    results.add_argument("run_dir", help="outputs/<run>")
+    results.add_argument("--effect", default=None, help="benchmarks/results/ares_effect.json (the effect across seeds)")
+    results.add_argument("--readme", default=None, help="replace the results section of this README instead of printing")
+    results.set_defaults(func=_cmd_results)
 
     params = sub.add_parser("params", help="print every parameter with its default and doc, or validate a file "
                                            "and check it can run here (API keys, paths); exit 2 invalid, 1 not ready")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aresnb.io import read_json
-from aresnb.paths import STAGES
+from aresnb.paths import PPO, STAGES
 from aresnb.plots import FIGURES
 from aresnb.report import SECTION_IDS
 
@@ -136,6 +136,20 @@ def test_a_notebook_opened_on_the_finished_run_shows_it_without_recomputing(smok
     text = out.read_text()
     assert "finished before with these parameters and inputs; showing its stored results" in text
     assert corrections.stat().st_mtime_ns == before
+
+
+def test_results_table_is_written_from_the_run(smoke_run, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold figures\n<!-- results:end -->\nafter\n")
+    r = subprocess.run([sys.executable, "-m", "aresnb.cli", "results", str(smoke_run.run_dir),
+                        "--readme", str(readme)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    text = readme.read_text()
+    assert "old figures" not in text and text.startswith("intro\n") and text.endswith("after\n")
+    s4 = read_json(smoke_run.summary_file(PPO, 1))
+    assert f"{s4['teacher_score_before']:.3f} -> {s4['teacher_score_after']:.3f}" in text
+    for stage in STAGES:
+        assert f"| {stage} |" in text
 
 
 def test_two_round_run_killed_between_rounds_resumes_there(smoke_run, tmp_path):

@@ -7,6 +7,7 @@ plain script and inside Jupyter/papermill (whose kernel already runs a loop in t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 from pathlib import Path
@@ -16,6 +17,7 @@ from .cache import ReplyCache
 from .client import (AsyncTeacher, CorrectionItem, CorrectionResult, JudgeItem, JudgeResult, ScoreItem,
                      ScoreResult, TeacherSettings)
 from .local import LocalServer, start_local_server
+from .reference import versioned_name
 
 LOCAL_DUMMY_KEY = "aresnb-local"  # the local server accepts any key
 
@@ -126,4 +128,7 @@ def open_teacher(cfg: Any, paths: Any, *, dataset_dir: str | Path | None = None)
             log_path=paths.teacher_dir / "server.log")
         base_url = server.base_url
     settings = TeacherSettings.from_config(t, base_url or "http://127.0.0.1:9/v1", api_key(cfg), seed=cfg.run.seed)
+    if t.serve_local and t.local_backend == "reference":
+        # the rule-based Teacher's rules are versioned: a cached reply of older rules is another reply
+        settings = dataclasses.replace(settings, model=versioned_name(settings.model))
     return Teacher(settings, cache, server, cassette_out=paths.teacher_dir / "cassette.jsonl")
