@@ -10,19 +10,19 @@ under ``<project_dir>/<name>/``.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
-TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
+# Each tracker and the packages accelerate accepts for it (any one will do).
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+                    "trackio": ("trackio",)}
 
 
-def tracker_available(name: str) -> bool:
-    """Whether the tracker's package is installed (accelerate's own check)."""
-    from accelerate import utils  # deferred: accelerate imports torch
-
-    check = {"tensorboard": utils.is_tensorboard_available, "wandb": utils.is_wandb_available,
-             "mlflow": utils.is_mlflow_available, "trackio": utils.is_trackio_available}.get(name)
-    return bool(check and check())
+def missing_trackers(log_with: Iterable[str]) -> list[str]:
+    """The trackers named in ``log_with`` whose package is not installed here."""
+    return [name for name in log_with
+            if not any(importlib.util.find_spec(pkg) is not None for pkg in TRACKER_PACKAGES.get(name, (name,)))]
 
 
 def flat_config(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
