@@ -75,6 +75,31 @@ def test_opening_and_saving_a_committed_notebook_leaves_git_status_clean(tmp_pat
     assert status == "", f"saving changed the notebooks:\n{diff[:3000]}"
 
 
+@pytest.mark.slow
+def test_a_real_jupyterlab_opens_and_saves_every_notebook_unchanged(tmp_path):
+    from jupyterlab_driver import HeadlessLab
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed: cannot drive JupyterLab (the contents-manager test still runs)")
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "notebooks", repo / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "notebooks as committed"], check=True)
+    (tmp_path / "scratch").mkdir()
+    with HeadlessLab(repo, tmp_path / "scratch", Path(sys.executable).parent, chromium) as lab:
+        for nb in NOTEBOOKS:
+            lab.open_and_save(f"notebooks/{nb.name}")
+    saved = sorted(p.name for p in (repo / "notebooks" / ".ipynb_checkpoints").glob("*.ipynb"))
+    assert len(saved) == len(NOTEBOOKS)  # JupyterLab really saved each one
+    status = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True, check=True).stdout
+    diff = subprocess.run([*git, "diff"], capture_output=True, text=True).stdout
+    assert status == "", f"JupyterLab changed the notebooks:\n{diff[:3000]}"
+
+
 def test_committed_notebooks_name_the_projects_kernel():
     for nb_path in NOTEBOOKS:
         nb = json.loads(nb_path.read_text())
