@@ -44,18 +44,30 @@ def pct(x: Any, digits: int = 1) -> str:
     return "–" if x is None else f"{100 * float(x):.{digits}f}%"
 
 
+def _short_path(path: str) -> str:
+    """An absolute path without this machine in it: installed packages by their name, the
+    project's files relative to it, anything else by its last two parts."""
+    if "/site-packages/" in path:
+        return "<packages>/" + path.split("/site-packages/", 1)[1]
+    if path == str(PROJECT_ROOT) or path.startswith(str(PROJECT_ROOT) + "/"):
+        return "." + path[len(str(PROJECT_ROOT)):]
+    return "…/" + "/".join(path.rstrip("/").split("/")[-2:])
+
+
 def scrub(value: Any, run_dir: Path) -> Any:
     """``value`` (text or nested JSON) without this machine's paths: the run folder becomes
-    ``<run>``, the project ``.``, any other absolute path its last two parts."""
+    ``<run>``, the folder of runs ``<outputs>``, other absolute paths :func:`_short_path`."""
     if isinstance(value, Mapping):
         return {k: scrub(v, run_dir) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [scrub(v, run_dir) for v in value]
     if not isinstance(value, str):
         return value
-    text = value.replace(str(Path(run_dir).resolve()), "<run>").replace(str(run_dir), "<run>")
-    text = text.replace(str(PROJECT_ROOT), ".")
-    return _ABSOLUTE_PATH.sub(lambda m: "…/" + "/".join(m.group(0).rstrip("/").split("/")[-2:]), text)
+    text = value
+    for folder, name in ((Path(run_dir), "<run>"), (Path(run_dir).parent, "<outputs>")):
+        for form in dict.fromkeys((str(folder.resolve()), str(folder))):
+            text = text.replace(form, name)
+    return _ABSOLUTE_PATH.sub(lambda m: _short_path(m.group(0)), text)
 
 
 def json_block(title: str, data: Any, run_dir: Path) -> str:
