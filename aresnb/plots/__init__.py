@@ -24,7 +24,7 @@ from aresnb.plots.style import read_if_exists, save_figure
 from aresnb.plots.teacher import teacher_scores_figure
 from aresnb.plots.training import ppo_figure, sft_loss_figure
 
-__all__ = ["FIGURES", "test_counts", "accuracy_figure", "claims_figure", "degeneration_figure", "image_ablation_figure",
+__all__ = ["FIGURES", "show", "test_counts", "accuracy_figure", "claims_figure", "degeneration_figure", "image_ablation_figure",
            "ppo_figure", "save_figure", "sft_loss_figure", "teacher_scores_figure", "win_rate_figure",
            "write_all_figures", "write_stage_figures"]
 
@@ -100,6 +100,19 @@ FIGURES: dict[str, FigureSpec] = {
         "Sentences of the test rationales checked against what each synthetic problem's image and hint hold.",
         lambda paths, rounds: claims_figure(read_if_exists(paths.summary_file(EVALUATION)).get("claims"))),
 }
+
+
+def show(*figures: Figure | None) -> None:
+    """Display figures in a notebook as PNG (whatever matplotlib backend the kernel has)."""
+    import io
+
+    from IPython.display import Image, display  # deferred: needs IPython, i.e. a kernel
+
+    for fig in figures:
+        if fig is not None:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+            display(Image(data=buf.getvalue(), format="png"))
 
 
 def write_stage_figures(paths: RunPaths, rounds: int, stage: str) -> dict[str, dict[str, str]]:
