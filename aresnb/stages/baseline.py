@@ -91,7 +91,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
         "model_dir": paths.baseline_model_dir,
     }
     write_json(paths.summary_file(STAGE), summary)
-    say(f"baseline: {summary['model']['parameters'] / 1e6:.1f} M parameters, loss {_fmt(result.first_loss)} -> "
+    say(f"baseline: {summary['model']['parameters'] / 1e6:.1f} M parameters, loss {_fmt(result.first_loss)} → "
         f"{_fmt(result.last_loss)}; val token accuracy {val_metrics['token_accuracy']:.1%}")
     return summary
 
