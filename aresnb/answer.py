@@ -8,9 +8,11 @@ the regex; a failed extraction draws a seeded random option (and is counted). St
 
 from __future__ import annotations
 
+import contextlib
 import random
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
@@ -45,6 +47,15 @@ def lora_target_modules(model: nn.Module, spec: str | list[str]) -> list[str]:
     return sorted(leaves)
 
 
+@contextlib.contextmanager
+def _peft_without_deprecation_notice() -> Iterator[None]:
+    """peft 0.21 asks transformers 5 for ``is_gradient_checkpointing``, which warns that it is
+    deprecated (a FutureWarning in every notebook 06): harmless for us, so silenced here only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def attach_lora(model: nn.Module, answer_cfg: Any) -> Any:
     """Wrap ``model`` in a peft LoRA model with the configured r, alpha, dropout and targets."""
     config = LoraConfig(
@@ -54,7 +65,8 @@ def attach_lora(model: nn.Module, answer_cfg: Any) -> Any:
         target_modules=lora_target_modules(model, answer_cfg.target_modules),
         task_type=TaskType.SEQ_2_SEQ_LM,
     )
-    return get_peft_model(model, config)
+    with _peft_without_deprecation_notice():
+        return get_peft_model(model, config)
 
 
 def trainable_fraction(peft_model: nn.Module) -> dict:
@@ -66,7 +78,8 @@ def trainable_fraction(peft_model: nn.Module) -> dict:
 def load_answer_model(base_dir: str | Path, adapter_dir: str | Path, use_image: bool | None = None) -> Any:
     """The rationale model at ``base_dir`` with the saved adapter, as PeftModel.from_pretrained loads it."""
     base = load_rationale_model(base_dir, use_image=use_image)
-    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    with _peft_without_deprecation_notice():
+        model = PeftModel.from_pretrained(base, str(adapter_dir))
     model.eval()
     return model
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aresnb import preflight
 from aresnb.config import ConfigError, describe, load_config
+from aresnb.paths import EVALUATION, RunPaths
 from aresnb.runner import NOTEBOOKS_DIR, RunError, RunRefused, parse_stage_selection, run_pipeline
 
 
@@ -20,9 +21,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (ConfigError, RunError) as e:
         print(f"aresnb run: {e}", file=sys.stderr)
         return 2
-    if not args.quiet:
-        # papermill streams each cell's output through its logger: show it, so progress bars and
-        # per-update lines are visible while a stage runs.
+    if args.verbose and args.quiet:
+        print("aresnb run: --verbose and --quiet exclude each other", file=sys.stderr)
+        return 2
+    output = "verbose" if args.verbose else "quiet" if args.quiet else "progress"
+    if output == "verbose":
+        # papermill streams each cell's output (and its cell markers) through its logger.
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("    %(message)s"))
         pm_logger = logging.getLogger("papermill")
@@ -30,7 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         pm_logger.setLevel(logging.INFO)
         pm_logger.propagate = False
     try:
-        run_pipeline(cfg, stages=stages, force=args.force, log_output=not args.quiet)
+        manifest = run_pipeline(cfg, stages=stages, force=args.force, output=output)
     except RunRefused as e:
         print(f"aresnb run: {e}", file=sys.stderr)
         return 2
@@ -41,7 +45,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         during = f" during {e}" if str(e) else ""
         print(f"\naresnb run: interrupted{during}; run the same command again to resume", file=sys.stderr)
         return 130
+    if not args.quiet and manifest["stages"].get(EVALUATION, {}).get("status") == "done":
+        _print_outcome(RunPaths(cfg).run_dir)
     return 0
+
+
+def _print_outcome(run_dir: Path, refresh_figures: bool = False) -> None:
+    """The run's headline figures and where to read more (the report is written first; with
+    ``refresh_figures`` the figures are redrawn from the run's files before)."""
+    from aresnb.report import headline_lines, write_report  # deferred: pandas, matplotlib
+
+    report = write_report(run_dir, refresh_figures=refresh_figures)
+    for line in headline_lines(run_dir):
+        print(f"[aresnb]   {line}")
+    for what, where in (("report ", report), ("figures", run_dir / "figures"), ("tables ", run_dir / "tables")):
+        print(f"[aresnb] {what} {where.resolve().as_uri()}{'/' if where.is_dir() else ''}")
 
 
 def _cmd_serve_teacher(args: argparse.Namespace) -> int:
@@ -51,14 +69,11 @@ def _cmd_serve_teacher(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from aresnb.report import write_report  # deferred: pandas, only for this command
-
     run_dir = Path(args.run_dir)
     if not (run_dir / "manifest.json").exists():
         print(f"aresnb report: {run_dir} is not a run directory (no manifest.json)", file=sys.stderr)
         return 2
-    out = write_report(run_dir)
-    print(out)
+    _print_outcome(run_dir, refresh_figures=True)
     return 0
 
 
@@ -125,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a parameter with a dotted key, e.g. --set ppo.lr=1e-5 (repeatable)")
     run.add_argument("--force", action="store_true", help="re-run stages that completed before")
-    run.add_argument("--quiet", action="store_true", help="do not stream cell outputs to the terminal")
+    run.add_argument("--verbose", action="store_true",
+                     help="stream every cell's output (papermill's log) instead of the stages' progress lines")
+    run.add_argument("--quiet", action="store_true", help="print the [aresnb] step lines only")
     run.set_defaults(func=_cmd_run)
 
     serve = sub.add_parser("serve-teacher", help="serve the OpenAI-compatible local Teacher on 127.0.0.1",

@@ -77,6 +77,11 @@ class RunConfig:
     accelerate_config: Optional[str] = p(None, "accelerate config file (`accelerate config`: GPU ids, DeepSpeed, FSDP) for the launched steps; "
                                                "None = DDP over run.num_processes processes. A relative path is read from notebooks/.")
     cpu_threads: Optional[int] = p(1, "OMP/MKL threads per stage process (tiny models run fastest on 1); None = torch's default.", min=1)
+    log_with: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = p(
+        [], "Experiment trackers (accelerate's) that get every SFT and PPO metrics row, each where installed; "
+            "they write under <run>/tracking/<stage>/ (wandb: set WANDB_MODE=offline to stay offline).")
+    progress_every_percent: int = p(25, "A long loop (training, sampling, Teacher calls) prints a progress line each time "
+                                        "it gets this much further, in percent (tqdm bars only on a terminal).", min=1, max=100)
 
 
 @dataclass
@@ -482,12 +487,17 @@ def _blame(values: dict, overrides: list[tuple[str, dict]], where: str, message:
 def load_config(source: str | Path | dict | Config | None = None, overrides: list[str] | None = None) -> Config:
     """Resolve parameters from a YAML path, a dict (as papermill injects it) or None (smoke.yaml).
 
+    A relative path is read from the working directory, else from the project root (so a notebook,
+    which runs in ``notebooks/``, can open ``outputs/smoke/params.yaml``).
+
     ``overrides`` are dotted ``key=value`` strings applied on top, as ``--set`` does.
     """
     if isinstance(source, Config):
         values, where = source.to_dict(), "<config>"
     elif source is None or isinstance(source, (str, Path)):
         path = Path(source) if source is not None else SMOKE_PARAMS
+        if not path.is_absolute() and not path.exists() and (PACKAGE_DIR.parent / path).exists():
+            path = PACKAGE_DIR.parent / path  # notebooks run in notebooks/: a path from the project root
         where = str(path)
         if not path.exists():
             raise ConfigError(f"parameter file not found: {path}")

@@ -26,6 +26,8 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedDataParallelKwargs
 
+from aresnb.tracking import NO_TRACKING, Tracking
+
 LAUNCHED_ENV = "ARESNB_LAUNCHED"
 
 
@@ -33,16 +35,18 @@ class LaunchFailed(RuntimeError):
     """A launched step exited with an error; the message holds the command and its last output."""
 
 
-def make_accelerator(mixed_precision: str = "no", cpu: bool | None = None) -> Accelerator:
+def make_accelerator(mixed_precision: str = "no", cpu: bool | None = None, tracking: Tracking = NO_TRACKING) -> Accelerator:
     """The Accelerator every trainer runs under (DDP may see parameters without gradients).
 
     ``cpu=None`` picks the CPU when there is no CUDA device: accelerate then joins the launched
-    processes over gloo (without it, CPU-only processes would each run alone).
+    processes over gloo (without it, CPU-only processes would each run alone). ``tracking``: the
+    trackers every metrics row also goes to (the trainer starts and ends them).
     """
     if cpu is None:
         cpu = not torch.cuda.is_available()
     return Accelerator(cpu=cpu, mixed_precision=mixed_precision,
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+                       **tracking.accelerator_kwargs())
 
 
 def launched() -> bool:

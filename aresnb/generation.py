@@ -13,11 +13,11 @@ from typing import Any, Collection, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from trl.trainer.utils import pad, selective_log_softmax
 
 from aresnb.data.prompts import build_source, strip_solution_prefix
 from aresnb.distributed import autocast
+from aresnb.progress import Progress
 from aresnb.sft_data import gather_features, pad_ids
 
 
@@ -75,7 +75,8 @@ def generate_texts(
         gen_kwargs.update(top_k=top_k, temperature=temperature, num_return_sequences=num_samples)
     out: list[list[str]] = [[] for _ in sources]
     batches = length_sorted_batches([len(x) for x in ids], batch_size)
-    for idx in tqdm(batches, desc=desc, disable=not progress):
+    bar = Progress(len(batches), desc, unit="batches", enabled=progress)
+    for idx in batches:
         feats = gather_features(features, [feature_indices[i] for i in idx])
         batch = _encoder_batch([ids[i] for i in idx], tokenizer.pad_token_id, feats, device)
         with autocast(mixed_precision, device):
@@ -85,6 +86,7 @@ def generate_texts(
         for j, i in enumerate(idx):
             got = [t.strip() for t in texts[j * per : (j + 1) * per]]
             out[i] = got if do_sample else got * num_samples  # greedy: k identical copies
+        bar.update(1)
     model.train(was_training)
     return out
 

@@ -22,6 +22,12 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGeneration
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
+from transformers.utils import logging as hf_logging
+
+# transformers draws a tqdm bar each time it loads or writes a checkpoint ("Loading weights",
+# "Writing model shards"): for these one-shard models a notebook shows them frozen at 0%. The
+# stages print their own progress lines (aresnb.progress).
+hf_logging.disable_progress_bar()
 
 MODEL_TYPE = "multimodal_t5"
 

@@ -5,7 +5,9 @@ own folder. Stages 03-05 repeat once per ARES round and write under ``round_<i>/
 mirrors the latest round's ``summary.json`` into ``<stage>/summary.json``.
 
     outputs/<run>/
-      manifest.json  params.yaml  run.lock (held while a run writes)  notebooks/  tables/  figures/
+      manifest.json  params.yaml  run.lock (held while a run writes)  tables/  figures/
+      notebooks/     <stage>[.round_i].ipynb (executed, trusted) and .html, .kernel.log, .progress.log
+      tracking/      <stage>/... event files of run.log_with's trackers (TensorBoard, ...)
       teacher/  report.html
       01_data/        dataset/ (DatasetDict)  features/<split>.npy  summary.json
       02_baseline/    model/ (save_pretrained + tokenizer)  checkpoints/  metrics.jsonl
@@ -35,6 +37,16 @@ ANSWER_LORA = "06_answer_lora"
 EVALUATION = "07_evaluation"
 STAGES = (DATA, BASELINE, TEACHER_SCORES, PPO, CORRECTION_SFT, ANSWER_LORA, EVALUATION)
 ROUND_STAGES = (TEACHER_SCORES, PPO, CORRECTION_SFT)
+# What each stage does, in words (the terminal's stage lines, the report's section titles).
+STAGE_TITLES = {
+    DATA: "Data",
+    BASELINE: "Baseline rationale model (SFT)",
+    TEACHER_SCORES: "Teacher scores of sampled rationales",
+    PPO: "PPO with sentence-level Teacher rewards",
+    CORRECTION_SFT: "Teacher corrections and SFT on them",
+    ANSWER_LORA: "Answer accuracy (LoRA answer head)",
+    EVALUATION: "Evaluation: win rate, accuracy, rationale quality",
+}
 
 BASELINE_MODEL = "baseline"  # the name of the baseline's rationales / answer heads
 
@@ -87,6 +99,14 @@ class RunPaths:
     def teacher_dir(self) -> Path:
         """The local Teacher server's log and the run's cassette of every reply it used."""
         return _mk(self.run_dir / "teacher")
+
+    def tracking_dir(self, name: str = "") -> Path:
+        """Where the experiment trackers of ``run.log_with`` write (TensorBoard: ``<name>/events.*``)."""
+        return self.run_dir / "tracking" / name if name else self.run_dir / "tracking"
+
+    def executed_notebook_html(self, notebook_name: str) -> Path:
+        """The HTML export of an executed notebook (``notebooks/<stage>[.round_i].html``)."""
+        return self.notebooks_dir / Path(notebook_name).with_suffix(".html").name
 
     @property
     def report_file(self) -> Path:

@@ -324,6 +324,7 @@ def train_ppo(
                            n_steps=len(steps), steps_per_pass=steps_per_pass, elapsed=time.time() - t0)
         if accelerator.is_main_process:
             append_jsonl(metrics_file, row)
+            accelerator.log(row, step=step.index)  # the trackers make_accelerator was given, if any
             if step.index % cfg.log_every_steps == 0 or step.index == len(steps):
                 log(progress_line(row, len(steps), cfg.ppo_epochs))
         if step.index % cfg.save_every_steps == 0 or step.index == len(steps):

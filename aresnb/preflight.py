@@ -2,7 +2,8 @@
 
 ``load_config`` checks the parameters themselves (types, ranges, rules across keys). This module
 checks them against *this machine*: the API key variables of every endpoint a selected stage will
-call, the paths that must exist, and the process count that batch sizes must divide. ``aresnb
+call, the paths that must exist, the process count that batch sizes must divide, and that the
+experiment trackers of ``run.log_with`` are installed. ``aresnb
 params FILE`` prints the problems; ``aresnb run`` refuses to start while there are any, so an
 unset key is reported before hours of training and sampling, not after.
 
@@ -20,6 +21,7 @@ from typing import Any, Iterable
 
 from aresnb.paths import ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, TEACHER_SCORES
 from aresnb.teacher.facade import cache_path, endpoint_config
+from aresnb.tracking import missing_trackers
 
 TEACHER_STAGES = (TEACHER_SCORES, PPO, CORRECTION_SFT)
 JUDGE_STAGES = (EVALUATION,)
@@ -162,8 +164,19 @@ def _cuda_devices() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+TRAINING_STAGES = (BASELINE, PPO, CORRECTION_SFT, ANSWER_LORA)
+
+
+def tracker_problems(cfg: Any, stages: Iterable[str]) -> list[str]:
+    """Every tracker of ``run.log_with`` must be installed when a selected stage trains."""
+    if not set(stages) & set(TRAINING_STAGES):
+        return []
+    return [f"run.log_with names {name}, which is not installed here (pip install {name}, or remove it)"
+            for name in missing_trackers(cfg.run.log_with)]
+
+
 def problems(cfg: Any, stages: Iterable[str], base_dir: Path, environ: os._Environ | dict | None = None) -> list[str]:
     """Every problem found before work starts; empty when the run may start."""
     stages = list(stages)
     return [*key_problems(cfg, stages, environ), *path_problems(cfg, stages, base_dir),
-            *process_problems(cfg, stages, environ, base_dir)]
+            *process_problems(cfg, stages, environ, base_dir), *tracker_problems(cfg, stages)]

@@ -1,12 +1,17 @@
 """`aresnb run`: execute the numbered notebooks with papermill, in order, resumably.
 
-The schedule is 01, 02, then (03, 04, 05) once per ARES round, then 06, 07. Each executed
-notebook lands in ``outputs/<run>/notebooks/``; ``manifest.json`` records the resolved
-parameters and their hash, the git commit, package versions and each stage's status, wall
-time, CPU time and processes (``run.num_processes`` for the heavy step of stages 02-06, else
-1). A stage is skipped when it completed before with the same *key*: the hash of the
-parameters, of the notebook's source, and of the completions of the stages it depends on — so a
+The schedule (``aresnb.steps``) is 01, 02, then (03, 04, 05) once per ARES round, then 06, 07.
+Each executed notebook lands in ``outputs/<run>/notebooks/``; ``manifest.json`` records the
+resolved parameters and their hash, the git commit, package versions and each stage's status,
+wall time, CPU time and processes (``run.num_processes`` for the heavy step of stages 02-06, else
+1). A stage is skipped when it completed before with the same *key* (``aresnb.steps.step_key``:
+the parameters it reads, its notebook's code, the completions of the stages before it) -- so a
 crashed run resumes where it stopped, and re-running an upstream stage re-runs what follows.
+
+What the terminal shows (``output``): ``progress`` (the default) prints one ``[aresnb]`` line
+as each step starts and ends and, between them, the stage's own progress lines
+(``aresnb.progress``); ``verbose`` streams every cell's output through papermill's logger;
+``quiet`` prints the ``[aresnb]`` lines only.
 
 Before anything runs, a run is refused (``RunRefused``: nothing executed, no result written) when a
 check of ``aresnb.preflight`` fails (an unset API key variable, a missing path, ...), when a
@@ -17,7 +22,6 @@ holds the run folder's lock (``aresnb.runlock``). The lock is held until the run
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -27,7 +31,6 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -37,12 +40,13 @@ from aresnb.config import Config
 from aresnb.errors import CLEAR_ERRORS
 from aresnb.io import read_json, write_json
 from aresnb.notebook_exec import execute_notebook
-from aresnb.paths import (ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, ROUND_STAGES, STAGES,
-                          TEACHER_SCORES, RunPaths)
+from aresnb.notebook_html import export_html, trust_notebook
+from aresnb.paths import STAGE_TITLES, STAGES, RunPaths
 from aresnb.runlock import RunFolderLocked, RunLock
+from aresnb.steps import PROJECT_ROOT, Step, build_schedule, is_done_with_key, step_key, upstream_of
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"  # tests point this at stand-in notebooks
+OUTPUT_MODES = ("progress", "verbose", "quiet")
 TRACKED_PACKAGES = (
     "aresnb", "torch", "transformers", "tokenizers", "peft", "trl", "datasets", "accelerate",
     "openai", "papermill", "numpy", "pandas",
@@ -61,25 +65,9 @@ class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) stopped a step; the manifest marks it ``interrupted``. Its message names it."""
 
 
-@dataclass(frozen=True)
-class Step:
-    """One scheduled execution of a stage's notebook (round stages run once per round)."""
-
-    stage: str
-    round_index: int | None = None
-
-    @property
-    def label(self) -> str:
-        return self.stage if self.round_index is None else f"round_{self.round_index}/{self.stage}"
-
-    @property
-    def notebook(self) -> Path:
-        return NOTEBOOKS_DIR / f"{self.stage}.ipynb"
-
-    @property
-    def output_name(self) -> str:
-        suffix = "" if self.round_index is None else f".round_{self.round_index}"
-        return f"{self.stage}{suffix}.ipynb"
+def notebook_of(step: Step) -> Path:
+    """The committed notebook a step executes."""
+    return NOTEBOOKS_DIR / f"{step.stage}.ipynb"
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,19 +102,6 @@ def parse_stage_selection(text: str | None) -> list[str]:
     return [s for s in STAGES if int(s[:2]) in chosen]
 
 
-def build_schedule(rounds: int) -> list[Step]:
-    """Every step of a full run, in execution order."""
-    steps = [Step(DATA), Step(BASELINE)]
-    for r in range(1, rounds + 1):
-        steps += [Step(stage, r) for stage in ROUND_STAGES]
-    return steps + [Step(ANSWER_LORA), Step(EVALUATION)]
-
-
-def upstream_of(step: Step, schedule: list[Step]) -> list[Step]:
-    """The steps whose outputs this step reads: everything scheduled before it."""
-    return schedule[: schedule.index(step)]
-
-
 # --------------------------------------------------------------------------------------------
 # Manifest
 # --------------------------------------------------------------------------------------------
@@ -151,22 +126,6 @@ def _package_versions() -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def _sha(*parts: str) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
-def notebook_source_hash(path: Path) -> str:
-    """Hash of the code cells only: re-saving a notebook in Jupyter does not invalidate a run."""
-    nb = json.loads(path.read_text())
-    cells = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-             for c in nb["cells"] if c.get("cell_type") == "code"]
-    return _sha(*cells)
 
 
 def _now() -> str:
@@ -211,40 +170,6 @@ class Manifest:
 # --------------------------------------------------------------------------------------------
 
 
-# The parameter sections each stage reads. Upstream sections need not be listed: a change there
-# re-runs the upstream stage, whose new completion id changes every downstream key.
-STAGE_SECTIONS = {
-    DATA: ("data", "features"),
-    BASELINE: ("model", "baseline"),
-    TEACHER_SCORES: ("rollout", "teacher"),
-    PPO: ("ppo", "teacher"),
-    CORRECTION_SFT: ("correction", "teacher"),
-    ANSWER_LORA: ("answer",),
-    EVALUATION: ("evaluation", "teacher"),
-}
-
-
-NOT_IN_STEP_KEY = {
-    "teacher": ("concurrency", "max_retries", "timeout_s", "backoff_base_s", "backoff_max_s", "cassette", "max_drop_share"),
-    "data": ("allow_overlap",),
-}
-
-
-def step_key(cfg: Config, step: Step, manifest: Manifest, schedule: list[Step]) -> str:
-    """What decides whether a completed step can be skipped: its parameters, code and inputs."""
-    values = cfg.to_dict()
-    # Throughput-only teacher settings never change a reply (the cache sees to that); the
-    # thresholds of the output checks decide whether a stage fails, never what it wrote.
-    for section, keys in NOT_IN_STEP_KEY.items():
-        for k in keys:
-            values[section].pop(k, None)
-    relevant = {s: values[s] for s in STAGE_SECTIONS[step.stage]}
-    relevant["seed"] = cfg.run.seed
-    upstream = [manifest.stage(s).get("completion_id", "missing") for s in upstream_of(step, schedule)]
-    return _sha(json.dumps(relevant, sort_keys=True, default=str), notebook_source_hash(step.notebook),
-                step.label, *upstream)
-
-
 def mirror_round_summary(paths: RunPaths, step: Step) -> None:
     """``<stage>/summary.json`` = the latest round's summary plus every round's under ``rounds``."""
     src = paths.summary_file(step.stage, step.round_index)
@@ -272,6 +197,10 @@ def _children_cpu_s() -> float:
 
 def _print(msg: str) -> None:
     print(f"[aresnb] {msg}", flush=True)
+
+
+def _print_progress(line: str) -> None:
+    print(f"    {line}", flush=True)
 
 
 def _report_failure(step: Step, error: BaseException, out_nb: Path) -> str:
@@ -318,11 +247,13 @@ def check_upstream(todo: list[Step], schedule: list[Step], selected: set[str], m
 
 
 def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = False,
-                 log_output: bool = True) -> dict:
-    """Run the selected stages of the schedule; return the manifest data."""
+                 output: str = "progress") -> dict:
+    """Run the selected stages of the schedule; return the manifest data. ``output``: see the module doc."""
+    if output not in OUTPUT_MODES:
+        raise ValueError(f"output must be one of {OUTPUT_MODES}, got {output!r}")
     selected = set(stages or STAGES)
     schedule = build_schedule(cfg.ares.rounds)
-    missing = [s.notebook for s in schedule if s.stage in selected and not s.notebook.exists()]
+    missing = [notebook_of(s) for s in schedule if s.stage in selected and not notebook_of(s).exists()]
     if missing:
         raise RunRefused("missing notebooks: " + ", ".join(str(m) for m in sorted(set(missing))))
     check_before_work(cfg, selected)
@@ -333,13 +264,13 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
     except RunFolderLocked as e:
         raise RunRefused(str(e)) from None
     try:
-        return _run_locked(cfg, paths, schedule, selected, force, log_output)
+        return _run_locked(cfg, paths, schedule, selected, force, output)
     finally:
         lock.release()
 
 
 def _run_locked(cfg: Config, paths: RunPaths, schedule: list[Step], selected: set[str], force: bool,
-                log_output: bool) -> dict:
+                output: str) -> dict:
     manifest = Manifest(paths, cfg)
     todo = [s for s in schedule if s.stage in selected]
     check_upstream(todo, schedule, selected, manifest)
@@ -354,36 +285,54 @@ def _run_locked(cfg: Config, paths: RunPaths, schedule: list[Step], selected: se
             os.environ[var] = str(cfg.run.cpu_threads)
     _print(f"run {cfg.run.name!r} -> {paths.run_dir} ({len(todo)} steps, params {cfg.hash()})")
     for i, step in enumerate(todo, 1):
-        key = step_key(cfg, step, manifest, schedule)
-        prev = manifest.stage(step)
-        if not force and prev.get("status") == "done" and prev.get("key") == key:
+        key = step_key(cfg, step, manifest.data["stages"], schedule, notebook_of(step))
+        if not force and is_done_with_key(manifest.stage(step), key):
             _print(f"[{i}/{len(todo)}] {step.label}: done before with the same parameters and inputs, skipped")
             continue
-        out_nb = paths.notebooks_dir / step.output_name
-        kernel_log = out_nb.with_suffix(".kernel.log")
-        _print(f"[{i}/{len(todo)}] {step.label}: running {step.notebook.name} -> {out_nb}")
-        manifest.set_stage(step, status="running", started=_now(), key=key, notebook=str(out_nb),
-                           kernel_log=str(kernel_log))
-        start, cpu_start = time.perf_counter(), _children_cpu_s()
-        try:
-            execute_notebook(step.notebook, out_nb, {"params": cfg.to_dict(), "round_index": step.round_index or 1},
-                             cwd=NOTEBOOKS_DIR, log_output=log_output, kernel_log=kernel_log)
-        except KeyboardInterrupt:
-            manifest.set_stage(step, status="interrupted", wall_time_s=round(time.perf_counter() - start, 2),
-                               error="interrupted (SIGINT)", finished=_now())
-            raise RunInterrupted(step.label) from None
-        except Exception as error:  # noqa: BLE001 - every notebook failure is recorded and reported
-            message = _report_failure(step, error, out_nb)
-            manifest.set_stage(step, status="failed", wall_time_s=round(time.perf_counter() - start, 2),
-                               error=message, finished=_now())
-            raise RunError(message) from None
-        wall = time.perf_counter() - start
-        if step.round_index is not None:
-            mirror_round_summary(paths, step)
-        manifest.set_stage(step, status="done", wall_time_s=round(wall, 2), finished=_now(),
-                           completion_id=uuid.uuid4().hex[:12], error=None, processes=stage_processes(paths, step),
-                           cpu_time_s=round(_children_cpu_s() - cpu_start, 2))
+        _print(f"[{i}/{len(todo)}] {step.label}: running {notebook_of(step).name} ({STAGE_TITLES[step.stage]})")
+        wall = _execute_step(cfg, paths, manifest, step, key, output)
         _print(f"[{i}/{len(todo)}] {step.label}: done in {wall:.1f} s")
     total = sum(v.get("wall_time_s", 0) for v in manifest.data["stages"].values())
-    _print(f"run {cfg.run.name!r} complete; stage wall time {total:.1f} s; manifest {paths.manifest}")
+    _print(f"run {cfg.run.name!r} complete; stage wall time {total:.1f} s")
     return manifest.data
+
+
+def _execute_step(cfg: Config, paths: RunPaths, manifest: Manifest, step: Step, key: str, output: str) -> float:
+    """Execute one step's notebook, record how it went in the manifest; its wall time in seconds."""
+    out_nb = paths.notebooks_dir / step.output_name
+    kernel_log = out_nb.with_suffix(".kernel.log")
+    progress_log = out_nb.with_suffix(".progress.log")
+    manifest.set_stage(step, status="running", started=_now(), key=key, notebook=str(out_nb),
+                       kernel_log=str(kernel_log))
+    start, cpu_start = time.perf_counter(), _children_cpu_s()
+    try:
+        execute_notebook(notebook_of(step), out_nb, {"params": cfg.to_dict(), "round_index": step.round_index or 1},
+                         cwd=NOTEBOOKS_DIR, log_output=output == "verbose", kernel_log=kernel_log,
+                         progress_file=progress_log if output != "verbose" else None,
+                         echo=_print_progress if output == "progress" else None)
+    except KeyboardInterrupt:
+        manifest.set_stage(step, status="interrupted", wall_time_s=round(time.perf_counter() - start, 2),
+                           error="interrupted (SIGINT)", finished=_now())
+        raise RunInterrupted(step.label) from None
+    except Exception as error:  # noqa: BLE001 - every notebook failure is recorded and reported
+        message = _report_failure(step, error, out_nb)
+        manifest.set_stage(step, status="failed", wall_time_s=round(time.perf_counter() - start, 2),
+                           error=message, finished=_now())
+        raise RunError(message) from None
+    wall = time.perf_counter() - start
+    if step.round_index is not None:
+        mirror_round_summary(paths, step)
+    publish_notebook(out_nb, paths.executed_notebook_html(out_nb.name))
+    manifest.set_stage(step, status="done", wall_time_s=round(wall, 2), finished=_now(),
+                       completion_id=uuid.uuid4().hex[:12], error=None, processes=stage_processes(paths, step),
+                       cpu_time_s=round(_children_cpu_s() - cpu_start, 2))
+    return wall
+
+
+def publish_notebook(executed: Path, html_page: Path) -> None:
+    """Mark an executed notebook trusted and export it to an offline HTML page beside it."""
+    try:
+        trust_notebook(executed)
+        export_html(executed, html_page)
+    except Exception as error:  # noqa: BLE001 - a page we could not write never fails the stage
+        _print(f"could not export {executed.name} to HTML: {type(error).__name__}: {error}")

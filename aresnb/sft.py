@@ -26,15 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from aresnb.checkpoints import Checkpoints, fingerprint
 from aresnb.distributed import make_accelerator
 from aresnb.io import append_jsonl, read_jsonl
 from aresnb.models import enable_gradient_checkpointing
+from aresnb.progress import Progress
 from aresnb.sft_data import (IGNORE_INDEX, Collator, SFTStep, TokenizedExamples, plan_sft_steps, process_rows,
                              steps_per_epoch)
+from aresnb.tracking import NO_TRACKING, Tracking
 
 
 # ---- training ----------------------------------------------------------------------------------
@@ -160,12 +161,14 @@ def train_seq2seq(
     stop_after_steps: int | None = None,
     desc: str = "sft",
     progress: bool = True,
+    tracking: Tracking = NO_TRACKING,
 ) -> TrainResult:
     """Train ``model`` on (source -> target) ``examples``; writes under ``out_dir``.
 
     ``out_dir/metrics.jsonl`` and ``out_dir/checkpoints/step_N/``; the final model (or peft
     adapter) and tokenizer go to ``model_dir`` (default ``out_dir/model``). A ``TokenizedExamples``
-    set is used as it is (its own length limits); a list is tokenised here.
+    set is used as it is (its own length limits); a list is tokenised here. Each metrics row also
+    goes to the trackers of ``tracking``; ``progress`` prints progress lines (``aresnb.progress``).
     ``stop_after_steps`` ends the run early as a crash would (tests of resume use it).
     """
     t_start = time.time()
@@ -176,7 +179,7 @@ def train_seq2seq(
     cfg = train_cfg
 
     set_seed(seed)
-    accelerator = make_accelerator(mixed_precision)  # a fresh one per run: it holds the run's objects
+    accelerator = make_accelerator(mixed_precision, tracking=tracking)  # a fresh one per run: it holds the run's objects
     data = examples if isinstance(examples, TokenizedExamples) else \
         TokenizedExamples(tokenizer, examples, max_source_length, max_target_length)
     collate = Collator(tokenizer.pad_token_id, features, _decoder_start(model))
@@ -195,9 +198,10 @@ def train_seq2seq(
         checkpoints.discard_all()
     step, _ = checkpoints.resume(accelerator, metrics_path)
     resumed_from = step or None
+    tracking.start(accelerator)
 
     model.train()
-    bar = tqdm(total=total_steps, initial=step, desc=desc, disable=not (progress and accelerator.is_local_main_process))
+    bar = Progress(total_steps, desc, initial=step, unit="steps", enabled=progress and accelerator.is_local_main_process)
     window = _LossWindow()
     for planned in plan[step: stop_after_steps]:
         loss, n_samples = train_step(model, data, collate, planned, accelerator)
@@ -208,16 +212,19 @@ def train_seq2seq(
         optimizer.zero_grad()
         window.add(loss, n_samples)
         step = planned.index
-        bar.update(1)
+        shown = {}
         if step % cfg.log_every_steps == 0 or step == total_steps:
             row = {"step": step, "epoch": round(step / per_epoch, 4), **window.flush(), "lr": scheduler.get_last_lr()[0]}
             if accelerator.is_main_process:
                 append_jsonl(metrics_path, row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
+                accelerator.log(row, step=step)  # the trackers of run.log_with, if any
+            shown = {"loss": row["loss"]}
+        bar.update(1, **shown)
         if step % cfg.save_every_steps == 0 or step == total_steps or step == stop_after_steps:
             checkpoints.save(accelerator, step)
             window.losses.clear()  # a resumed run logs the same windows as an uninterrupted one
     bar.close()
+    tracking.end(accelerator)
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()

@@ -46,6 +46,18 @@ def write_stage_notebooks(nb_dir: Path, body: str) -> Path:
     return nb_dir
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_jupyter_data_dir(tmp_path_factory):
+    """The runner signs executed notebooks into Jupyter's notary: the tests' own, not this user's."""
+    saved = os.environ.get("JUPYTER_DATA_DIR")
+    os.environ["JUPYTER_DATA_DIR"] = str(tmp_path_factory.mktemp("jupyter_data"))
+    yield
+    if saved is None:
+        os.environ.pop("JUPYTER_DATA_DIR", None)
+    else:
+        os.environ["JUPYTER_DATA_DIR"] = saved
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.exists():
@@ -55,14 +67,16 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> RunPaths:
-    """The full notebook pipeline on params/smoke.yaml (SMOKE_TEST_SET) through the CLI, as `make reproduce` runs it."""
+    """The full notebook pipeline on params/smoke.yaml (SMOKE_TEST_SET) through the CLI, as `make reproduce`
+    runs it (what it printed: ``<outputs>/aresnb_run.stdout`` and ``.stderr``)."""
     out = tmp_path_factory.mktemp("smoke_outputs")
-    env = {**os.environ, "ARESNB_TEACHER_KEY": SMOKE_SECRET}
+    env = {**os.environ, "ARESNB_TEACHER_KEY": SMOKE_SECRET, "JUPYTER_DATA_DIR": str(out / "jupyter")}
     cmd = [sys.executable, "-m", "aresnb.cli", "run", str(ROOT / "params" / "smoke.yaml"), *smoke_test_args(),
-           "--set", f"run.output_dir={out}", "--quiet"]
+           "--set", f"run.output_dir={out}"]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-    log = out / "aresnb_run.log"
-    log.write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
+    (out / "aresnb_run.stdout").write_text(result.stdout)
+    (out / "aresnb_run.stderr").write_text(result.stderr)
+    log = out / "aresnb_run.stdout"
     if result.returncode != 0:
         pytest.fail(f"smoke pipeline failed (exit {result.returncode}); log {log}\n{result.stderr[-6000:]}")
     return RunPaths(run_dir=out / "smoke")

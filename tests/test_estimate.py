@@ -8,6 +8,7 @@ import pytest
 from aresnb.config import load_config
 from aresnb.estimate import FALLBACK, estimate, format_table
 from aresnb.teacher.limits import cost_usd
+from conftest import SMOKE_TEST_SET
 
 
 def _by_stage(result):
@@ -15,12 +16,12 @@ def _by_stage(result):
 
 
 def test_smoke_counts_follow_the_parameters_and_the_synthetic_data():
-    cfg = load_config(None, ["teacher.price_input_per_mtok=1.0", "teacher.price_output_per_mtok=2.0",
+    cfg = load_config(None, [*SMOKE_TEST_SET, "teacher.price_input_per_mtok=1.0", "teacher.price_output_per_mtok=2.0",
                              "teacher.image_tokens=100", "teacher.concurrency=4", "teacher.assumed_latency_s=1.0"])
     result = estimate(cfg)
     rows = _by_stage(result)
     assert result["data"].startswith("the synthetic generator")
-    # 240 train problems x 4 samples; 48 val x 2 (before/after PPO); 120 corrections; 48 test x 2 orders
+    # SMOKE_TEST_SET: 240 train problems x 4 samples; 48 val x 2 (before/after PPO); 120 corrections; 48 test x 2 orders
     assert [rows[s].requests for s in ("03_teacher_scores", "04_ppo", "05_correction_sft", "07_evaluation")] == \
         [960, 96, 120, 96]
     r03 = rows["03_teacher_scores"]

@@ -43,8 +43,8 @@ def make_upstream(run_dir, n_test=16):
     write_jsonl(paths.rationales_file("round_1", "test"), ares)
     write_jsonl(paths.metrics_file("02_baseline"), [{"step": s, "loss": 2 / (1 + s)} for s in range(1, 9)])
     write_jsonl(paths.metrics_file("04_ppo", 1),
-                [{"update": u, "objective/scores": 0.5 + 0.05 * u, "objective/kl": 0.01 * u, "loss/policy": -0.1,
-                  "charts/sps": 10.0} for u in range(1, 5)])
+                [{"step": u, "pass": 1, "objective/scores": 0.5 + 0.05 * u, "objective/kl_k3": 0.01 * u,
+                  "policy/clipfrac": 0.02, "loss/policy": -0.1, "loss/value": 0.2} for u in range(1, 5)])
     write_jsonl(paths.metrics_file("05_correction_sft", 1), [{"step": s, "loss": 1 / s} for s in range(1, 5)])
     write_json(paths.summary_file("04_ppo", 1), {"teacher_score_before": 0.55, "teacher_score_after": 0.62})
     write_json(paths.ppo_eval_file(1, "before"), {"rows": [{"qid": "v", "score": x} for x in (0.5, 0.6)]})
@@ -120,7 +120,7 @@ def test_stage_writes_judgments_tables_and_figures(stage_result):
         assert (paths.tables_dir / f"{name}.md").read_text().count("|") > 10
     wr = pd.read_csv(paths.tables_dir / "win_rate.csv").set_index("group")
     assert wr.loc["All", "n"] == 16 and {"NAT", "SOC", "LAN", "G1-6", "G7-12", "NO", "TXT"} <= set(wr.index)
-    for name in ("training_curves", "teacher_scores", "win_rate", "accuracy_by_category"):
+    for name in ("sft_loss", "ppo_training", "teacher_scores", "win_rate", "accuracy_by_category"):
         assert name in figures
         for ext in ("png", "pdf"):
             assert (paths.figures_dir / f"{name}.{ext}").stat().st_size > 1000

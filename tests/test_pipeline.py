@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ import pytest
 
 from aresnb.io import read_json
 from aresnb.paths import PPO, STAGES
+from aresnb.plots import FIGURES
+from aresnb.report import SECTION_IDS
 
 from conftest import ROOT, SMOKE_SECRET, SMOKE_TEST_SET, smoke_test_args
 
@@ -65,8 +68,74 @@ def test_report_is_written(smoke_run):
     r = subprocess.run([sys.executable, "-m", "aresnb.cli", "report", str(smoke_run.run_dir)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    html = Path(r.stdout.strip().splitlines()[-1]).read_text()
+    link = next(line for line in r.stdout.splitlines() if line.startswith("[aresnb] report "))
+    html = Path(link.split("file://", 1)[1]).read_text()
     assert "<img" in html and "win rate" in html.lower()
+    for section in SECTION_IDS:
+        assert f'<section id="{section}">' in html, section
+    for name in FIGURES:
+        assert f'id="fig-{name}"' in html, name
+    assert str(smoke_run.run_dir) not in html and "site-packages" not in html
+
+
+# ---- what a user watches, reads and opens ------------------------------------------------------
+
+
+def test_the_terminal_says_little_warns_nothing_and_ends_with_the_headline(smoke_run):
+    out = (smoke_run.run_dir.parent / "aresnb_run.stdout").read_text()
+    err = (smoke_run.run_dir.parent / "aresnb_run.stderr").read_text()
+    lines = out.splitlines()
+    assert len(lines) <= 80, out
+    assert not re.search(r"warn|Executing Cell|<Figure size|it/s\]|Removed shared tensor", out + err, re.I), out + err
+    assert err.strip() == ""
+    assert sum(line.startswith("[aresnb] [") and ": running " in line for line in lines) == 7
+    assert sum(line.startswith("[aresnb]   ") for line in lines) == 5  # the five headline figures
+    assert [line.split()[1] for line in lines[-3:]] == ["report", "figures", "tables"]
+    assert all("file://" in line for line in lines[-3:])
+
+
+def test_trackers_wrote_tensorboard_events_for_sft_and_ppo(smoke_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tracking = smoke_run.run_dir / "tracking"
+    for name in ("02_baseline", "round_1/04_ppo", "round_1/05_correction_sft"):
+        assert list((tracking / name).glob("events.out.tfevents.*")), name
+    ppo = EventAccumulator(str(tracking / "round_1" / "04_ppo")).Reload()
+    steps = read_json(smoke_run.run_dir / "04_ppo" / "summary.json")["optimizer_steps"]
+    assert [e.step for e in ppo.Scalars("objective/scores")] == list(range(1, steps + 1))
+    sft = EventAccumulator(str(tracking / "02_baseline")).Reload()
+    assert len(sft.Scalars("loss")) == len((smoke_run.run_dir / "02_baseline" / "metrics.jsonl").read_text().splitlines())
+
+
+def test_executed_notebooks_are_trusted_exported_and_their_panels_open_on_an_item(smoke_run, monkeypatch):
+    from aresnb.notebook_html import is_trusted
+
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(smoke_run.run_dir.parent / "jupyter"))  # the run's notary
+    for nb_path in sorted(smoke_run.notebooks_dir.glob("*.ipynb")):
+        page = nb_path.with_suffix(".html").read_text()
+        assert "<html" in page and not re.search(r"<script[^>]+src=[\"']?(https?:)?//", page), nb_path.name
+        assert is_trusted(nb_path), nb_path.name
+    for name in ("03_teacher_scores.round_1", "04_ppo.round_1", "05_correction_sft.round_1", "07_evaluation"):
+        nb = json.loads((smoke_run.notebooks_dir / f"{name}.ipynb").read_text())
+        state = nb["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+        problem_boxes = [m["state"] for m in state.values()
+                         if m["model_name"] == "DropdownModel" and m["state"].get("description") == "problem"]
+        assert problem_boxes and all(b["index"] == 0 for b in problem_boxes), name
+        assert "Static view:" in (smoke_run.notebooks_dir / f"{name}.html").read_text(), name
+
+
+def test_a_notebook_opened_on_the_finished_run_shows_it_without_recomputing(smoke_run, tmp_path):
+    import papermill
+
+    corrections = smoke_run.run_dir / "round_1" / "05_correction_sft" / "corrections.parquet"
+    before = corrections.stat().st_mtime_ns
+    out = tmp_path / "05.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "05_correction_sft.ipynb"), str(out), kernel_name="python3",
+                               parameters={"params": str(smoke_run.params_file)}, cwd=str(ROOT / "notebooks"),
+                               progress_bar=False)
+    text = out.read_text()
+    assert "finished before with these parameters and inputs; showing its stored results" in text
+    assert corrections.stat().st_mtime_ns == before
 
 
 def test_results_table_is_written_from_the_run(smoke_run, tmp_path):

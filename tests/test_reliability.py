@@ -124,7 +124,7 @@ def test_runner_reports_a_failed_stage_check_in_one_line_and_retries_it(tmp_path
     cfg = load_config(None, [f"run.output_dir={tmp_path / 'out'}", "run.name=checks"])
     paths = RunPaths(cfg)
     with pytest.raises(RunError) as e:
-        run_pipeline(cfg, stages=["01_data", "02_baseline", "03_teacher_scores"], log_output=False)
+        run_pipeline(cfg, stages=["01_data", "02_baseline", "03_teacher_scores"], output="quiet")
     first_line = str(e.value).splitlines()[0]
     assert first_line == ("stage round_1/03_teacher_scores failed: stage 03: 8 of 8 samples (100%) were dropped "
                           "(invalid_reply 8), every sample")
@@ -133,7 +133,7 @@ def test_runner_reports_a_failed_stage_check_in_one_line_and_retries_it(tmp_path
     assert entry["status"] == "failed" and first_line in entry["error"]
     # the manifest says failed, so the same command retries it (and only it)
     (paths.run_dir / "teacher_fixed").touch()
-    run_pipeline(cfg, stages=["01_data", "02_baseline", "03_teacher_scores"], log_output=False)
+    run_pipeline(cfg, stages=["01_data", "02_baseline", "03_teacher_scores"], output="quiet")
     assert (paths.run_dir / "executions.log").read_text().split() == [
         "01_data", "02_baseline", "03_teacher_scores", "03_teacher_scores"]
     assert read_json(paths.manifest)["stages"]["round_1/03_teacher_scores"]["status"] == "done"
@@ -260,7 +260,7 @@ def test_a_gap_in_the_stage_list_refuses_before_anything_runs(tmp_path, monkeypa
     monkeypatch.setattr(runner, "NOTEBOOKS_DIR", write_stage_notebooks(tmp_path / "nb", GAP_BODY))
     cfg = load_config(None, [f"run.output_dir={tmp_path / 'out'}", "run.name=gap"])
     with pytest.raises(RunRefused, match="round_1/03_teacher_scores needs 02_baseline"):
-        run_pipeline(cfg, stages=["01_data", "03_teacher_scores"], log_output=False)
+        run_pipeline(cfg, stages=["01_data", "03_teacher_scores"], output="quiet")
     assert not (RunPaths(cfg).run_dir / "executions.log").exists()  # 01 did not run first
     assert not RunPaths(cfg).manifest.exists()
 

@@ -10,6 +10,7 @@ import pytest
 from aresnb import runner
 from aresnb.config import load_config
 from aresnb.io import read_json
+from aresnb.notebook_html import is_trusted
 from aresnb.paths import STAGES, RunPaths
 from aresnb.runner import RunError, build_schedule, parse_stage_selection, run_pipeline
 
@@ -67,35 +68,39 @@ def test_schedule_repeats_round_stages():
 
 
 @pytest.mark.slow
-def test_run_resume_force_and_failure(tmp_path, fake_notebooks):
+def test_run_resume_force_and_failure(tmp_path, fake_notebooks, monkeypatch):
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))  # the notary that trusts executed notebooks
     cfg = _cfg(tmp_path, "ares.rounds=2")
     paths = RunPaths(cfg)
-    manifest = run_pipeline(cfg, log_output=False)
+    manifest = run_pipeline(cfg, output="quiet")
     assert len(_executions(cfg)) == 10
     assert all(v["status"] == "done" for v in manifest["stages"].values())
     assert manifest["params_hash"] == cfg.hash() and manifest["packages"]["torch"]
     assert (paths.notebooks_dir / "04_ppo.round_2.ipynb").exists()
+    # each executed notebook is trusted and has its offline HTML page beside it
+    assert is_trusted(paths.notebooks_dir / "04_ppo.round_2.ipynb")
+    assert "<html" in (paths.notebooks_dir / "04_ppo.round_2.html").read_text()
     # round stages are mirrored: latest round at top level, every round under "rounds"
     mirrored = read_json(paths.summary_file("04_ppo"))
     assert mirrored["latest_round"] == 2 and mirrored["value"] == 20 and set(mirrored["rounds"]) == {"1", "2"}
 
     # same parameters and inputs: everything is skipped
-    run_pipeline(cfg, log_output=False)
+    run_pipeline(cfg, output="quiet")
     assert len(_executions(cfg)) == 10
 
     # a change in one stage's section re-runs that stage and everything downstream of it only
     cfg2 = _cfg(tmp_path, "ares.rounds=2", "answer.r=8")
-    run_pipeline(cfg2, log_output=False)
+    run_pipeline(cfg2, output="quiet")
     assert _executions(cfg2)[10:] == ["06_answer_lora 1", "07_evaluation 1"]
 
     # --force re-runs the selected stages
-    run_pipeline(cfg2, stages=["01_data"], force=True, log_output=False)
+    run_pipeline(cfg2, stages=["01_data"], force=True, output="quiet")
     assert _executions(cfg2)[-1] == "01_data 1"
 
     # a failing notebook stops the run, names the cell and the error, and records it
     (paths.run_dir / "fail_02_baseline").touch()
     with pytest.raises(RunError) as e:
-        run_pipeline(cfg2, log_output=False)
+        run_pipeline(cfg2, output="quiet")
     assert "02_baseline" in str(e.value) and "boom in 02_baseline" in str(e.value)
     assert 'raise ValueError("boom in 02_baseline")' in str(e.value)
     manifest = read_json(paths.manifest)
@@ -103,16 +108,37 @@ def test_run_resume_force_and_failure(tmp_path, fake_notebooks):
     # and it resumes there once fixed: 01 is not repeated (its upstream-independent key is unchanged)
     (paths.run_dir / "fail_02_baseline").unlink()
     n = len(_executions(cfg2))
-    run_pipeline(cfg2, log_output=False)
+    run_pipeline(cfg2, output="quiet")
     assert _executions(cfg2)[n] == "02_baseline 1"
     assert "01_data 1" not in _executions(cfg2)[n:]
+
+
+SAY_BODY = """
+from aresnb.progress import say
+print("a cell output the terminal does not show")
+say("progress of {stage}")
+"""
+
+
+@pytest.mark.slow
+def test_the_terminal_shows_step_lines_and_the_stages_progress_lines_only(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "NOTEBOOKS_DIR", write_stage_notebooks(tmp_path / "nb", SAY_BODY))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
+    run_pipeline(_cfg(tmp_path), stages=["01_data", "02_baseline"])
+    out = capsys.readouterr().out.splitlines()
+    start = out.index("[aresnb] [1/2] 01_data: running 01_data.ipynb (Data)")
+    assert out[start + 1] == "    progress of 01_data"
+    assert out[start + 2].startswith("[aresnb] [1/2] 01_data: done in ")
+    assert not any("cell output" in line or "Executing" in line for line in out)
+    run_pipeline(_cfg(tmp_path), stages=["01_data"], force=True, output="quiet")
+    assert not any("progress of" in line for line in capsys.readouterr().out.splitlines())
 
 
 @pytest.mark.slow
 def test_stage_needing_an_unfinished_upstream_is_refused(tmp_path, fake_notebooks):
     cfg = _cfg(tmp_path)
     with pytest.raises(RunError, match="needs 01_data"):
-        run_pipeline(cfg, stages=["03_teacher_scores"], log_output=False)
+        run_pipeline(cfg, stages=["03_teacher_scores"], output="quiet")
 
 
 def test_cli_reports_bad_parameters_with_exit_code_2(tmp_path):

@@ -139,3 +139,27 @@ def test_generate_texts_restores_input_order_after_length_sorting(task):
     assert batched == single
     with pytest.raises(IndexError, match="out of range"):
         generate_texts(model, tok, sources, feats[:1], max_new_tokens=2)
+
+
+def test_metrics_rows_reach_the_trackers_of_run_log_with(task, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from aresnb.tracking import Tracking
+
+    _, feats, examples, tok = task
+    cfg = TrainConfig(epochs=2, lr=3e-3, batch_size=4, log_every_steps=1, save_every_steps=100)
+    tracking = Tracking(("tensorboard",), str(tmp_path / "tracking"), "sft", {"train": {"lr": 3e-3, "max_grad_norm": None}})
+    res = train_seq2seq(tiny_model(tok), tok, examples, feats, cfg, tmp_path / "out", progress=False, tracking=tracking)
+    events = EventAccumulator(str(tmp_path / "tracking" / "sft")).Reload()
+    assert [e.step for e in events.Scalars("loss")] == [m["step"] for m in res.metrics]
+    assert [round(e.value, 5) for e in events.Scalars("loss")] == [round(m["loss"], 5) for m in res.metrics]
+
+
+def test_a_tracker_that_is_not_installed_refuses_the_run_before_work():
+    from aresnb import preflight
+    from aresnb.config import load_config
+
+    cfg = load_config(None, ["run.log_with=[tensorboard, trackio]"])
+    assert preflight.tracker_problems(cfg, ["01_data"]) == []  # nothing trains
+    problems = preflight.tracker_problems(cfg, ["02_baseline"])
+    assert problems == ["run.log_with names trackio, which is not installed here (pip install trackio, or remove it)"]

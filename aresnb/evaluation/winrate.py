@@ -221,10 +221,11 @@ def judge_both_orders(judge: JudgeFn, problems: Sequence[Mapping[str, Any]], bas
     return verdicts, records
 
 
-def teacher_judge(teacher: Any) -> JudgeFn:
-    """Adapt ``aresnb.teacher`` (JudgeItem in, JudgeResult out) to :data:`JudgeFn`."""
+def teacher_judge(teacher: Any, progress: Callable[[int, int], None] | None = None) -> JudgeFn:
+    """Adapt ``aresnb.teacher`` (JudgeItem in, JudgeResult out) to :data:`JudgeFn`; ``progress``
+    gets (done, total) as replies arrive."""
 
     def judge(asks):
-        return teacher.judge([JudgeItem(ProblemView.from_row(p), a, b) for p, a, b in asks])
+        return teacher.judge([JudgeItem(ProblemView.from_row(p), a, b) for p, a, b in asks], progress=progress)
 
     return judge

@@ -35,8 +35,10 @@ from aresnb.evaluation.tables import write_table
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.models import load_rationale_model, model_dir_has_weights
 from aresnb.paths import ANSWER_LORA, BASELINE_MODEL, RunPaths, round_model
+from aresnb.progress import say
 from aresnb.sft import train_seq2seq
 from aresnb.sft_data import TokenizedExamples, make_examples
+from aresnb.stages import stored_summary, tracking
 from aresnb.stages.data import load_features, load_problems
 from aresnb.stages.launch import run_heavy
 from aresnb.tokenizer import load_tokenizer
@@ -132,7 +134,10 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dic
         out_dir = paths.answer_dir(head.name, head.fmt)
         result = train_seq2seq(peft_model, tokenizer, data, features, cfg.answer.train, out_dir,
                                model_dir=out_dir / "adapter", seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision,
-                               gradient_checkpointing=cfg.model.gradient_checkpointing, desc=f"LoRA {head.label}")
+                               gradient_checkpointing=cfg.model.gradient_checkpointing, desc=f"LoRA {head.label}",
+                               progress=False,  # one line per head (evaluate_head), not per step
+                               tracking=tracking(cfg, paths, f"{STAGE}/{head.name}/{head.fmt}",
+                                                 {"train": vars(cfg.answer.train), "use_image": head.use_image}))
         heads[head.label] = {"train": result.summary(), "trainable": fraction, "train_s": time.time() - t0,
                              "train_cpu_s": time.process_time() - cpu0}  # this process's (the main one's)
         processes = result.processes
@@ -167,11 +172,16 @@ def evaluate_head(cfg: Any, paths: RunPaths, head: Head, data: dict, trained: di
                    "train_cpu": trained["train_cpu_s"], "eval_cpu": time.process_time() - cpu0},
     }
     write_json(out_dir / "head_summary.json", summary)
+    say(f"LoRA answer head {head.name} {head.fmt}{'' if head.use_image else ' (image features zeroed)'}: "
+        f"{trained['train']['steps']} steps, "
+        f"test accuracy {summary['accuracy']['Avg']:.1f}%")
     return summary
 
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     """Train every head (the heavy step), evaluate each on test, the image ablation, the accuracy table."""
+    if (stored := stored_summary(cfg, paths, STAGE)) is not None:
+        return stored
     t0 = time.time()
     paths.stage_dir(STAGE)
     ds = load_problems(paths)

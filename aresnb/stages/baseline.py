@@ -18,8 +18,10 @@ from aresnb.generation import generate_rationales
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.models import build_rationale_model, describe_model, load_rationale_model
 from aresnb.paths import BASELINE, BASELINE_MODEL, RunPaths
+from aresnb.progress import say
 from aresnb.sft import evaluate_seq2seq, train_seq2seq
 from aresnb.sft_data import make_examples
+from aresnb.stages import stored_summary, tracking
 from aresnb.stages.data import load_features, load_problems
 from aresnb.stages.launch import run_heavy
 from aresnb.tokenizer import build_or_load_tokenizer, load_tokenizer
@@ -49,12 +51,15 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dic
         max_source_length=cfg.model.max_source_length, max_target_length=cfg.model.max_target_length,
         seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision,
         gradient_checkpointing=cfg.model.gradient_checkpointing, desc="baseline SFT (QCM-E)",
+        tracking=tracking(cfg, paths, STAGE, {"train": vars(cfg.baseline), "model": vars(cfg.model)}),
     )
     return {**result.summary(), "examples": len(examples)}
 
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     """Train the baseline, write its rationales for val and test; returns the summary."""
+    if (stored := stored_summary(cfg, paths, STAGE)) is not None:
+        return stored
     t0 = time.time()
     paths.stage_dir(STAGE)
     ds = load_problems(paths)
@@ -105,7 +110,13 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
         "model_dir": paths.baseline_model_dir,
     }
     write_json(paths.summary_file(STAGE), summary)
+    say(f"baseline: {summary['model']['parameters'] / 1e6:.1f} M parameters, loss {_fmt(trained['first_loss'])} → "
+        f"{_fmt(trained['last_loss'])}; val token accuracy {val_metrics['token_accuracy']:.1%}")
     return summary
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def load(cfg: Any, paths: RunPaths, round_index: int | None = None, n_examples: int = 4) -> dict:

@@ -32,9 +32,11 @@ from aresnb.generation import generate_rationales
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.models import load_rationale_model
 from aresnb.paths import BASELINE_MODEL, CORRECTION_SFT, RunPaths, round_model
+from aresnb.progress import Progress, say
 from aresnb.rationale_metrics import dedupe_sentences, rationale_quality
 from aresnb.sft import train_seq2seq
 from aresnb.sft_data import make_examples
+from aresnb.stages import stored_summary, tracking
 from aresnb.stages.data import load_features, load_problems
 from aresnb.stages.launch import run_heavy
 from aresnb.teacher import CorrectionItem, ProblemView, open_teacher, prompt_preview
@@ -132,12 +134,16 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
                             max_target_length=cfg.model.max_target_length, seed=cfg.run.seed + round_index,
                             mixed_precision=cfg.run.mixed_precision,
                             gradient_checkpointing=cfg.model.gradient_checkpointing,
-                            desc=f"sft on corrections, round {round_index}")
+                            desc=f"SFT on corrections, round {round_index}",
+                            tracking=tracking(cfg, paths, f"round_{round_index}/{STAGE}",
+                                              {"train": vars(cfg.correction.sft), "round": round_index}))
     return trained.summary()
 
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     """Correct the RL policy's train rationales with the Teacher, SFT on them, measure the effect."""
+    if (stored := stored_summary(cfg, paths, STAGE, round_index)) is not None:
+        return stored
     start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -167,7 +173,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     # 2-3. de-duplicate, then the Teacher corrects (its cache makes a restarted stage free)
     items = [CorrectionItem(ProblemView.from_row(p), dedupe_sentences(rl_train[q])[0]) for p, q in zip(train, train_qids)]
     with open_teacher(cfg, paths) as teacher:
-        results = teacher.correct(items)
+        results = teacher.correct(items, progress=Progress(len(items), "Teacher corrections", unit="rationales").callback())
         usage = teacher.usage()
     rows = [correction_row(q, rl_train[q], r) for q, r in zip(train_qids, results)]
     pd.DataFrame(rows).to_parquet(paths.corrections_file(round_index), index=False)
@@ -220,6 +226,9 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
         "wall_time_s": round(time.perf_counter() - start, 2),
     }
     write_json(paths.summary_file(STAGE, round_index), summary)
+    say(f"corrections: {summary['corrected']} corrected, {summary['unchanged']} unchanged, {summary['fallback']} "
+        "fallback; unfinished sentences (val) " + " → ".join(f"{rates[k]['unfinished_sentence_rate']:.1%}" for k in rates)
+        + " (before RL → after RL → after SFT)")
     return summary
 
 

@@ -26,6 +26,8 @@ from aresnb.data.splits import check_splits
 from aresnb.data.synthetic import write_synthetic_scienceqa
 from aresnb.io import read_json, write_json
 from aresnb.paths import DATA, RunPaths
+from aresnb.progress import say
+from aresnb.stages import stored_summary
 
 STAGE = DATA
 
@@ -97,6 +99,8 @@ def _quiet_progress():
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     """Write the dataset, the features of every split and ``summary.json``; return the summary."""
+    if (stored := stored_summary(cfg, paths, STAGE)) is not None:
+        return stored
     t0 = time.time()
     paths.stage_dir(STAGE)
     rows, stats, source = read_problems(cfg, paths)
@@ -145,6 +149,8 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
         "wall_time_s": round(time.time() - t0, 2),
     }
     write_json(paths.summary_file(STAGE), summary)
+    say(f"data: {source.split(' at ')[0]}, " + " / ".join(f"{n} {s}" for s, n in summary["problems"].items())
+        + f" problems; image features {tuple(summary['feature_shape'])} per problem")
     return summary
 
 

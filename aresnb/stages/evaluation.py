@@ -29,7 +29,9 @@ from aresnb.evaluation.winrate import (OUTCOME_CODE, bootstrap_interval, judge_b
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.paper_numbers import ACCURACY_COLUMNS
 from aresnb.paths import ANSWER_LORA, BASELINE_MODEL, EVALUATION, RunPaths, round_model
+from aresnb.progress import Progress, say
 from aresnb.rationale_metrics import rationale_quality
+from aresnb.stages import stored_summary
 from aresnb.stages.data import load_problems
 from aresnb.teacher import endpoint_label, open_teacher, prompt_preview
 
@@ -86,7 +88,9 @@ def judge_test_set(cfg: Any, paths: RunPaths, problems: list[dict], baseline: Ma
     t0 = time.time()
     judged = judge_subset(problems, cfg.evaluation.max_judge_problems, cfg.run.seed)
     with open_teacher(cfg, paths, role="judge") as judge:
-        verdicts, records = judge_both_orders(teacher_judge(judge), judged, baseline, ares, cfg.run.seed)
+        asked = Progress(2 * len(judged), "judge verdicts (both orders)", unit="asks")
+        verdicts, records = judge_both_orders(teacher_judge(judge, asked.callback()), judged, baseline, ares,
+                                              cfg.run.seed)
         usage = judge.usage()
     by_qid = {p["qid"]: p for p in problems}
     for rec in records:
@@ -178,6 +182,8 @@ def diagnostics(cfg: Any, paths: RunPaths, problems: list[dict], rationales: dic
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, Any]:
     """Judge ARES against the baseline, collect accuracies and rationale metrics; write the
     judgments, the tables and ``summary.json``; return the summary."""
+    if (stored := stored_summary(cfg, paths, STAGE)) is not None:
+        return stored
     t0, cpu0 = time.time(), time.process_time()
     paths.stage_dir(STAGE)
     rounds = cfg.ares.rounds
@@ -230,6 +236,9 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, 
         "cpu_time_s": round(time.process_time() - cpu0, 2),  # all threads of this process
     }
     write_json(paths.summary_file(STAGE), summary)
+    lo, hi = summary["win_rate_ci95"]
+    say(f"judge {summary['judge_model']}: ARES preferred on {summary['win_rate']:.1%} of {summary['judged_problems']} "
+        f"test problems (95% CI {lo:.1%}-{hi:.1%})")
     return summary
 
 

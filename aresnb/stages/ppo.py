@@ -35,7 +35,9 @@ from aresnb.models import load_rationale_model
 from aresnb.paths import PPO, RunPaths
 from aresnb.ppo import train_ppo
 from aresnb.ppo_buffer import PPOSample, buffer_digest
+from aresnb.progress import say
 from aresnb.rationale_metrics import rationale_quality, sentence_texts
+from aresnb.stages import stored_summary, tracking
 from aresnb.stages.data import load_features, load_problems
 from aresnb.stages.launch import run_heavy
 from aresnb.teacher import ProblemView, ScoreItem, open_teacher
@@ -101,6 +103,8 @@ def score_greedy_rationales(model: Any, tokenizer: Any, problems: list[dict], fe
 
     A problem's score is the mean of its sentence scores; a rationale without a sentence scores
     0 (and is counted in ``empty``); a problem whose reply was unusable is left out and counted.
+    Each row keeps the rationale's sentences and their scores (None when unscored): the
+    per-sentence reward panel of notebook 04 shows them before and after PPO.
     """
     model.eval()
     rows = generate_rationales(model, tokenizer, problems, features, num_samples=1, do_sample=False,
@@ -126,7 +130,9 @@ def score_greedy_rationales(model: Any, tokenizer: Any, problems: list[dict], fe
         "dropped": len(rows) - len(kept),
         "empty": len(rows) - len(asked),
         "quality": rationale_quality(texts),
-        "rows": [{"qid": r["qid"], "rationale": r["rationale"], "score": s} for r, s in zip(rows, per_problem)],
+        "rows": [{"qid": r["qid"], "rationale": r["rationale"], "score": s, "sentences": sentences[i],
+                  "sentence_scores": None if i not in results or results[i].dropped else list(results[i].scores)}
+                 for i, (r, s) in enumerate(zip(rows, per_problem))],
     }
 
 
@@ -151,10 +157,15 @@ def _held_out(cfg: Any, paths: RunPaths) -> tuple[list[dict], np.ndarray]:
     return [problems[i] for i in rows], load_features(paths, "val")[rows]
 
 
+def _silent(message: str) -> None:
+    """The log of every launched process but the main one."""
+
+
 def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     """PPO on the round's buffer (every launched process trains its share of each optimizer step);
     the main process saves the policy, its tokenizer and the critic. Returns the run's figures."""
-    accelerator = make_accelerator(mixed_precision=cfg.run.mixed_precision)
+    trackers = tracking(cfg, paths, f"round_{round_index}/{STAGE}", {"ppo": vars(cfg.ppo), "round": round_index})
+    accelerator = make_accelerator(mixed_precision=cfg.run.mixed_precision, tracking=trackers)
     policy_dir = paths.policy_entering_round(round_index)
     torch.manual_seed(cfg.run.seed)  # the critic's fresh head: the same on every process and on resume
     tokenizer = load_tokenizer(policy_dir)
@@ -163,13 +174,15 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     samples, buffer_stats = build_ppo_samples(pd.read_parquet(paths.samples_file(round_index)).to_dict("records"),
                                               load_problems(paths)["train"], tokenizer,
                                               cfg.model.max_source_length, use_caption=cfg.data.use_caption)
+    trackers.start(accelerator)
     result = train_ppo(policy, value_model, samples, cfg.ppo, paths.stage_dir(STAGE, round_index),
                        accelerator=accelerator, features=load_features(paths, "train"),
                        pad_token_id=tokenizer.pad_token_id, decoder_start_token_id=policy.config.decoder_start_token_id,
                        temperature=cfg.rollout.temperature, seed=cfg.run.seed,
                        fingerprint=fingerprint(cfg.hash(), buffer_digest(samples)),  # every parameter, the exact buffer
                        gradient_checkpointing=cfg.model.gradient_checkpointing,
-                       log=accelerator.print)
+                       log=say if accelerator.is_main_process else _silent)
+    trackers.end(accelerator)
     if accelerator.is_main_process:
         policy.save_pretrained(paths.ppo_policy_dir(round_index))
         tokenizer.save_pretrained(paths.ppo_policy_dir(round_index))
@@ -179,8 +192,10 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     return {**figures, "buffer": buffer_stats, "processes": accelerator.num_processes}
 
 
-def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, *, log: Callable[[str], None] = print) -> dict:
+def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, *, log: Callable[[str], None] = say) -> dict:
     """Evaluate the entering policy, PPO on the buffer (the heavy step), evaluate again; returns the summary."""
+    if (stored := stored_summary(cfg, paths, STAGE, round_index)) is not None:
+        return stored
     started = time.time()
     paths.stage_dir(STAGE, round_index)
     policy_dir = paths.policy_entering_round(round_index)
@@ -273,13 +288,17 @@ def stage_summary(cfg: Any, paths: RunPaths, round_index: int, before: dict, aft
 
 
 def load(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
-    """The finished round: summary, per-step metrics, greedy val rationales before and after PPO."""
-    rows = {when: pd.DataFrame(read_json(paths.ppo_eval_file(round_index, when))["rows"]).set_index("qid")
-            for when in ("before", "after")}
+    """The finished round: summary, per-step metrics, greedy val rationales before and after PPO
+    (``examples``: one row per problem; ``eval``: the rows as written, with per-sentence scores),
+    and the val problems by qid."""
+    evals = {when: read_json(paths.ppo_eval_file(round_index, when))["rows"] for when in ("before", "after")}
+    rows = {when: pd.DataFrame(r)[["qid", "rationale", "score"]].set_index("qid") for when, r in evals.items()}
     return {
         "summary": read_json(paths.summary_file(STAGE, round_index)),
         "metrics": read_jsonl(paths.metrics_file(STAGE, round_index)),
         "examples": rows["before"].merge(rows["after"], left_index=True, right_index=True, suffixes=("_before", "_after")),
+        "eval": evals,
+        "problems": {str(p["qid"]): dict(p) for p in load_problems(paths)["val"]},
     }
 
 

@@ -40,7 +40,9 @@ from aresnb.generation import sample_responses
 from aresnb.io import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from aresnb.models import load_rationale_model
 from aresnb.paths import TEACHER_SCORES, RunPaths
+from aresnb.progress import Progress, say
 from aresnb.sentences import sentence_end_tokens, split_sentences
+from aresnb.stages import stored_summary
 from aresnb.stages.data import load_features, load_problems
 from aresnb.stages.launch import run_heavy
 from aresnb.tokenizer import load_tokenizer
@@ -157,6 +159,8 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     write_jsonl(shard_file, [{"fingerprint": fp}])
     if mine:
         r = cfg.rollout
+        progress = Progress(len(mine), f"sampling {r.samples_per_problem} rationales per problem", unit="batches",
+                            enabled=rank == 0)
         tokenizer = load_tokenizer(policy_dir)
         features = load_features(paths, "train")[indices]
         model = load_rationale_model(policy_dir, feature_shape=features.shape[1:]).to(default_device())
@@ -168,6 +172,7 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
             for row in rows:
                 row.update(batch=b, **sentence_layout(tokenizer, row))
             append_jsonl(shard_file, rows)  # one write per batch: a kill loses at most the batch in flight
+            progress.update(1)
     return {"processes": n_proc, "batches": len(mine)}
 
 
@@ -221,7 +226,7 @@ SAMPLE_COLUMNS = ("qid", "sample_index", "rationale", "sentences", "sentence_spa
 
 
 def score_samples(teacher: Any, problems: dict[str, dict], batches: Iterable[list[dict]],
-                  max_pending: int, timing: dict | None = None) -> pd.DataFrame:
+                  max_pending: int, timing: dict | None = None, progress: Progress | None = None) -> pd.DataFrame:
     """Score every sample's sentences as the batches arrive (at most ``max_pending`` requests out);
     one row per sample, in sampling order (the columns of samples.parquet). ``timing`` gets
     ``scoring_s`` (first request to last reply) and ``after_sampling_s`` (last sample to last reply)."""
@@ -237,7 +242,11 @@ def score_samples(teacher: Any, problems: dict[str, dict], batches: Iterable[lis
                 yield ScoreItem(views[row["qid"]], list(row["sentences"]))
         marks["sampled"] = time.monotonic()
 
-    results = list(teacher.stream(items(), max_pending=max_pending))
+    results = []
+    for res in teacher.stream(items(), max_pending=max_pending):
+        results.append(res)
+        if progress is not None:
+            progress.update(1)
     end = time.monotonic()
     if timing is not None:
         timing.update(scoring_s=end - marks.get("first", end), after_sampling_s=end - marks.get("sampled", end))
@@ -286,6 +295,8 @@ def _round_problems(cfg: Any, paths: RunPaths, round_index: int) -> tuple[list[i
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     """Sample, split, score; write ``samples.parquet`` and ``summary.json``; return the summary."""
+    if (stored := stored_summary(cfg, paths, STAGE, round_index)) is not None:
+        return stored
     t0 = time.monotonic()
     paths.stage_dir(STAGE, round_index)
     indices, problems = _round_problems(cfg, paths, round_index)
@@ -296,7 +307,9 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     with open_teacher(cfg, paths) as teacher:
         batches = sampled_batches(cfg, paths, round_index, problems, indices, gen)
         timing: dict = {}
-        df = score_samples(teacher, by_qid, batches, max(8, 4 * cfg.teacher.concurrency), timing)
+        total = sum(_rows_per_batch(len(problems), cfg.rollout.batch_size, cfg.rollout.samples_per_problem))
+        df = score_samples(teacher, by_qid, batches, max(8, 4 * cfg.teacher.concurrency), timing,
+                           Progress(total, "Teacher scores", unit="samples"))
         usage = teacher.usage()
     df.to_parquet(paths.samples_file(round_index), index=False)
     wall = time.monotonic() - t0
@@ -316,6 +329,8 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     }
     write_json(paths.summary_file(STAGE, round_index), summary)
     check_scored_samples(summary, cfg.teacher.max_drop_share, paths.samples_file(round_index))
+    say(f"Teacher scores: {summary['sentences']} sentences of {summary['scored']} samples, mean "
+        f"{summary['score_mean']:.3f}; {summary['dropped']} samples dropped")
     return summary
 
 

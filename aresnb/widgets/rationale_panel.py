@@ -29,6 +29,7 @@ from aresnb.rationale_metrics import dedupe_sentences, normalize_sentence
 from aresnb.sentences import split_sentences
 from aresnb.stages.data import load_problems
 from aresnb.teacher import CorrectionItem, ProblemView, ScoreItem, open_teacher
+from aresnb.widgets.static import show_panel
 
 # Columns in pipeline order; each is diffed against the one before it by default.
 COLUMNS = ("gold", "baseline", "after RL", "Teacher correction", "ARES")
@@ -310,12 +311,23 @@ def _score_key(text: str) -> str:
 # ---- the widget --------------------------------------------------------------------------------
 
 
+def first_problem_html(sources_by_split: dict[str, RationaleSources], scorer=None, n: int = 2) -> str:
+    """The first ``n`` problems of the first split as the panel shows them: its static view."""
+    split, src = next(iter(sources_by_split.items()))
+    parts = []
+    for qid in src.qids()[:n]:
+        problem = src.problems[qid]
+        parts.append(comparison_html(problem, src.columns(qid, "previous", scorer), image_data_url(problem.get("image"))))
+    return "".join(parts) or '<span class="ares-missing">no problems</span>'
+
+
 def rationale_panel(sources_by_split: dict[str, RationaleSources], scorer=None, corrector=None):
     """An ipywidgets panel: pick split, problem and comparison; see the columns side by side.
 
-    ``scorer(problem, text) -> list[float] | None`` scores unscored rationales on demand; pass
-    one only when scoring is cheap (local Teacher or a warm cache), else sentences show "—".
-    ``corrector(problem, rl_text) -> str | None`` likewise asks for corrections of val/test.
+    It opens on the first problem of the first split. ``scorer(problem, text) -> list[float] |
+    None`` scores unscored rationales on demand; pass one only when scoring is cheap (local
+    Teacher or a warm cache), else sentences show "—". ``corrector(problem, rl_text) -> str |
+    None`` likewise asks for corrections of val/test.
     """
     import ipywidgets as w  # deferred: the HTML builders above are used without a kernel
 
@@ -340,7 +352,10 @@ def rationale_panel(sources_by_split: dict[str, RationaleSources], scorer=None, 
         out.value = comparison_html(problem, src.columns(qid, compare_box.value, scorer, corrector), image_data_url(problem.get("image")))
 
     def on_split(*_):
-        problem_box.options = problem_options(split_box.value)
+        options = problem_options(split_box.value)
+        problem_box.options = options
+        if options:  # new options leave the value None: open on the first problem
+            problem_box.value = options[0][1]
         render()
 
     split_box.observe(on_split, names="value")
@@ -348,6 +363,13 @@ def rationale_panel(sources_by_split: dict[str, RationaleSources], scorer=None, 
     compare_box.observe(render, names="value")
     on_split()
     return w.VBox([w.HBox([split_box, compare_box]), problem_box, out])
+
+
+def show_rationale_panel(sources_by_split: dict[str, RationaleSources], scorer=None, corrector=None,
+                         n_static: int = 2) -> None:
+    """Display the panel and, under it, the static view of the first ``n_static`` problems."""
+    show_panel(rationale_panel(sources_by_split, scorer, corrector), first_problem_html(sources_by_split, scorer, n_static),
+               f"the first {n_static} problems of the {next(iter(sources_by_split))} split")
 
 
 def teacher_callbacks(cfg, paths, force: bool = False):

@@ -8,6 +8,8 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from aresnb.widgets.static import show_panel
+
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -44,12 +46,23 @@ def render_sample_html(row: Mapping[str, Any], problem: Mapping[str, Any] | None
     return "\n".join(parts)
 
 
+def first_samples_html(samples: pd.DataFrame, problems: Mapping[str, Mapping[str, Any]] | None = None,
+                       n: int = 2) -> str:
+    """The first sample of the first ``n`` problems, as the panel shows them: its static view."""
+    parts = []
+    for qid in list(dict.fromkeys(samples["qid"]))[:n]:
+        sub = samples[samples["qid"] == qid].sort_values("sample_index")
+        parts.append(render_sample_html(sub.iloc[0].to_dict(), (problems or {}).get(qid)))
+    return "<hr>".join(parts) or "<i>no samples</i>"
+
+
 def score_panel(samples: pd.DataFrame, problems: Mapping[str, Mapping[str, Any]] | None = None):
-    """The interactive panel (ipywidgets): problem dropdown, sample dropdown, the rendered sample."""
+    """The interactive panel (ipywidgets): problem dropdown, sample dropdown, the rendered sample.
+    It opens on the first sample of the first problem."""
     import ipywidgets as w  # deferred: render_sample_html is used without a kernel
 
     qids = list(dict.fromkeys(samples["qid"]))
-    pick_qid = w.Dropdown(options=qids, description="problem")
+    pick_qid = w.Dropdown(options=qids, value=qids[0] if qids else None, description="problem")
     pick_sample = w.Dropdown(description="sample")
     out = w.HTML()
 
@@ -63,10 +76,18 @@ def score_panel(samples: pd.DataFrame, problems: Mapping[str, Mapping[str, Any]]
     def on_qid(*_):
         options = sorted(samples.loc[samples["qid"] == pick_qid.value, "sample_index"].tolist())
         pick_sample.options = options
-        pick_sample.value = options[0]
+        if options:  # new options leave the value None: open on the first sample
+            pick_sample.value = options[0]
         show()
 
     pick_qid.observe(on_qid, names="value")
     pick_sample.observe(show, names="value")
     on_qid()
     return w.VBox([w.HBox([pick_qid, pick_sample]), out])
+
+
+def show_score_panel(samples: pd.DataFrame, problems: Mapping[str, Mapping[str, Any]] | None = None,
+                     n_static: int = 2) -> None:
+    """Display the panel and, under it, the static view of its first ``n_static`` problems."""
+    show_panel(score_panel(samples, problems), first_samples_html(samples, problems, n_static),
+               f"the first sample of the first {n_static} problems")

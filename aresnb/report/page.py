@@ -1,0 +1,83 @@
+"""The report page: banner, headline, the stages' sections, the run; written atomically."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from aresnb import plots
+from aresnb.io import read_json, read_jsonl
+from aresnb.paths import STAGE_TITLES, STAGES, RunPaths
+from aresnb.report.examples import examples_html
+from aresnb.report.facts import headline_facts, run_banner
+from aresnb.report.parts import CSS, card_html, e
+from aresnb.report.sections import run_section, stage_sections
+
+
+def headline_html(paths_or_dir) -> str:
+    """The headline cards of a run (a regression is framed red and flagged)."""
+    paths = paths_or_dir if isinstance(paths_or_dir, RunPaths) else RunPaths.from_dir(paths_or_dir)
+    facts = headline_facts(paths)
+    if not facts:
+        return '<p class="muted">Stage 07 (evaluation) has not run: no win rate yet.</p>'
+    return '<div class="headline">' + "".join(card_html(f.title, f.value, f.detail, f.regression) for f in facts) + "</div>"
+
+
+def _manifest(paths: RunPaths) -> dict | None:
+    try:
+        return read_json(paths.manifest) if paths.manifest.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _nav() -> str:
+    links = [("headline", "Headline")] + [(f"stage-{s[:2]}", f"{s[:2]} {STAGE_TITLES[s].split(' (')[0]}") for s in STAGES]
+    return "<nav>" + "".join(f'<a href="#{i}">{e(t)}</a>' for i, t in links + [("run", "The run")]) + "</nav>"
+
+
+def render_report(run_dir: str | Path) -> str:
+    """The report's HTML text."""
+    paths = RunPaths.from_dir(run_dir)
+    manifest = _manifest(paths)
+    params = (manifest or {}).get("params", {})
+    n_examples = int(params.get("evaluation", {}).get("n_examples", 4))
+    seed = int(params.get("run", {}).get("seed", 0))
+    name = (manifest or {}).get("run", paths.run_dir.name)
+    git = (manifest or {}).get("git", {})
+    commit = (git.get("commit") if isinstance(git, dict) else git) or "–"
+    kind, banner = run_banner(paths, params)
+    examples = ('<p class="muted">Judged test problems, alternating ARES wins, losses and ties (seed '
+                f'{seed}).</p>' + examples_html(read_jsonl(paths.judgments_file), n_examples, seed))
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    rounds = (manifest or {}).get("rounds", params.get("ares", {}).get("rounds", "–"))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>aresnb report: {e(name)}</title><style>{CSS}</style></head>
+<body>
+<h1>ARES run report: {e(name)}</h1>
+<p class="muted">params hash {e((manifest or {}).get("params_hash", "–"))} · git {e(commit)} · {e(rounds)} ARES round(s)
+ · report written {e(now)}</p>
+<div class="banner {kind}" id="banner">{e(banner)}</div>
+{_nav()}
+<section id="headline"><h2>Headline</h2>{headline_html(paths)}</section>
+{"".join(stage_sections(paths, examples))}
+{run_section(paths, manifest)}
+</body></html>
+"""
+
+
+def write_report(run_dir: str | Path, refresh_figures: bool = False) -> Path:
+    """Write ``<run_dir>/report.html`` (atomically) and return its path; ``refresh_figures`` redraws
+    every figure from the run's files first (after a code change, say)."""
+    paths = RunPaths.from_dir(run_dir)
+    if not paths.run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {paths.run_dir}")
+    if refresh_figures:
+        manifest = _manifest(paths) or {}
+        plots.write_all_figures(paths, int(manifest.get("rounds") or max(paths.rounds_present(), default=1)))
+    out = paths.report_file
+    tmp = out.with_suffix(".html.tmp")
+    tmp.write_text(render_report(paths.run_dir), encoding="utf-8")
+    os.replace(tmp, out)
+    return out

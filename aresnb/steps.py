@@ -1,0 +1,137 @@
+"""The schedule of a run and the one rule that decides whether a finished step can be reused.
+
+The schedule is 01, 02, then (03, 04, 05) once per ARES round, then 06, 07. A step is *done
+with the same key* when ``manifest.json`` records it done under the key :func:`step_key` gives
+now: the hash of the parameters it reads, of its notebook's code and of the completions of the
+steps before it. The runner skips such a step; a stage's ``run`` called from a notebook opened on
+a finished run (``params = "outputs/smoke/params.yaml"``) returns its stored summary instead of
+recomputing (:func:`reusable_summary`). Both ask this module, so the rule lives in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from aresnb.io import read_json
+from aresnb.paths import (ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, ROUND_STAGES,
+                          TEACHER_SCORES, RunPaths)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One scheduled execution of a stage's notebook (round stages run once per round)."""
+
+    stage: str
+    round_index: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.stage if self.round_index is None else f"round_{self.round_index}/{self.stage}"
+
+    @property
+    def output_name(self) -> str:
+        suffix = "" if self.round_index is None else f".round_{self.round_index}"
+        return f"{self.stage}{suffix}.ipynb"
+
+
+def build_schedule(rounds: int) -> list[Step]:
+    """Every step of a full run, in execution order."""
+    steps = [Step(DATA), Step(BASELINE)]
+    for r in range(1, rounds + 1):
+        steps += [Step(stage, r) for stage in ROUND_STAGES]
+    return steps + [Step(ANSWER_LORA), Step(EVALUATION)]
+
+
+def upstream_of(step: Step, schedule: list[Step]) -> list[Step]:
+    """The steps whose outputs this step reads: everything scheduled before it."""
+    return schedule[: schedule.index(step)]
+
+
+# The parameter sections each stage reads. Upstream sections need not be listed: a change there
+# re-runs the upstream stage, whose new completion id changes every downstream key.
+STAGE_SECTIONS = {
+    DATA: ("data", "features"),
+    BASELINE: ("model", "baseline"),
+    TEACHER_SCORES: ("rollout", "teacher"),
+    PPO: ("ppo", "teacher"),
+    CORRECTION_SFT: ("correction", "teacher"),
+    ANSWER_LORA: ("answer",),
+    EVALUATION: ("evaluation", "teacher"),
+}
+
+# Throughput-only teacher settings never change a reply (the cache sees to that); the thresholds
+# of the output checks decide whether a stage fails, never what it wrote.
+NOT_IN_STEP_KEY = {
+    "teacher": ("concurrency", "max_retries", "timeout_s", "backoff_base_s", "backoff_max_s", "cassette", "max_drop_share"),
+    "data": ("allow_overlap",),
+}
+
+
+def sha(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def notebook_source_hash(path: Path) -> str:
+    """Hash of the code cells only: re-saving a notebook in Jupyter does not invalidate a run."""
+    nb = json.loads(Path(path).read_text())
+    cells = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+             for c in nb["cells"] if c.get("cell_type") == "code"]
+    return sha(*cells)
+
+
+def step_key(cfg: Any, step: Step, stages: Mapping[str, dict], schedule: list[Step], notebook: Path) -> str:
+    """What decides whether a completed step can be skipped: its parameters, code and inputs.
+
+    ``stages`` is the manifest's ``stages`` mapping (label -> entry with ``completion_id``).
+    """
+    values = cfg.to_dict()
+    for section, keys in NOT_IN_STEP_KEY.items():
+        for k in keys:
+            values[section].pop(k, None)
+    relevant = {s: values[s] for s in STAGE_SECTIONS[step.stage]}
+    relevant["seed"] = cfg.run.seed
+    upstream = [stages.get(s.label, {}).get("completion_id", "missing") for s in upstream_of(step, schedule)]
+    return sha(json.dumps(relevant, sort_keys=True, default=str), notebook_source_hash(notebook),
+               step.label, *upstream)
+
+
+def is_done_with_key(entry: Mapping[str, Any], key: str) -> bool:
+    """A manifest entry that completed under ``key``."""
+    return entry.get("status") == "done" and entry.get("key") == key
+
+
+def reusable_summary(cfg: Any, paths: RunPaths, stage: str, round_index: int | None = None,
+                     notebooks_dir: Path = NOTEBOOKS_DIR) -> dict | None:
+    """The stored summary of a step the run's manifest records done with the key it would have now.
+
+    None when there is no manifest, the step is not done, or anything it depends on changed --
+    the caller then computes. While the runner executes a step, the manifest marks it
+    ``running``, so a stage the runner started always computes.
+    """
+    round_index = round_index if stage in ROUND_STAGES else None
+    notebook = notebooks_dir / f"{stage}.ipynb"
+    summary_file = paths.summary_file(stage, round_index)
+    if not (paths.manifest.exists() and notebook.exists() and summary_file.exists()):
+        return None
+    try:
+        stages = read_json(paths.manifest).get("stages", {})
+    except (OSError, ValueError):
+        return None
+    schedule = build_schedule(cfg.ares.rounds)
+    step = Step(stage, round_index)
+    if step not in schedule:
+        return None
+    if not is_done_with_key(stages.get(step.label, {}), step_key(cfg, step, stages, schedule, notebook)):
+        return None
+    return read_json(summary_file)
