@@ -39,9 +39,21 @@ def test_shape_zeros_and_cache(tiny):
 
 def test_changed_model_does_not_reuse_cache(tiny, tmp_path):
     _, model_dir = tiny
-    other = build_tiny_vit(tmp_path / "other", seed=1)
-    assert VisionFeatureExtractor(str(model_dir)).fingerprint != VisionFeatureExtractor(str(other)).fingerprint
-    assert VisionFeatureExtractor(str(model_dir)).fingerprint == VisionFeatureExtractor(str(model_dir)).fingerprint
+    images = []
+    for i, colour in enumerate(["red", "green", "blue"]):
+        images.append(str(tmp_path / f"{colour}.png"))
+        render_image([{"shape": "square", "colour": colour, "cx": 0.5, "cy": 0.5, "r": 0.3}], 32).save(images[-1])
+    cache = tmp_path / "shared_cache"
+    first = VisionFeatureExtractor(str(model_dir), cache_dir=cache).extract(images)
+    other = build_tiny_vit(tmp_path / "other", seed=1)  # same architecture, other weights
+    ex = VisionFeatureExtractor(str(other), cache_dir=cache)
+    theirs = ex.extract(images)
+    assert ex.last_stats == {"images": 3, "cache_hits": 0, "computed": 3}  # nothing taken from the first model
+    assert not np.allclose(theirs, first)
+    np.testing.assert_array_equal(theirs, VisionFeatureExtractor(str(other)).extract(images))  # its own features
+    again = VisionFeatureExtractor(str(model_dir), cache_dir=cache)
+    np.testing.assert_array_equal(again.extract(images), first)  # both models' entries live side by side
+    assert again.last_stats["cache_hits"] == 3
 
 
 def test_open_extractor_tiny_goes_through_from_pretrained(tmp_path):

@@ -15,7 +15,10 @@ from aresnb.evaluation import accuracy, tables, winrate
 from aresnb.io import write_json, write_jsonl
 from aresnb.paper_numbers import ACCURACY_COLUMNS
 from aresnb.paths import RunPaths
+from aresnb.ppo import METRIC_NAMES
 from aresnb.report import choose_examples, render_report, write_report
+
+from conftest import absent, ppo_metric_rows
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-quic",
@@ -29,8 +32,7 @@ def make_run(root: Path) -> Path:
     rng = np.random.default_rng(0)
     write_jsonl(paths.metrics_file("02_baseline"),
                 [{"step": s, "loss": 3.0 / (1 + s / 10), "lr": 1e-3} for s in range(0, 100, 10)])
-    write_jsonl(paths.metrics_file("04_ppo", 1),
-                [{"update": u, "reward_mean": 0.1 * u, "kl": 0.01 * u, "policy_loss": -0.1} for u in range(6)])
+    write_jsonl(paths.metrics_file("04_ppo", 1), ppo_metric_rows(6))
     write_jsonl(paths.metrics_file("05_correction_sft", 1),
                 [{"step": s, "loss": 1.0 / (1 + s)} for s in range(0, 30, 5)])
     verdicts = [winrate.PairVerdict(f"q{i}", bool(i % 2), *(("A", "B") if i % 2 else ("B", "A")) if i < 9 else ("A", "A"))
@@ -79,6 +81,15 @@ def test_figures_and_tables_are_written(run_dir):
     assert r"\begin{tabular}" in (run_dir / "tables" / "accuracy_evaluation.tex").read_text()
 
 
+def test_training_curves_plot_the_metrics_ppo_logs(run_dir):
+    """The PPO panels are the preferred names aresnb.ppo really logs (a rename there must show here)."""
+    assert set(plots.PPO_PREFERRED) <= set(METRIC_NAMES)
+    fig = plots.training_curves(RunPaths(run_dir=run_dir), rounds=1)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["SFT loss"] + [f"PPO {k}" for k in plots.PPO_PREFERRED][:5]
+    assert all(ax.lines for ax in fig.axes if ax.get_visible())  # every panel has its curve
+
+
 def test_report_is_self_contained_and_shows_the_headline(run_dir):
     out = write_report(run_dir)
     text = out.read_text()
@@ -123,7 +134,7 @@ window.addEventListener('load', () => {
 def test_report_renders_its_figures_in_headless_chromium(run_dir, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium): cannot check rendering")
+        absent("Debian's chromium is not installed (make chromium, as root: apt-get install -y chromium)")
     report = write_report(run_dir)
     # A copy with a small probe script: the report itself carries no script.
     probe = tmp_path / "probe.html"

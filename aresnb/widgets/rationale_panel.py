@@ -340,7 +340,10 @@ def rationale_panel(sources_by_split: dict[str, RationaleSources], scorer=None, 
         out.value = comparison_html(problem, src.columns(qid, compare_box.value, scorer, corrector), image_data_url(problem.get("image")))
 
     def on_split(*_):
-        problem_box.options = problem_options(split_box.value)
+        options = problem_options(split_box.value)
+        problem_box.options = options
+        # ipywidgets 8 leaves a dropdown built without options at None when options arrive: pick the first
+        problem_box.value = options[0][1] if options else None
         render()
 
     split_box.observe(on_split, names="value")
