@@ -70,9 +70,10 @@ def test_unknown_model_clear_error(tmp_path):
         VisionFeatureExtractor(str(tmp_path / "no_such_model"))
 
 
-def test_tiny_features_separate_colours(tiny, tmp_path):
-    """Mean-pooled tiny-ViT features tell flat colours apart (nearest centroid, held-out images)."""
-    _, model_dir = tiny
+def test_tiny_features_separate_colours(tmp_path):
+    """Mean-pooled features of a random tiny ViT tell flat colours apart (nearest centroid, 16
+    held-out images, chance 25%). Not one lucky network: four seeds (seen: 15/16 for seed 0, 16/16
+    for seeds 1-5), each at least 12/16 and 58/64 over all four."""
     rng = np.random.default_rng(0)
     paths, labels = [], []
     for i in range(48):
@@ -84,9 +85,14 @@ def test_tiny_features_separate_colours(tiny, tmp_path):
         render_image([obj], 32).save(path)
         paths.append(str(path))
         labels.append(i % 4)
-    x = VisionFeatureExtractor(str(model_dir)).extract(paths).mean(1)
     labels = np.array(labels)
     train, test = np.arange(48) < 32, np.arange(48) >= 32
-    centroids = np.stack([x[train & (labels == c)].mean(0) for c in range(4)])
-    pred = np.argmin(((x[test][:, None] - centroids[None]) ** 2).sum(-1), axis=1)
-    assert (pred == labels[test]).mean() >= 0.9
+    right = []
+    for seed in range(4):
+        model_dir = build_tiny_vit(tmp_path / f"vit{seed}", image_size=32, patch_size=8, hidden_size=64, num_layers=2,
+                                   seed=seed)
+        x = VisionFeatureExtractor(str(model_dir)).extract(paths).mean(1)
+        centroids = np.stack([x[train & (labels == c)].mean(0) for c in range(4)])
+        pred = np.argmin(((x[test][:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+        right.append(int((pred == labels[test]).sum()))
+    assert min(right) >= 12 and sum(right) >= 58, right
