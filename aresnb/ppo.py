@@ -180,7 +180,7 @@ def warm_up_critic(actor_critic: nn.Module, value_model: Seq2SeqValueModel, poli
                 err = ((values - targets[list(micro), : m.shape[1]].to(values.device)) ** 2 * m).sum()
                 accelerator.backward(err * weight)
             if weight:
-                losses.setdefault(step.epoch, []).append(float(err) / max(float(m.sum()), 1.0))
+                losses.setdefault(step.epoch, []).append(float(err.detach()) / max(float(m.sum()), 1.0))
         critic_opt.step()
         critic_opt.zero_grad()
     return [float(np.mean(v)) for _, v in sorted(losses.items())]

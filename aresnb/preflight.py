@@ -7,7 +7,7 @@ params FILE`` prints the problems; ``aresnb run`` refuses to start while there a
 unset key is reported before hours of training and sampling, not after.
 
 Endpoints: stages 03, 04 and 05 call the Teacher; stage 07 calls the judge, which is the Teacher
-unless ``evaluation.judge`` (when present) names its own ``base_url`` / ``api_key_env``. The local
+unless ``evaluation.judge`` names its own ``base_url`` / ``api_key_env`` (``endpoint_config``). The local
 server (``teacher.serve_local``) needs no key.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from aresnb.paths import BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, TEACHER_SCORES
-from aresnb.teacher.facade import cache_path
+from aresnb.teacher.facade import cache_path, endpoint_config
 
 TEACHER_STAGES = (TEACHER_SCORES, PPO, CORRECTION_SFT)
 JUDGE_STAGES = (EVALUATION,)
@@ -50,12 +50,9 @@ def endpoints(cfg: Any, stages: Iterable[str]) -> list[Endpoint]:
                    else Endpoint("Teacher", teacher_stages, t.base_url, t.api_key_env))
     judge_stages = tuple(s for s in JUDGE_STAGES if s in stages)
     if judge_stages:
-        judge = getattr(cfg.evaluation, "judge", None)  # each field None = the Teacher's
-        base_url, key_env = getattr(judge, "base_url", None), getattr(judge, "api_key_env", None)
-        if base_url is None and t.serve_local:
-            out.append(Endpoint("judge", judge_stages, None, None))
-        else:
-            out.append(Endpoint("judge", judge_stages, base_url or t.base_url, key_env or t.api_key_env))
+        j = endpoint_config(cfg, "judge")  # evaluation.judge, each field None = the Teacher's
+        out.append(Endpoint("judge", judge_stages, None, None) if j.serve_local
+                   else Endpoint("judge", judge_stages, j.base_url, j.api_key_env))
     return out
 
 

@@ -1,10 +1,12 @@
 """Does the embedded default show ARES's effect? The whole pipeline once per seed, then the verdicts.
 
     .venv/bin/python benchmarks/ares_effect.py [--seeds 3] [--out benchmarks/results/ares_effect.json]
-                                               [--params params/smoke.yaml] [--set KEY=VALUE ...]
+                                               [--params params/smoke.yaml] [--set KEY=VALUE ...] [--jobs 2]
 
 Each seed is a full ``aresnb run`` (the papermill pipeline, as ``make reproduce`` runs it) into its
-own run folder under ``--runs-dir``; nothing is computed here but statistics of the runs' own
+own run folder under ``--runs-dir``, ``--jobs`` seeds at a time (each stage runs on one thread,
+``run.cpu_threads``, so two seeds share a 2-core machine without slowing each other much; the
+per-seed stage times are measured under that load and reported as they are); nothing is computed here but statistics of the runs' own
 ``summary.json`` files and judgments. ``per_seed`` has one object per seed, ``pooled`` the same
 keys over all seeds: the win rate pooled over every judged problem of every seed (bootstrap 95%
 interval over problems), the held-out Teacher score pooled over every scored val problem (paired
@@ -22,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +203,7 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--params", default=str(ROOT / "params" / "smoke.yaml"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every seed")
+    ap.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1), help="seeds run side by side")
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "outputs" / "ares_effect")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ares_effect.json")
     args = ap.parse_args()
@@ -208,17 +212,22 @@ def main() -> None:
     rounds = load_config(args.params, args.set).ares.rounds
     started = time.time()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    runs = []
-    for seed in seeds:
+
+    def one(seed: int) -> Path:
         t = time.time()
-        runs.append(run_seed(args.params, seed, args.runs_dir, args.set))
-        print(f"seed {seed}: done in {time.time() - t:.0f} s -> {runs[-1]}", flush=True)
+        run = run_seed(args.params, seed, args.runs_dir, args.set)
+        print(f"seed {seed}: done in {time.time() - t:.0f} s -> {run}", flush=True)
+        return run
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # threads only wait on subprocesses
+        runs = list(pool.map(one, seeds))
     per_seed = [{"seed": s, **seed_result(r, rounds)} for s, r in zip(seeds, runs)]
     pooled = pooled_result(runs, per_seed, rounds)
     elapsed = time.time() - started
     lines = verdicts(per_seed, pooled, elapsed)
     report = {"benchmark": "ares_effect", "params": args.params, "overrides": args.set, "seeds": seeds,
               "per_seed": per_seed, "pooled": pooled, "verdicts": lines, "wall_time_s": round(elapsed, 1),
+              "jobs": args.jobs,
               "machine": {"cpus": os.cpu_count(), "load_average_end": os.getloadavg()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -2,7 +2,11 @@
 
 For concurrency 1, 8 and 32: requests per second against the ideal (concurrency / latency) and
 their ratio; then the same requests again on the warm cache, where the number of API calls must
-be 0. Writes benchmarks/results/teacher_throughput.json. About a minute on 2 cores.
+be 0. Then the client-side rate limits at concurrency 32 (far more than the limits allow): a
+requests-per-minute limit and a tokens-per-minute limit, each alone, for --limit-seconds each;
+achieved rate = what was sent (requests; prompt + completion tokens as the server reports them)
+divided by the wall time from the first request to the last reply, against the limit. Writes
+benchmarks/results/teacher_throughput.json. About two minutes on 2 cores.
 
     .venv/bin/python benchmarks/teacher_throughput.py [--latency-ms 200] [--seconds-per-level 4]
 """
@@ -34,11 +38,43 @@ def make_items(n: int, tag: str) -> list[ScoreItem]:
     return items
 
 
+def measure_limit(server, work: Path, field: str, limit: float, seconds: float, max_tokens: int) -> dict:
+    """Concurrency 32 under one limit: the achieved rate over the whole run against the limit."""
+    per_request = 1.0
+    if field == "max_tokens_per_minute":  # calibrate: tokens one request really uses, as reported
+        settings = TeacherSettings(base_url=server.base_url, model="reference", api_key="bench", concurrency=1,
+                                   max_tokens=max_tokens)
+        with Teacher(settings, ReplyCache(work / "calibrate.sqlite")) as teacher:
+            teacher.score_sentences(make_items(4, "calibrate"))
+            u = teacher.usage()
+        per_request = (u["prompt_tokens"] + u["completion_tokens"]) / u["ok_calls"]
+    n = max(10, round(seconds * limit / 60 / per_request))
+    settings = TeacherSettings(base_url=server.base_url, model="reference", api_key="bench", concurrency=32,
+                               max_tokens=max_tokens, **{field: limit})
+    with Teacher(settings, ReplyCache(work / f"cache_{field}.sqlite")) as teacher:
+        t0 = time.perf_counter()
+        results = teacher.score_sentences(make_items(n, field))
+        elapsed = time.perf_counter() - t0
+        u = teacher.usage()
+    sent = u["calls"] if field == "max_requests_per_minute" else u["prompt_tokens"] + u["completion_tokens"]
+    achieved = sent / elapsed * 60
+    row = {"limit": field, "limit_per_minute": limit, "requests": n, "max_tokens": max_tokens, "seconds": round(elapsed, 3),
+           "sent": sent, "achieved_per_minute": round(achieved, 1), "ratio": round(achieved / limit, 4),
+           "limiter_wait_s": u["rate_limit_wait_s"], "dropped": sum(r.dropped for r in results)}
+    print(f"{field} {limit:,.0f}: {sent:,} in {elapsed:.2f} s = {achieved:,.1f}/min (ratio {achieved / limit:.3f})",
+          flush=True)
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--latency-ms", type=float, default=200.0)
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--seconds-per-level", type=float, default=4.0, help="ideal duration of each level")
+    ap.add_argument("--rpm", type=float, default=1200.0, help="requests-per-minute limit to hold")
+    ap.add_argument("--tpm", type=float, default=240_000.0, help="tokens-per-minute limit to hold")
+    ap.add_argument("--limit-max-tokens", type=int, default=256, help="max_tokens of the requests under the token limit")
+    ap.add_argument("--limit-seconds", type=float, default=30.0, help="ideal duration of each limit run")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "teacher_throughput.json"))
     args = ap.parse_args(argv)
     latency = args.latency_ms / 1000
@@ -72,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"concurrency {c:>3}: {n:>4} requests in {elapsed:6.2f} s = {rps:7.2f} req/s "
                   f"(ideal {ideal:6.1f}, ratio {rps / ideal:.3f}); cached re-run: {rerun_calls} API calls "
                   f"in {rerun_s:.2f} s", flush=True)
+        limits = [measure_limit(server, work, "max_requests_per_minute", args.rpm, args.limit_seconds, 1024),
+                  measure_limit(server, work, "max_tokens_per_minute", args.tpm, args.limit_seconds,
+                                args.limit_max_tokens)]
     result = {"benchmark": "teacher_throughput", "latency_ms": args.latency_ms, "levels": rows,
+              "rate_limits": limits,
+              "rate_limits_within_5_percent": all(abs(r["ratio"] - 1) <= 0.05 for r in limits),
               "cached_rerun_calls_total": sum(r["cached_rerun_api_calls"] for r in rows),
               "wall_time_s": round(time.monotonic() - t_start, 2),
               "machine": {"python": platform.python_version(), "platform": platform.platform(),

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from aresnb.io import read_json
-from aresnb.paths import STAGES
+from aresnb.paths import PPO, STAGES
 
 from conftest import ROOT, SMOKE_SECRET
 
@@ -78,6 +78,20 @@ def test_report_shows_every_section_stage_table_and_figure(smoke_run):
         "win_rate", "accuracy_evaluation", "rationale_metrics", "accuracy_by_category"}
     assert html.count('src="data:image/png;base64,') == len(list(smoke_run.figures_dir.glob("*.png"))) >= 4
     assert html.count('class="ex"') == _smoke_cfg().evaluation.n_examples
+
+
+def test_results_table_is_written_from_the_run(smoke_run, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold figures\n<!-- results:end -->\nafter\n")
+    r = subprocess.run([sys.executable, "-m", "aresnb.cli", "results", str(smoke_run.run_dir),
+                        "--readme", str(readme)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    text = readme.read_text()
+    assert "old figures" not in text and text.startswith("intro\n") and text.endswith("after\n")
+    s4 = read_json(smoke_run.summary_file(PPO, 1))
+    assert f"{s4['teacher_score_before']:.3f} -> {s4['teacher_score_after']:.3f}" in text
+    for stage in STAGES:
+        assert f"| {stage} |" in text
 
 
 def test_two_round_run_killed_between_rounds_resumes_there(smoke_run, tmp_path):

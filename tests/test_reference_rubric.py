@@ -194,3 +194,18 @@ def test_real_data_keeps_overlap_scoring_with_the_same_conclusion_check():
     s = ref.sentence_scores(problem, ["A dog feeds its young milk.", "So the answer is shark.",
                                       "So the answer is dog.", "So the answer is warm.", "The answer is (B)."])
     assert s[0] == 1.0 and s[1] == 0.0 and s[2] == 1.0 and s[3] == 0.0 and s[4] == 1.0
+
+
+def test_a_true_fact_that_bears_on_no_option_is_indirect():
+    from aresnb.data.synthetic import family_places
+
+    p = family_places(FixedRng(["city", "paris"]))
+    problem = view(p, "places")
+    other_city = next(c for c in ("tokyo", "cairo") if c.title() not in p["choices"])
+    ref = ReferenceTeacher([problem])
+    s = ref.sentence_scores(problem, [f"{other_city.title()} is a city.", "Paris is a city.",
+                                      "Paris is a continent."])
+    assert s == [0.5, 1.0, 0.0]  # true but indirect; true and names the answer; false
+    padded = f"Paris is a city. {other_city.title()} is a city. So the answer is Paris."
+    assert ref.judge(problem, padded, "Paris is a city. So the answer is Paris.") == "A"  # a tie: positional
+    assert ref.judge(problem, "Paris is a city. So the answer is Paris.", padded) == "A"

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import datasets
 import pytest
@@ -227,9 +226,8 @@ def test_api_key_variables_of_the_endpoints_selected_stages_call():
     assert preflight.key_problems(cfg, ["04_ppo"], {"ARESNB_TEACHER_KEY": SMOKE_SECRET}) == []
     assert preflight.key_problems(load_config(SMOKE), ["03_teacher_scores", "07_evaluation"], env) == []  # local
     # a judge with its own endpoint and key (evaluation.judge; each None = the Teacher's)
-    cfg = load_config(SMOKE)
-    cfg.evaluation = SimpleNamespace(judge=SimpleNamespace(base_url="https://judge.example/v1", model="gpt-4o",
-                                                           api_key_env="JUDGE_KEY"))
+    cfg = load_config(SMOKE, ["evaluation.judge.base_url=https://judge.example/v1", "evaluation.judge.model=gpt-4o",
+                              "evaluation.judge.api_key_env=JUDGE_KEY"])
     [problem] = preflight.key_problems(cfg, ["03_teacher_scores", "07_evaluation"], {"ARESNB_TEACHER_KEY": "x"})
     assert problem.startswith("the environment variable JUDGE_KEY is not set; the judge at https://judge.example/v1")
     cfg.evaluation.judge.api_key_env = None  # the judge's endpoint, the Teacher's key variable

@@ -68,11 +68,14 @@ def test_faults_30_percent_every_reply_accounted_for(dataset_dir, tmp_path):
         assert (r.scores is not None and len(r.scores) == len(item.sentences) and not r.dropped) or \
                (r.dropped and r.drop_reason in ("invalid_reply", "api_error") and r.detail)
     assert sum(not r.dropped for r in results) >= 0.8 * N
-    # the client counts every HTTP call the server saw; every reply it received is cached, once; the
-    # server answered more only where the client had timed out (a stalled reply arriving late)
+    # the client counts every HTTP call the server saw; every reply it received is in the attempt log,
+    # once; only the valid ones (or a valid repair) are answers, one per item scored; the server
+    # answered more only where the client had timed out (a stalled reply arriving late)
     timeouts = usage["errors"].get("APITimeoutError", 0)
     assert usage["calls"] == stats["requests"]
-    assert usage["ok_calls"] == len(cache) <= stats["answered_distinct"]
+    assert usage["ok_calls"] == len(list(cache.attempts())) <= stats["answered_distinct"]
+    assert len(cache) == sum(not r.dropped for r in results)
+    assert len(list(cache.attempts("invalid"))) == usage["invalid_replies"] >= usage["repairs"]
     assert 0 <= stats["answered"] - usage["ok_calls"] <= timeouts
     assert usage["retries"] == usage["calls"] - usage["ok_calls"] - sum(r.drop_reason == "api_error" for r in results)
     assert stats["outcomes"].get("429", 0) > 0 and stats["outcomes"].get("500", 0) > 0

@@ -266,6 +266,21 @@ def grade_sentence(sentence: str, record: dict | str | None) -> str:
     return NEUTRAL if normalise(sentence) in set(rec.get("neutral", [])) else UNVERIFIABLE
 
 
+def is_relevant(sentence: str, record: dict | str | None) -> bool:
+    """Is a true claim about THIS problem -- an option, its image, its hint -- or only a true fact
+    of the world ("Paris is a city." when Paris is not an option): true but indirect."""
+    rec = _record(record)
+    if rec is None:
+        return False
+    if any(names_option(sentence, c) for c in rec.get("choices", [])):
+        return True
+    t = _normalise(sentence)
+    if rec.get("kind") == "image":
+        return bool(_attribute_verdicts(t, rec))
+    refs = [r.lower() for r in rec.get("refs") or []] + [str(e).lower() for e in (rec.get("values") or {})]
+    return any(re.search(rf"\b{re.escape(r)}\b", t) for r in refs)
+
+
 def conclusion_verdict(sentences: list[str], record: dict | str | None) -> bool | None:
     """Does the rationale conclude the right answer? The last conclusion it states (None: none)."""
     conclusions = [s for s in sentences if is_conclusion(s)]

@@ -9,7 +9,6 @@ sides' mean length (words) is reported beside the win rate.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,7 @@ from aresnb.paper_numbers import ACCURACY_COLUMNS
 from aresnb.paths import ANSWER_LORA, BASELINE_MODEL, EVALUATION, RunPaths, round_model
 from aresnb.rationale_metrics import rationale_quality
 from aresnb.stages.data import load_problems
-from aresnb.teacher import open_teacher, prompt_preview
+from aresnb.teacher import endpoint_label, open_teacher, prompt_preview
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,8 @@ METRIC_COLUMNS = ("bleu1", "bleu4", "rougeL", "similarity", "mean_words", "n")
 
 
 def judge_model(cfg: Any) -> str:
-    return cfg.evaluation.judge_model or cfg.teacher.model
+    """evaluation.judge.model, else the Teacher's model."""
+    return cfg.evaluation.judge.model or cfg.teacher.model
 
 
 def read_rationales(path: Path) -> dict[str, str]:
@@ -78,14 +78,14 @@ def test_rationales(paths: RunPaths, rounds: int, qids: Sequence[str]) -> dict[s
 
 def judge_test_set(cfg: Any, paths: RunPaths, problems: list[dict], baseline: Mapping[str, str],
                    ares: Mapping[str, str]) -> tuple[list, list[dict], dict, float]:
-    """Ask the judge (its own model: the paper has GPT-4o judge what Claude 3 Haiku taught).
+    """Ask the judge (its own endpoint, ``evaluation.judge``: the paper has GPT-4o judge what Claude 3
+    Haiku taught).
 
     Returns the verdicts, one record per judged problem, the judge's usage and the wall time.
     """
     t0 = time.time()
     judged = judge_subset(problems, cfg.evaluation.max_judge_problems, cfg.run.seed)
-    judge_cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, model=judge_model(cfg)))
-    with open_teacher(judge_cfg, paths) as judge:
+    with open_teacher(cfg, paths, role="judge") as judge:
         verdicts, records = judge_both_orders(teacher_judge(judge), judged, baseline, ares, cfg.run.seed)
         usage = judge.usage()
     by_qid = {p["qid"]: p for p in problems}
@@ -108,6 +108,7 @@ def win_rate_summary(cfg: Any, verdicts: list, cats: Mapping[str, list[str]], ba
     table = win_rate_table(verdicts, cats, ev.bootstrap_samples, seed, words)
     return {
         "judge_model": judge_model(cfg),
+        "judge_endpoint": endpoint_label(cfg, "judge"),
         "win_rate_definition": WIN_RATE_DEFINITION,
         "win_rate": overall["single_order_win_rate"],
         "win_rate_ci95": single["win_rate"],

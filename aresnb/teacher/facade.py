@@ -1,21 +1,31 @@
-"""``open_teacher(cfg, paths)``: the synchronous Teacher that notebooks and stages use.
+"""``open_teacher(cfg, paths, role=...)``: the synchronous Teacher that notebooks and stages use.
 
 The async client runs on its own event loop in a background thread, so the same code works in a
 plain script and inside Jupyter/papermill (whose kernel already runs a loop in the main thread).
+``role="judge"`` opens the judge's endpoint (``evaluation.judge``: its own base URL, model, key
+and prices; each one None = the Teacher's).
+
+Scoring while producing: ``submit(item)`` returns a future at once; ``stream(items)`` takes an
+iterator that is still being produced (e.g. rationales as generation writes them) and yields the
+results in input order, with at most ``max_pending`` requests submitted and not yet yielded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
+import dataclasses
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable, Coroutine, Sequence
+from typing import Any, Callable, Coroutine, Iterable, Iterator, Sequence
 
 from .cache import ReplyCache
 from .client import (AsyncTeacher, CorrectionItem, CorrectionResult, JudgeItem, JudgeResult, ScoreItem,
                      ScoreResult, TeacherSettings)
 from .local import LocalServer, start_local_server
+from .reference import versioned_name
 
 LOCAL_DUMMY_KEY = "aresnb-local"  # the local server accepts any key
 
@@ -61,6 +71,32 @@ class Teacher:
     def judge(self, items: Sequence[JudgeItem], progress=None) -> list[JudgeResult]:
         return self._many(self._client.judge, items, progress)
 
+    def submit(self, item: ScoreItem | CorrectionItem | JudgeItem) -> concurrent.futures.Future:
+        """Send one request now; the future's result is its ScoreResult / CorrectionResult / JudgeResult."""
+        return asyncio.run_coroutine_threadsafe(self._client.handle(item), self._loop.loop)
+
+    def stream(self, items: Iterable[ScoreItem | CorrectionItem | JudgeItem], max_pending: int = 64) -> Iterator:
+        """Results of ``items`` in input order, sent as the iterator produces them.
+
+        At most ``max_pending`` requests are out (submitted, result not yet yielded): when the queue
+        is full, the oldest result is waited for before the next item is taken. The Teacher works on
+        the background loop while the caller's thread produces the next items (torch releases the
+        GIL while generating). An error (a budget stop, an unreachable endpoint) cancels what is left.
+        """
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, got {max_pending}")
+        queue: collections.deque[concurrent.futures.Future] = collections.deque()
+        try:
+            for item in items:
+                queue.append(self.submit(item))
+                while queue and (queue[0].done() or len(queue) >= max_pending):
+                    yield queue.popleft().result()
+            while queue:
+                yield queue.popleft().result()
+        finally:
+            for future in queue:
+                future.cancel()
+
     def usage(self) -> dict:
         """Counters since this Teacher opened: requests, cache hits, API calls, retries, tokens, cost."""
         return self._client.usage()
@@ -96,25 +132,55 @@ def cache_path(cfg: Any) -> Path:
     return cfg.run_dir().parent / "teacher_cache.sqlite"
 
 
-def api_key(cfg: Any) -> str:
-    """The key from the environment variable named by teacher.api_key_env (never from params)."""
-    name = cfg.teacher.api_key_env
-    key = os.environ.get(name)
+ROLES = ("teacher", "judge")
+
+
+def endpoint_config(cfg: Any, role: str = "teacher") -> Any:
+    """The teacher section as the ``role`` sees it: for the judge, ``evaluation.judge``'s base URL,
+    model, key variable, prices and image tokens replace the Teacher's where they are set. A judge
+    with a base URL of its own never uses the local server."""
+    t = cfg.teacher
+    if role == "teacher":
+        return t
+    if role != "judge":
+        raise ValueError(f"role {role!r} is not one of {ROLES}")
+    j = cfg.evaluation.judge
+    own_endpoint = j.base_url is not None and j.base_url != t.base_url
+    return dataclasses.replace(
+        t, base_url=j.base_url or t.base_url, serve_local=t.serve_local and not own_endpoint,
+        model=j.model or t.model, api_key_env=j.api_key_env or t.api_key_env,
+        price_input_per_mtok=t.price_input_per_mtok if j.price_input_per_mtok is None else j.price_input_per_mtok,
+        price_output_per_mtok=t.price_output_per_mtok if j.price_output_per_mtok is None else j.price_output_per_mtok,
+        image_tokens=t.image_tokens if j.image_tokens is None else j.image_tokens)
+
+
+def endpoint_label(cfg: Any, role: str = "teacher") -> str:
+    """Where the role's requests go, for summaries: ``local:<model>`` or the base URL."""
+    t = endpoint_config(cfg, role)
+    return "local:" + t.local_backend if t.serve_local else str(t.base_url)
+
+
+def api_key(cfg: Any, role: str = "teacher") -> str:
+    """The key from the environment variable named by the role's api_key_env (never from params)."""
+    t = endpoint_config(cfg, role)
+    key = os.environ.get(t.api_key_env)
     if key:
         return key
-    if cfg.teacher.serve_local:
+    if t.serve_local:
         return LOCAL_DUMMY_KEY
-    raise RuntimeError(f"teacher.api_key_env names the environment variable {name!r}, which is not set; "
-                       f"export {name}=... before running against {cfg.teacher.base_url}")
+    where = "teacher.api_key_env" if role == "teacher" else "evaluation.judge.api_key_env (or teacher.api_key_env)"
+    raise RuntimeError(f"{where} names the environment variable {t.api_key_env!r}, which is not set; "
+                       f"export {t.api_key_env}=... before running against {t.base_url}")
 
 
-def open_teacher(cfg: Any, paths: Any, *, dataset_dir: str | Path | None = None) -> Teacher:
-    """The run's Teacher: starts the local server when teacher.serve_local, imports teacher.cassette.
+def open_teacher(cfg: Any, paths: Any, *, dataset_dir: str | Path | None = None, role: str = "teacher") -> Teacher:
+    """The run's Teacher (or, ``role="judge"``, its judge): starts the local server when the
+    endpoint is local, imports teacher.cassette.
 
     On close, every reply it used is added to ``<run>/teacher/cassette.jsonl``: replay the whole
     run offline with ``teacher.cassette=<that file>`` and ``teacher.replay_only=true``.
     """
-    t = cfg.teacher
+    t = endpoint_config(cfg, role)
     cache = ReplyCache(cache_path(cfg))
     if t.cassette:
         cache.import_(t.cassette)
@@ -125,5 +191,9 @@ def open_teacher(cfg: Any, paths: Any, *, dataset_dir: str | Path | None = None)
             dataset_dir=dataset_dir or paths.dataset_dir, backend=t.local_backend, faults=t.faults,
             log_path=paths.teacher_dir / "server.log")
         base_url = server.base_url
-    settings = TeacherSettings.from_config(t, base_url or "http://127.0.0.1:9/v1", api_key(cfg), seed=cfg.run.seed)
+    settings = TeacherSettings.from_config(t, base_url or "http://127.0.0.1:9/v1", api_key(cfg, role),
+                                           seed=cfg.run.seed, spend_scope=str(Path(paths.run_dir).resolve()))
+    if t.serve_local and t.local_backend == "reference":
+        # the rule-based Teacher's rules are versioned: a cached reply of older rules is another reply
+        settings = dataclasses.replace(settings, model=versioned_name(settings.model))
     return Teacher(settings, cache, server, cassette_out=paths.teacher_dir / "cassette.jsonl")

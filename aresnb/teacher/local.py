@@ -55,17 +55,22 @@ def start_local_server(
 ) -> LocalServer:
     """Start the server on a free port of 127.0.0.1 and wait until ``/v1/models`` answers.
 
-    ``faults`` is a ``TeacherFaultsConfig`` (or None); ``latency_ms`` overrides its latency.
+    ``faults`` is a ``TeacherFaultsConfig`` (or None; its ``plan`` and ``reject_response_formats``
+    are optional); ``latency_ms`` overrides its latency.
     """
     port_file = Path(tempfile.mkdtemp(prefix="aresnb-teacher-")) / "port"
     cmd = [sys.executable, "-m", "aresnb.teacher.server", "--port", "0", "--port-file", str(port_file),
-           "--backend", backend, "--exit-with-parent"]
+           "--model", backend, "--exit-with-parent"]
     if dataset_dir is not None:
         cmd += ["--dataset-dir", str(dataset_dir)]
     if faults is not None:
         for field, name in _FAULT_FLAGS.items():
             cmd += [f"--fault-rate-{name}", str(getattr(faults, field))]
         cmd += ["--fault-seed", str(faults.seed), "--fault-slow-s", str(getattr(faults, "slow_s", 5.0))]
+        for entry in getattr(faults, "plan", None) or []:
+            cmd += ["--fault-at", str(entry)]
+        for fmt in getattr(faults, "reject_response_formats", None) or []:
+            cmd += ["--reject-response-format", fmt]
         latency_ms = faults.latency_ms if latency_ms is None else latency_ms
     cmd += ["--latency-ms", str(latency_ms or 0.0), *(extra_args or [])]
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL

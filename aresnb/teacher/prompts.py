@@ -40,9 +40,11 @@ Reply with JSON only, exactly in this form: {"corrected_rationale": "<the correc
 JUDGE_SYSTEM = """\
 You compare two explanations of the same multiple-choice problem, Option A and Option B.
 You are given the problem (question, context, options, the correct answer and, when there is
-one, the image). Prefer the explanation that is correct, relevant to the answer, complete and
-free of repetition; ignore length otherwise. Answer "tie" only if neither is better.
-Reply with JSON only, exactly in this form: {"better": "A"} or {"better": "B"} or {"better": "tie"}"""
+one, the image). Prefer, in this order: the explanation whose conclusion names the correct
+option; then the one with fewer false statements; then the one that is complete and free of
+repetition; then the one with more true statements about the problem. Ignore length otherwise.
+You must choose one of the two (a forced choice).
+Reply with JSON only, exactly in this form: {"better": "A"} or {"better": "B"}"""
 
 REPAIR_TEMPLATE = """\
 Your reply could not be used: {error}.
@@ -151,6 +153,55 @@ def parse_request(messages: list[dict]) -> dict[str, Any]:
         out["a"] = json.loads(fields["Option A (JSON string)"])
         out["b"] = json.loads(fields["Option B (JSON string)"])
     return out
+
+
+# ---- structured outputs: the JSON schema of each reply -------------------------------------
+
+RESPONSE_FORMATS = ("json_schema", "json_object", "none")  # each one's fallback is the next
+
+
+def score_schema(keys: Sequence[str]) -> dict[str, Any]:
+    """The scoring reply: every sentence key required, each a number in [0, 1], nothing else."""
+    return {"type": "object",
+            "properties": {k: {"type": "number", "minimum": 0, "maximum": 1} for k in keys},
+            "required": list(keys), "additionalProperties": False}
+
+
+CORRECTION_SCHEMA: dict[str, Any] = {
+    "type": "object", "properties": {"corrected_rationale": {"type": "string"}},
+    "required": ["corrected_rationale"], "additionalProperties": False}
+
+JUDGE_SCHEMA: dict[str, Any] = {
+    "type": "object", "properties": {"better": {"type": "string", "enum": ["A", "B"]}},
+    "required": ["better"], "additionalProperties": False}
+
+SCHEMA_NAMES = {"score": "sentence_scores", "correct": "corrected_rationale", "judge": "verdict"}
+
+
+def reply_schema(kind: str, keys: Sequence[str] | None = None) -> dict[str, Any]:
+    """The JSON schema of a reply of ``kind`` ('score' needs the sentence keys)."""
+    if kind == "score":
+        if keys is None:
+            raise ValueError("a scoring schema needs the sentence keys")
+        return score_schema(keys)
+    return {"correct": CORRECTION_SCHEMA, "judge": JUDGE_SCHEMA}[kind]
+
+
+def response_format(mode: str, kind: str, schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``response_format`` request field for ``mode`` (None: the field is not sent)."""
+    if mode == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": SCHEMA_NAMES[kind], "strict": True, "schema": schema}}
+    if mode == "json_object":
+        return {"type": "json_object"}
+    if mode == "none":
+        return None
+    raise ValueError(f"response format {mode!r} is not one of {RESPONSE_FORMATS}")
+
+
+def next_response_format(mode: str) -> str | None:
+    """The mode to fall back to after an endpoint rejected ``mode`` (None after 'none')."""
+    i = RESPONSE_FORMATS.index(mode)
+    return RESPONSE_FORMATS[i + 1] if i + 1 < len(RESPONSE_FORMATS) else None
 
 
 def prompt_preview(kind: str = "score") -> str:

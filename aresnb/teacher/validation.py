@@ -77,6 +77,8 @@ def parse_correction(reply: str | None) -> str:
 
 
 def parse_judgement(reply: str | None) -> str:
+    """'A' or 'B' (the forced choice the prompt asks for); a 'tie' is accepted and counts as neither
+    (a provider that ignores the schema, or a cache written before the choice was forced)."""
     obj = parse_json_reply(reply)
     if not isinstance(obj, dict) or "better" not in obj:
         raise InvalidReply('expected {"better": "A" | "B" | "tie"}')
@@ -85,3 +87,20 @@ def parse_judgement(reply: str | None) -> str:
     if norm is None:
         raise InvalidReply(f'"better" is {choice!r}, not "A", "B" or "tie"')
     return norm
+
+
+def check_answer(kind: str, messages: list[dict], reply: str | None) -> str | None:
+    """Why a stored reply of ``kind`` to ``messages`` is invalid, or None when it is valid (or of a
+    kind this project does not know). The scoring keys are read back from the request."""
+    from .prompts import parse_request  # prompts does not import this module: no cycle
+
+    try:
+        if kind == "score":
+            parse_scores(reply, parse_request(messages).get("keys", []))
+        elif kind == "correct":
+            parse_correction(reply)
+        elif kind == "judge":
+            parse_judgement(reply)
+    except InvalidReply as e:
+        return str(e)
+    return None
