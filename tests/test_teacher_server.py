@@ -85,6 +85,24 @@ def test_faults_30_percent_every_reply_accounted_for(dataset_dir, tmp_path):
     assert stats["max_in_flight"] <= 4 + timeouts  # bounded (+ stalled requests the client gave up on)
 
 
+def test_a_stalled_request_times_out_and_is_retried(dataset_dir, tmp_path):
+    """The fault plan by request index: with one request at a time, requests 1 and 4 stall (for
+    longer than the test lasts); each is one client time-out and one retry, nothing else."""
+    faults = SimpleNamespace(rate_429=0, rate_500=0, rate_slow=0, rate_malformed=0, rate_truncated=0, latency_ms=0.0,
+                             seed=0, slow_s=3600.0, plan=["1:slow", "4:slow"])
+    items = _items(_rows(4))
+    with start_local_server(dataset_dir, faults=faults) as server:
+        with Teacher(_settings(server.base_url, timeout_s=2.0, concurrency=1), ReplyCache(tmp_path / "c.sqlite")) as t:
+            results = t.score_sentences(items)
+            usage = t.usage()
+        stats = server.stats()
+        server.proc.kill()  # the stalled handlers would hold a graceful stop for their whole stall
+    assert [len(r.scores) for r in results] == [len(i.sentences) for i in items]
+    assert usage["errors"] == {"APITimeoutError": 2} and usage["retries"] == 2
+    assert usage["calls"] == stats["requests"] == 6 and stats["answered"] == usage["ok_calls"] == 4
+    assert stats["outcomes"]["slow"] == 2
+
+
 def test_cached_rerun_cassette_and_strict_replay(dataset_dir, tmp_path):
     rows = _rows(20)
     corr = [CorrectionItem(ProblemView.from_row(r), "A dog dog feeds its young milk. It") for r in rows[:3]]
