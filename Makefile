@@ -37,14 +37,14 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	      || echo "chromium could not be installed: the report rendering test will be skipped"; \
-	  else echo "chromium absent and not installable here: the report rendering test will be skipped"; fi; }
+	      || echo "chromium could not be installed: the report rendering test will skip (fail under ARESNB_STRICT=1)"; \
+	  else echo "chromium absent and not installable here: the report rendering test will skip (fail under ARESNB_STRICT=1)"; fi; }
 
 test: setup chromium
 	# Tiny models: one thread each is many times faster than threads spinning against each other.
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
-# Unit tests only (no end-to-end pipeline runs).
+# No end-to-end pipeline runs (tests marked slow); every stage's run() still runs, on a tiny run.
 test-fast: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 

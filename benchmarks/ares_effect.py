@@ -75,10 +75,15 @@ def seed_result(run_dir: Path, rounds: int) -> dict:
                              for m, p in (("baseline", "baseline"), ("ares", "after_sft"))},
         "false_claim_share": {m: (claims.get(p) or {}).get("all", {}).get("false_share")
                               for m, p in (("baseline", "baseline"), ("ares", "after_sft"))},
+        "image_ablation": {k: (s6.get("image_ablation") or {}).get(f"accuracy_{k}_image") for k in ("with", "without")},
         "test_problems": s7["test_problems"],
         "stage_time_s": round(sum(v.get("wall_time_s", 0) for v in manifest["stages"].values()), 1),
         "run_dir": str(run_dir),
     }
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}%"
 
 
 def _point(p: str) -> str:
@@ -119,6 +124,7 @@ def pooled_result(runs: list[Path], per_seed: list[dict], rounds: int) -> dict:
         "accuracy": {m: {f: mean("accuracy", m, f) for f in ("qcm_a", "qcmg_a")} for m in ("baseline", "ares")},
         "true_claim_share": {m: mean("true_claim_share", m) for m in ("baseline", "ares")},
         "false_claim_share": {m: mean("false_claim_share", m) for m in ("baseline", "ares")},
+        "image_ablation": {k: mean("image_ablation", k) for k in ("with", "without")},
         "test_problems": sum(s["test_problems"] for s in per_seed),
         "spread": {k: [min(_get(s, *k.split(".")) for s in per_seed), max(_get(s, *k.split(".")) for s in per_seed)]
                    for k in ("win_rate", "teacher_score_after", "accuracy.ares.qcmg_a", "accuracy.baseline.qcmg_a")
@@ -166,6 +172,13 @@ def verdicts(per_seed: list[dict], pooled: dict, benchmark_s: float) -> list[dic
                         le(s["accuracy"]["baseline"]["qcmg_a"], s["accuracy"]["ares"]["qcmg_a"]) for s in per_seed),
                     f"pooled {acc['baseline']['qcmg_a']:.1f}% -> {acc['ares']['qcmg_a']:.1f}%; per seed "
                     + " ".join(f"{s['accuracy']['baseline']['qcmg_a']:.1f}->{s['accuracy']['ares']['qcmg_a']:.1f}"
+                               for s in per_seed)))
+    ab = pooled["image_ablation"]
+    out.append(line("QCM-A accuracy with the image above the same head with its features zeroed",
+                    ab["with"] is not None and ab["without"] is not None and ab["with"] > ab["without"] and all(
+                        le(s["image_ablation"]["without"], s["image_ablation"]["with"]) for s in per_seed),
+                    f"pooled {_pct(ab['without'])} without -> {_pct(ab['with'])} with; per seed "
+                    + " ".join(f"{_pct(s['image_ablation']['without'])}->{_pct(s['image_ablation']['with'])}"
                                for s in per_seed)))
     t, f = pooled["true_claim_share"], pooled["false_claim_share"]
     out.append(line("true-claim share up and false-claim share down",

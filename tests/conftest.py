@@ -1,10 +1,19 @@
-"""Shared fixtures. `smoke_run` runs the whole pipeline once per test session on smoke.yaml."""
+"""Shared fixtures and helpers. `smoke_run` runs the whole pipeline once per test session on smoke.yaml.
+
+Skips: a test may skip only when what it needs is absent *by design* -- ../shared in a bare clone,
+Chromium where it cannot be installed, a GPU -- and it says so through :func:`absent`. Pinned
+dependencies are never absent by design: tests import them and fail when they are missing.
+``.ci/run`` sets ``ARESNB_STRICT=1``: CI has ../shared, Chromium and every pinned dependency, so
+there :func:`absent` fails the test instead of skipping it.
+"""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+import numpy as np
 import pytest
 
 from aresnb.paths import RunPaths
@@ -26,6 +35,27 @@ def smoke_test_args() -> list[str]:
 
 # A distinctive key: tests grep every output for it (API keys must never reach a file).
 SMOKE_SECRET = "sk-aresnb-test-SECRET-4c1d7e"
+STRICT_VAR = "ARESNB_STRICT"
+
+
+def strict() -> bool:
+    """True under ``ARESNB_STRICT=1`` (CI): nothing a test needs may be absent."""
+    return os.environ.get(STRICT_VAR, "") not in ("", "0")
+
+
+def absent(what: str) -> NoReturn:
+    """Skip the calling test because ``what`` is absent here by design; under ARESNB_STRICT=1 fail it."""
+    if strict():
+        pytest.fail(f"{what}; {STRICT_VAR}=1 (CI has it): failing instead of skipping", pytrace=False)
+    pytest.skip(what)
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or :func:`absent` when this clone has no ../shared (or not that part)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        absent(f"{path} is absent: ../shared is not beside this clone")
+    return path
 
 
 def write_stage_notebooks(nb_dir: Path, body: str) -> Path:
@@ -60,9 +90,8 @@ def _private_jupyter_data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    if not SHARED.exists():
-        pytest.skip(f"../shared is absent ({SHARED}): the real-data sample and the Flan-T5 tokenizer live there")
-    return SHARED
+    """../shared (the real-data sample and the Flan-T5 tokenizer live there)."""
+    return shared_path()
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +128,18 @@ def stub_sampling(make_rows):
         stats.update(generation_s=0.0, reused_batches=0, sampled_batches=1, processes=1)
         yield make_rows(problems)
     return sampled_batches
+class BagOfWords:
+    """A stand-in sentence encoder (for MiniLM, whose loading test_evaluation.py tests): normalised
+    word counts over the words of the texts encoded together, so identical texts have cosine 1."""
+
+    def encode(self, texts, normalize_embeddings=True, **kw):
+        vocab = sorted({w for t in texts for w in t.lower().split()})
+        v = np.array([[t.lower().split().count(w) for w in vocab] for t in texts], dtype=float) + 1e-9
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def ppo_metric_rows(n_steps: int) -> list[dict]:
+    """metrics.jsonl rows of a PPO run as aresnb.ppo writes them: exactly its METRIC_NAMES keys."""
+    from aresnb.ppo import METRIC_NAMES
+
+    return [{**dict.fromkeys(METRIC_NAMES, 0.1 * step), "step": step, "pass": 1} for step in range(1, n_steps + 1)]

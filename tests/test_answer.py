@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
 from aresnb import answer
 from aresnb.answer import attach_lora, load_answer_model, lora_target_modules, predict_answers, trainable_fraction
 from aresnb.config import load_config
+from aresnb.data.schema import COLUMNS
 from aresnb.evaluation.accuracy import accuracy_by_category, heads_table
 from aresnb.evaluation.tables import write_table
-from aresnb.io import read_json
+from aresnb.io import read_jsonl
 from aresnb.models import MultimodalT5Config, MultimodalT5ForConditionalGeneration
+from aresnb.paths import RunPaths
+from aresnb.sft_data import make_examples
+from aresnb.stages.answer_lora import NO_IMAGE, Head, evaluate_head, train_head
 from aresnb.tokenizer import train_bpe_tokenizer
 
 P, D = 4, 8
+COLOURS = ("red", "blue", "green")
 
 
 def row(correct: bool, *cats: str) -> dict:
@@ -110,14 +116,44 @@ def test_predict_answers_extraction_fallback_is_seeded_and_counted(monkeypatch):
     assert predict_answers(None, None, problems, None, "QCM-A", seed=3) == rows
 
 
-@pytest.mark.slow
-def test_smoke_answers_depend_on_the_image(smoke_run):
-    """The embedded default must make the image path matter: QCM-A accuracy with image features
-    clearly above the same head trained and tested with them zeroed (stage 06 of the smoke run)."""
-    paths = smoke_run
-    summary = read_json(paths.summary_file("06_answer_lora"))
-    ab = summary["image_ablation"]
-    # 48 test problems, 24 with an image: +8 points overall is 4 more right answers; seen: +12.5 (IMG +21).
-    assert ab["accuracy_with_image"] >= ab["accuracy_without_image"] + 8, ab
-    assert ab["by_category"]["with_image"]["IMG"] >= ab["by_category"]["without_image"]["IMG"] + 15, ab
-    assert (paths.tables_dir / "accuracy_by_category.md").exists()
+def _colour_problem(i: int, split: str) -> dict:
+    row = {c: "" for c in COLUMNS}
+    row.update({"qid": f"{split}{i}", "question": "What colour is the shape?", "choices": list(COLOURS),
+                "answer": i % 3, "has_image": True, "features_zeroed": False, "subject": "natural science",
+                "grade": "grade3", "solution": f"The shape is {COLOURS[i % 3]}.", "split": split})
+    return row
+
+
+def _colour_features(n: int, seed: int) -> np.ndarray:
+    """Feature channel c lights up for colour c: the answer is in the image and nowhere else."""
+    feats = np.random.default_rng(seed).normal(0, 0.1, size=(n, P, D)).astype(np.float32)
+    for i in range(n):
+        feats[i, :, i % 3] += 2.0
+    return feats
+
+
+def test_the_answer_head_reads_the_image_and_the_ablation_cannot(tmp_path):
+    """Stage 06's head and its image ablation on a task whose answer only the image holds (every
+    question, option list and context is the same). With the image the head answers (seeds 0-5
+    all reach 100%; asserted: at least 90%, chance is 33%); with the image path off every test
+    problem is the same input, so the head writes the same answer for all of them: at most 33%."""
+    cfg = load_config(None, [f"run.output_dir={tmp_path}", "answer.r=8", "answer.alpha=16", "answer.train.epochs=20",
+                             "answer.train.lr=1e-2", "answer.train.batch_size=8", "answer.max_new_tokens=16"])
+    paths = RunPaths(cfg)
+    train, test = [_colour_problem(i, "train") for i in range(24)], [_colour_problem(i, "test") for i in range(12)]
+    tok = train_bpe_tokenizer([e["source"] + " " + e["target"] for e in make_examples(train, "QCM-A")], 300)
+    tiny_model(len(tok)).save_pretrained(paths.baseline_model_dir)
+    tok.save_pretrained(paths.baseline_model_dir)
+    data = {"train": train, "test": test, "features": {"train": _colour_features(24, 1), "test": _colour_features(12, 2)}}
+    tokenized: dict = {}  # the ablation reads the same tokens, without the features
+
+    def head_summary(head: Head) -> dict:
+        trained, _ = train_head(cfg, paths, head, train, data["features"]["train"], tokenized)
+        return evaluate_head(cfg, paths, head, data, trained)
+
+    with_image = head_summary(Head("baseline", paths.baseline_model_dir, "QCM-A", True, "baseline"))
+    without = head_summary(Head(NO_IMAGE, paths.baseline_model_dir, "QCM-A", False, "baseline"))
+    assert with_image["extraction_failures"] == 0 and with_image["accuracy"]["Avg"] >= 90.0
+    outputs = {r["output"] for r in read_jsonl(paths.answer_dir(NO_IMAGE, "QCM-A") / "predictions_test.jsonl")}
+    assert len(outputs) == 1 and without["extraction_failures"] == 0  # one answer for every problem
+    assert without["accuracy"]["Avg"] <= 100 / 3 + 1e-9 and without["use_image"] is False

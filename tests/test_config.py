@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from aresnb.config import Config, ConfigError, describe, load_config, parse_override
+from aresnb.config import Config, ConfigError, TrainConfig, describe, load_config, parse_override
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAM_FILES = sorted((ROOT / "params").glob("*.yaml"))
@@ -69,13 +69,25 @@ def test_bad_values_fail_before_work(override, fragment):
     assert fragment in str(e.value)
 
 
-def test_dotted_overrides_and_partial_sections_keep_their_own_defaults():
-    cfg = load_config(None, ["ppo.lr=1e-5", "answer.train.epochs=3", "data.synthetic.n_train=10"])
-    assert cfg.ppo.lr == 1e-5
-    assert cfg.answer.train.epochs == 3.0
-    # answer.train has its own defaults, distinct from the baseline's TrainConfig defaults
-    assert cfg.answer.train.lr == load_config().answer.train.lr
-    assert cfg.data.synthetic.n_train == 10 and cfg.data.synthetic.n_val == load_config().data.synthetic.n_val
+def test_partial_sections_keep_their_own_defaults(tmp_path):
+    """answer.train and correction.sft are TrainConfigs with defaults of their own: a file that sets
+    one of their keys keeps those defaults for the rest, not TrainConfig's (lr 1e-3, 8 epochs)."""
+    assert (TrainConfig().lr, TrainConfig().epochs) == (1e-3, 8.0)
+    f = tmp_path / "partial.yaml"
+    f.write_text("answer:\n  train: {epochs: 3}\ncorrection:\n  sft: {batch_size: 4}\n")
+    cfg = load_config(f)
+    assert (cfg.answer.train.epochs, cfg.answer.train.lr) == (3.0, 3e-3)
+    assert (cfg.correction.sft.batch_size, cfg.correction.sft.lr, cfg.correction.sft.epochs) == (4, 5e-4, 4.0)
+    assert cfg.answer.r == 16 and cfg.baseline == TrainConfig(epochs=10.0, lr=3e-3)  # untouched sections
+
+
+def test_dotted_overrides_keep_the_sections_own_defaults(tmp_path):
+    f = tmp_path / "minimal.yaml"
+    f.write_text("run:\n  name: minimal\n")  # no answer, data or ppo section at all
+    cfg = load_config(f, ["ppo.lr=1e-5", "answer.train.epochs=3", "data.synthetic.n_train=10"])
+    assert cfg.ppo.lr == 1e-5 and cfg.ppo.batch_size == 256  # PPOConfig's default, not smoke.yaml's 64
+    assert (cfg.answer.train.epochs, cfg.answer.train.lr) == (3.0, 3e-3)
+    assert (cfg.data.synthetic.n_train, cfg.data.synthetic.n_val) == (10, 48)
 
 
 def test_override_syntax_errors():

@@ -39,9 +39,21 @@ def test_shape_zeros_and_cache(tiny):
 
 def test_changed_model_does_not_reuse_cache(tiny, tmp_path):
     _, model_dir = tiny
-    other = build_tiny_vit(tmp_path / "other", seed=1)
-    assert VisionFeatureExtractor(str(model_dir)).fingerprint != VisionFeatureExtractor(str(other)).fingerprint
-    assert VisionFeatureExtractor(str(model_dir)).fingerprint == VisionFeatureExtractor(str(model_dir)).fingerprint
+    images = []
+    for i, colour in enumerate(["red", "green", "blue"]):
+        images.append(str(tmp_path / f"{colour}.png"))
+        render_image([{"shape": "square", "colour": colour, "cx": 0.5, "cy": 0.5, "r": 0.3}], 32).save(images[-1])
+    cache = tmp_path / "shared_cache"
+    first = VisionFeatureExtractor(str(model_dir), cache_dir=cache).extract(images)
+    other = build_tiny_vit(tmp_path / "other", seed=1)  # same architecture, other weights
+    ex = VisionFeatureExtractor(str(other), cache_dir=cache)
+    theirs = ex.extract(images)
+    assert ex.last_stats == {"images": 3, "cache_hits": 0, "computed": 3}  # nothing taken from the first model
+    assert not np.allclose(theirs, first)
+    np.testing.assert_array_equal(theirs, VisionFeatureExtractor(str(other)).extract(images))  # its own features
+    again = VisionFeatureExtractor(str(model_dir), cache_dir=cache)
+    np.testing.assert_array_equal(again.extract(images), first)  # both models' entries live side by side
+    assert again.last_stats["cache_hits"] == 3
 
 
 def test_open_extractor_tiny_goes_through_from_pretrained(tmp_path):
@@ -58,9 +70,10 @@ def test_unknown_model_clear_error(tmp_path):
         VisionFeatureExtractor(str(tmp_path / "no_such_model"))
 
 
-def test_tiny_features_separate_colours(tiny, tmp_path):
-    """Mean-pooled tiny-ViT features tell flat colours apart (nearest centroid, held-out images)."""
-    _, model_dir = tiny
+def test_tiny_features_separate_colours(tmp_path):
+    """Mean-pooled features of a random tiny ViT tell flat colours apart (nearest centroid, 16
+    held-out images, chance 25%). Not one lucky network: four seeds (seen: 15/16 for seed 0, 16/16
+    for seeds 1-5), each at least 12/16 and 58/64 over all four."""
     rng = np.random.default_rng(0)
     paths, labels = [], []
     for i in range(48):
@@ -72,9 +85,14 @@ def test_tiny_features_separate_colours(tiny, tmp_path):
         render_image([obj], 32).save(path)
         paths.append(str(path))
         labels.append(i % 4)
-    x = VisionFeatureExtractor(str(model_dir)).extract(paths).mean(1)
     labels = np.array(labels)
     train, test = np.arange(48) < 32, np.arange(48) >= 32
-    centroids = np.stack([x[train & (labels == c)].mean(0) for c in range(4)])
-    pred = np.argmin(((x[test][:, None] - centroids[None]) ** 2).sum(-1), axis=1)
-    assert (pred == labels[test]).mean() >= 0.9
+    right = []
+    for seed in range(4):
+        model_dir = build_tiny_vit(tmp_path / f"vit{seed}", image_size=32, patch_size=8, hidden_size=64, num_layers=2,
+                                   seed=seed)
+        x = VisionFeatureExtractor(str(model_dir)).extract(paths).mean(1)
+        centroids = np.stack([x[train & (labels == c)].mean(0) for c in range(4)])
+        pred = np.argmin(((x[test][:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+        right.append(int((pred == labels[test]).sum()))
+    assert min(right) >= 12 and sum(right) >= 58, right

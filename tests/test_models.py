@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +17,8 @@ from aresnb.models import (
 )
 from aresnb.tokenizer import build_or_load_tokenizer, train_bpe_tokenizer
 
-FLAN_T5_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "flan-t5"
+from conftest import shared_path
+
 P, D = 5, 12  # image tokens, feature dim
 TEXTS = [
     "Question: What colour is the shape?\nContext: N/A\nOptions: (A) red (B) blue\nSolution:",
@@ -72,9 +72,7 @@ def test_build_or_load_tokenizer_trains_and_reloads(tmp_path):
 
 
 def test_build_or_load_tokenizer_loads_flan_t5(tmp_path):
-    if not FLAN_T5_TOKENIZER.exists():
-        pytest.skip(f"{FLAN_T5_TOKENIZER} is absent (../shared is not on this machine)")
-    cfg = load_config(None, [f"model.tokenizer={FLAN_T5_TOKENIZER}"])
+    cfg = load_config(None, [f"model.tokenizer={shared_path('tokenizers', 'flan-t5')}"])
     tok = build_or_load_tokenizer(cfg, None, tmp_path / "tok")
     assert len(tok) == 32100 and tok.pad_token_id == 0 and tok.eos_token_id == 1
     assert tok("The answer is (B).", return_offsets_mapping=True)["offset_mapping"][0] == (0, 3)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from aresnb.io import read_json
@@ -64,7 +65,7 @@ def test_api_key_never_reaches_an_output(smoke_run):
     assert not leaks, leaks
 
 
-def test_report_is_written(smoke_run):
+def test_report_shows_every_section_stage_table_and_figure(smoke_run):
     r = subprocess.run([sys.executable, "-m", "aresnb.cli", "report", str(smoke_run.run_dir)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -209,6 +210,18 @@ def test_data_summary_counts_every_split_and_category(smoke_run):
         assert all(s["categories"][split][c] > 0 for c in ("NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12"))
 
 
+def test_teacher_scores_account_for_every_sample(smoke_run):
+    cfg, s = _smoke_cfg(), read_json(smoke_run.run_dir / "03_teacher_scores" / "summary.json")
+    df = pd.read_parquet(smoke_run.samples_file(1))
+    assert len(df) == s["samples"] == cfg.data.synthetic.n_train * cfg.rollout.samples_per_problem
+    assert s["scored"] + s["dropped"] == s["samples"] and sum(s["dropped_by_reason"].values()) == s["dropped"]
+    assert s["dropped"] <= cfg.teacher.max_drop_share * s["samples"]
+    for r in df.itertuples():
+        assert (not r.dropped and len(r.scores) == len(r.sentences) and all(0 <= x <= 1 for x in r.scores)) or \
+               (r.dropped and r.scores is None and r.drop_reason)
+    assert sum(s["score_histogram"].values()) == s["sentences"] and 0 <= s["score_mean"] <= 1
+
+
 def test_ppo_ran_the_planned_passes_over_the_whole_buffer(smoke_run):
     """Behaviour, not a lucky outcome (the effect across seeds is benchmarks/ares_effect.py's)."""
     cfg, s = _smoke_cfg(), read_json(smoke_run.run_dir / "04_ppo" / "summary.json")
@@ -225,8 +238,26 @@ def test_ppo_ran_the_planned_passes_over_the_whole_buffer(smoke_run):
 
 def test_correction_accounts_for_every_rationale(smoke_run):
     s = read_json(smoke_run.run_dir / "05_correction_sft" / "summary.json")
-    assert s["corrected"] + s["unchanged"] + s["fallback"] == s["n_problems"] > 0
+    assert s["corrected"] + s["unchanged"] + s["fallback"] == s["n_problems"] == _smoke_cfg().correction.max_problems
+    assert s["corrected"] + s["unchanged"] > 0
     assert set(s["val_rates"]) >= {"before_rl", "after_rl", "after_sft"}
+    for rates in s["val_rates"].values():
+        assert all(0.0 <= rates[k] <= 1.0 for k in ("empty_rate", "repeated_sentence_rate", "unfinished_sentence_rate"))
+
+
+def test_answer_heads_answer_every_test_problem(smoke_run):
+    cfg, s = _smoke_cfg(), read_json(smoke_run.run_dir / "06_answer_lora" / "summary.json")
+    assert set(s["accuracy"]) == {"baseline", "ares"}
+    for model, heads in s["accuracy"].items():
+        assert set(heads) == set(cfg.answer.formats)
+        for fmt, acc in heads.items():
+            assert all(v is None or 0.0 <= v <= 100.0 for v in acc.values())
+            rows = [json.loads(line) for line in (smoke_run.answer_dir(model, fmt) / "predictions_test.jsonl").open()]
+            assert len(rows) == s["n_test"] == cfg.data.synthetic.n_test
+            assert sum(not r["extracted"] for r in rows) == s["extraction_failures"][model][fmt]
+    ab = s["image_ablation"]
+    assert 0.0 <= ab["accuracy_without_image"] <= 100.0
+    assert ab["accuracy_with_image"] == s["accuracy"]["baseline"]["QCM-A"]["Avg"]
 
 
 def test_evaluation_reports_win_rate_with_interval_and_both_accuracies(smoke_run):

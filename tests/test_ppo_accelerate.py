@@ -56,10 +56,8 @@ def launched_main(out_dir: str) -> None:
 
 @pytest.mark.slow
 def test_two_processes_train_in_sync(tmp_path):
-    launcher = Path(sys.executable).parent / "accelerate"
-    if not launcher.exists():
-        pytest.skip(f"no accelerate launcher next to {sys.executable}")
-    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    # accelerate's own CLI through this interpreter: no dependence on where its script was installed
+    cmd = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(Path(__file__)), str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

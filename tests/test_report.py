@@ -18,6 +18,8 @@ from aresnb.paper_numbers import ACCURACY_COLUMNS
 from aresnb.paths import RunPaths
 from aresnb.report import SECTION_IDS, choose_examples, headline_lines, render_report, write_report
 
+from conftest import absent
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-quic",
                   "--host-resolver-rules=MAP * ~NOTFOUND"]  # self-contained: no host may be reached
@@ -214,7 +216,7 @@ window.addEventListener('load', () => {
 def test_report_renders_every_section_and_image_in_headless_chromium(run_dir, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium): cannot check rendering")
+        absent("Debian's chromium is not installed (make chromium, as root: apt-get install -y chromium)")
     report = write_report(run_dir)
     # A copy with a small probe script: the report itself carries no script.
     probe = tmp_path / "probe.html"

@@ -1,13 +1,11 @@
 """The papermill runner on tiny stand-in notebooks: order, rounds, skipping, --force, failures."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from aresnb import runner
+from aresnb import cli, runner
 from aresnb.config import load_config
 from aresnb.io import read_json
 from aresnb.notebook_html import is_trusted
@@ -132,6 +130,34 @@ def test_the_terminal_shows_step_lines_and_the_stages_progress_lines_only(tmp_pa
     assert not any("cell output" in line or "Executing" in line for line in out)
     run_pipeline(_cfg(tmp_path), stages=["01_data"], force=True, output="quiet")
     assert not any("progress of" in line for line in capsys.readouterr().out.splitlines())
+def test_a_notebook_edit_reruns_its_stage_and_what_follows_but_a_resave_does_not(tmp_path, fake_notebooks,
+                                                                                 monkeypatch):
+    import nbformat
+
+    executed = []
+    monkeypatch.setattr(runner, "execute_notebook",  # the schedule and skipping only: no kernel
+                        lambda nb, out, parameters, **kw: executed.append(f"{nb.stem} {parameters['round_index']}"))
+    cfg = _cfg(tmp_path)
+    run_pipeline(cfg, output="quiet")
+    assert len(executed) == 7
+    run_pipeline(cfg, output="quiet")
+    assert len(executed) == 7  # nothing changed: everything skipped
+
+    nb_path = fake_notebooks / "04_ppo.ipynb"
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.cells[1].source += "\nprint('edited')"
+    nbformat.write(nb, nb_path)
+    run_pipeline(cfg, output="quiet")
+    assert executed[7:] == ["04_ppo 1", "05_correction_sft 1", "06_answer_lora 1", "07_evaluation 1"]
+
+    # saved again from Jupyter: outputs, execution counts and metadata change, the code does not
+    nb = nbformat.read(fake_notebooks / "05_correction_sft.ipynb", as_version=4)
+    nb.cells[1].execution_count = 3
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="hello\n")]
+    nb.metadata["widgets"] = {"state": {}}
+    nbformat.write(nb, fake_notebooks / "05_correction_sft.ipynb")
+    run_pipeline(cfg, output="quiet")
+    assert len(executed) == 11
 
 
 @pytest.mark.slow
@@ -141,12 +167,18 @@ def test_stage_needing_an_unfinished_upstream_is_refused(tmp_path, fake_notebook
         run_pipeline(cfg, stages=["03_teacher_scores"], output="quiet")
 
 
-def test_cli_reports_bad_parameters_with_exit_code_2(tmp_path):
-    f = tmp_path / "bad.yaml"
-    f.write_text("ppo:\n  lr: fast\n")
-    r = subprocess.run([sys.executable, "-m", "aresnb.cli", "run", str(f)], capture_output=True, text=True)
-    assert r.returncode == 2 and "ppo.lr" in r.stderr and str(f) in r.stderr
-    assert not (ROOT / "outputs" / "smoke" / "bad").exists()
+def test_cli_refuses_bad_parameters_with_exit_code_2_before_creating_anything(tmp_path, capsys):
+    out = tmp_path / "outputs"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"run:\n  output_dir: {out}\n  name: bad\nppo:\n  lr: fast\n")
+    assert cli.main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "ppo.lr" in err and str(bad) in err
+    good = tmp_path / "good.yaml"
+    good.write_text(f"run:\n  output_dir: {out}\n  name: bad\n")
+    assert cli.main(["run", str(good), "--set", "ppo.lr=fast"]) == 2
+    assert "--set ppo.lr=fast" in capsys.readouterr().err
+    assert not out.exists()  # refused before any work: no run folder, manifest or lock
 
 
 def test_committed_notebooks_have_no_outputs_and_a_parameters_cell():

@@ -1,12 +1,10 @@
 """Sentence splitting and each sentence's last token (where PPO puts the reward)."""
 
-from pathlib import Path
-
 import pytest
 
 from aresnb.sentences import is_terminated, sentence_last_token_indices, sentence_texts, split_sentences
 
-FLAN_T5 = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "flan-t5"
+from conftest import shared_path
 
 CASES = [
     ("Dr. Smith met Mr. Jones on Main St. yesterday. They talked.",
@@ -71,11 +69,10 @@ def test_alignment_byte_level_bpe():
     _check_alignment(TEXT, tok, prefix="Solution: ")
 
 
-@pytest.mark.skipif(not FLAN_T5.exists(), reason=f"Flan-T5 tokenizer not found at {FLAN_T5}")
 def test_alignment_t5():
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(FLAN_T5))
+    tok = AutoTokenizer.from_pretrained(str(shared_path("tokenizers", "flan-t5")))
     idx = _check_alignment(TEXT, tok, add_special_tokens=True)  # T5 appends </s>: indices unchanged
     assert idx == _check_alignment(TEXT, tok)
     _check_alignment(TEXT, tok, prefix="Solution: ")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -107,13 +108,47 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(task, tmp_path):
     assert steps == list(range(1, 10))  # no duplicated rows after the resume
 
 
-def test_checkpoints_of_another_recipe_are_not_resumed(task, tmp_path):
+def test_gradient_accumulation_matches_the_large_batch(task, tmp_path):
+    """Batches of 4 accumulated twice make the optimizer steps batches of 8 make (equal-length
+    targets: a micro-batch's mean loss weighs its tokens as the large batch does)."""
     _, feats, examples, tok = task
+    assert len({len(tok(e["target"])["input_ids"]) for e in examples}) == 1
+    large = TrainConfig(epochs=2, lr=1e-2, batch_size=8, grad_accum=1, log_every_steps=1)
+    runs = {name: train_seq2seq(tiny_model(tok, dropout=0.0), tok, examples, feats, c, tmp_path / name, progress=False)
+            for name, c in (("large", large), ("accumulated", dataclasses.replace(large, batch_size=4, grad_accum=2)),
+                            ("small", dataclasses.replace(large, batch_size=4)))}
+    assert runs["large"].steps == runs["accumulated"].steps == 6 and runs["small"].steps == 12  # 24 examples, 2 epochs
+    assert [r["step"] for r in runs["accumulated"].metrics] == list(range(1, 7))
+    # Compared by what the weights compute: AdamW moves a weight whose gradient is exactly zero (the
+    # key bias of attention: softmax ignores it) by float noise / noise, about lr, on either side.
+    data = TokenizedExamples(tok, examples, 64, 16)
+    batch = Collator(tok.pad_token_id, feats)([data[i] for i in range(len(data))])
+    with torch.no_grad():
+        logits = {name: r.model(**batch).logits for name, r in runs.items()}
+        untrained = tiny_model(tok, dropout=0.0).eval()(**batch).logits
+    torch.testing.assert_close(logits["accumulated"], logits["large"], rtol=0, atol=1e-4)
+    assert (logits["small"] - logits["large"]).abs().max() > 0.1  # twice the steps of half the batch: not the same
+    assert (untrained - logits["large"]).abs().max() > 0.1  # and training moved the model
+
+
+def test_checkpoints_of_another_recipe_or_other_examples_are_discarded_not_resumed(task, tmp_path, capsys):
+    _, feats, examples, tok = task
+
+    def checkpoints():
+        return sorted(d.name for d in (tmp_path / "checkpoints").iterdir())
+
     cfg = TrainConfig(epochs=1, lr=1e-3, batch_size=8, save_every_steps=1)
     train_seq2seq(tiny_model(tok), tok, examples, feats, cfg, tmp_path, progress=False, stop_after_steps=2)
-    other = TrainConfig(epochs=1, lr=2e-3, batch_size=8, save_every_steps=1)
-    res = train_seq2seq(tiny_model(tok), tok, examples, feats, other, tmp_path, progress=False)
-    assert res.resumed_from_step is None and res.steps == 3
+    assert checkpoints() == ["step_000002"]
+    other = dataclasses.replace(cfg, lr=2e-3)  # another recipe
+    res = train_seq2seq(tiny_model(tok), tok, examples, feats, other, tmp_path, progress=False, stop_after_steps=1)
+    assert res.resumed_from_step is None and res.steps == 1
+    assert "discarding 1 checkpoint(s)" in capsys.readouterr().out and checkpoints() == ["step_000001"]
+    corrected = [dict(e, target="The answer is (A).") for e in examples]  # the same recipe, new targets
+    res = train_seq2seq(tiny_model(tok), tok, corrected, feats, other, tmp_path, progress=False, stop_after_steps=2)
+    assert res.resumed_from_step is None and checkpoints() == ["step_000002"]
+    res = train_seq2seq(tiny_model(tok), tok, corrected, feats, other, tmp_path, progress=False)
+    assert res.resumed_from_step == 2 and res.steps == 3  # its own checkpoint: resumed
 
 
 def test_generate_rationales_order_samples_seed_and_prefix(task):

@@ -49,16 +49,20 @@ def _settings(base_url, **kw):
 
 
 def test_faults_30_percent_every_reply_accounted_for(dataset_dir, tmp_path):
+    # Which request gets which fault is the seeded plan's (a hash of the body and its repeat
+    # count). A stalled request never answers within the test (slow_s far above timeout_s), so
+    # every stall is a client time-out whatever the machine's speed; a normal reply takes
+    # milliseconds against the 2 s time-out.
     faults = SimpleNamespace(rate_429=0.10, rate_500=0.10, rate_slow=0.04, rate_malformed=0.03, rate_truncated=0.03,
-                             latency_ms=0.0, seed=3, slow_s=1.0)
+                             latency_ms=0.0, seed=3, slow_s=3600.0)
     rows = _rows()
     with start_local_server(dataset_dir, faults=faults, log_path=tmp_path / "server.log") as server:
         cache = ReplyCache(tmp_path / "cache.sqlite")
-        with Teacher(_settings(server.base_url, timeout_s=0.4, concurrency=4), cache) as teacher:
+        with Teacher(_settings(server.base_url, timeout_s=2.0, concurrency=4), cache) as teacher:
             results = teacher.score_sentences(_items(rows))
             usage = teacher.usage()
-        time.sleep(1.1)  # let the stalled replies finish on the server (the client gave up on them)
         stats = server.stats()
+        server.proc.kill()  # its stalled handlers would hold a graceful stop for their whole stall
     assert len(results) == N
     for r, item in zip(results, _items(rows)):  # every item is scored, or dropped with a reason
         assert (r.scores is not None and len(r.scores) == len(item.sentences) and not r.dropped) or \
@@ -75,9 +79,28 @@ def test_faults_30_percent_every_reply_accounted_for(dataset_dir, tmp_path):
     assert 0 <= stats["answered"] - usage["ok_calls"] <= timeouts
     assert usage["retries"] == usage["calls"] - usage["ok_calls"] - sum(r.drop_reason == "api_error" for r in results)
     assert stats["outcomes"].get("429", 0) > 0 and stats["outcomes"].get("500", 0) > 0
-    assert stats["outcomes"].get("slow", 0) > 0 and usage["errors"].get("APITimeoutError", 0) > 0
+    assert stats["outcomes"].get("slow", 0) > 0 and timeouts >= stats["outcomes"]["slow"]  # each stall timed out
+    assert stats["outcomes"].get("slow_answered", 0) == 0
     assert usage["repairs"] >= stats["outcomes"].get("malformed", 0) + stats["outcomes"].get("truncated", 0) - 1
     assert stats["max_in_flight"] <= 4 + timeouts  # bounded (+ stalled requests the client gave up on)
+
+
+def test_a_stalled_request_times_out_and_is_retried(dataset_dir, tmp_path):
+    """The fault plan by request index: with one request at a time, requests 1 and 4 stall (for
+    longer than the test lasts); each is one client time-out and one retry, nothing else."""
+    faults = SimpleNamespace(rate_429=0, rate_500=0, rate_slow=0, rate_malformed=0, rate_truncated=0, latency_ms=0.0,
+                             seed=0, slow_s=3600.0, plan=["1:slow", "4:slow"])
+    items = _items(_rows(4))
+    with start_local_server(dataset_dir, faults=faults) as server:
+        with Teacher(_settings(server.base_url, timeout_s=2.0, concurrency=1), ReplyCache(tmp_path / "c.sqlite")) as t:
+            results = t.score_sentences(items)
+            usage = t.usage()
+        stats = server.stats()
+        server.proc.kill()  # the stalled handlers would hold a graceful stop for their whole stall
+    assert [len(r.scores) for r in results] == [len(i.sentences) for i in items]
+    assert usage["errors"] == {"APITimeoutError": 2} and usage["retries"] == 2
+    assert usage["calls"] == stats["requests"] == 6 and stats["answered"] == usage["ok_calls"] == 4
+    assert stats["outcomes"]["slow"] == 2
 
 
 def test_cached_rerun_cassette_and_strict_replay(dataset_dir, tmp_path):
@@ -140,7 +163,10 @@ def test_kill_and_resume_repeats_no_answered_call(dataset_dir, tmp_path):
                     pass
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        time.sleep(0.5)  # requests in flight at the kill still finish on the server
+        # requests in flight at the kill still finish on the server: wait until each is answered
+        deadline = time.monotonic() + 60
+        while (s := server.stats())["answered"] < s["requests"] and time.monotonic() < deadline:
+            time.sleep(0.05)
         stored = len(ReplyCache(cache))
         answered_before = server.stats()["answered"]
         assert 8 <= stored < N, "the client should have been killed midway"

@@ -88,12 +88,6 @@ def test_score_panel_html():
     dropped = render_sample_html({"sentences": ["x"], "scores": None, "raw_reply": None, "dropped": True,
                                   "drop_reason": "invalid_reply"})
     assert "dropped: invalid_reply" in dropped and "—" in dropped
-    pytest.importorskip("ipywidgets")
-    from aresnb.widgets.score_panel import score_panel
-
-    df = pd.DataFrame([{**row, "qid": "q1", "sample_index": k} for k in range(2)])
-    panel = score_panel(df)
-    assert "A &lt;dog&gt;." in panel.children[1].value
 
 
 def test_scoring_starts_while_sampling_goes_on(run, monkeypatch):

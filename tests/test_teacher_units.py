@@ -2,14 +2,18 @@
 reference Teacher's rules, the retry delay."""
 
 import json
+import random
+import statistics
 import subprocess
 import sys
 
+import httpx
+import openai
 import pytest
 
 from aresnb.teacher import ProblemView, ReplyCache, prompts
 from aresnb.teacher.cache import cache_key, request_record
-from aresnb.teacher.client import AsyncTeacher, TeacherSettings
+from aresnb.teacher.client import AsyncTeacher, TeacherSettings, _retry_after
 from aresnb.teacher.reference import ReferenceTeacher
 from aresnb.teacher.validation import InvalidReply, parse_correction, parse_judgement, parse_scores
 
@@ -140,17 +144,54 @@ def test_reference_teacher_synthetic_relevance():
     assert about_answer > indirect > neutral > noise > false and neutral == 0.5 and false == 0.0
 
 
-def test_retry_delay_full_jitter_and_retry_after(tmp_path):
-    s = TeacherSettings(base_url="http://127.0.0.1:9/v1", model="m", api_key="k", backoff_base_s=0.5, backoff_max_s=4.0)
+def _backoff(base_s=0.5, max_s=4.0, seed=0) -> AsyncTeacher:
+    """A client with only what its retry delay reads (no event loop, no HTTP client)."""
     t = AsyncTeacher.__new__(AsyncTeacher)
-    t.s = s
-    import random
+    t.s = TeacherSettings(base_url="http://127.0.0.1:9/v1", model="m", api_key="k", backoff_base_s=base_s,
+                          backoff_max_s=max_s)
+    t.rng = random.Random(seed)
+    return t
 
-    t.rng = random.Random(0)
-    delays = [t._delay(a, None) for a in range(10) for _ in range(50)]
-    assert 0.0 <= min(delays) and max(delays) <= 4.0
-    assert max(t._delay(0, None) for _ in range(200)) <= 0.5
-    assert all(t._delay(0, 2.5) >= 2.5 for _ in range(20))  # Retry-After is a floor
+
+def test_retry_delay_doubles_each_attempt_with_full_jitter_up_to_the_cap():
+    t = _backoff(base_s=0.5, max_s=4.0)
+    for attempt, bound in enumerate([0.5, 1.0, 2.0, 4.0, 4.0, 4.0]):  # min(cap, base * 2^attempt)
+        delays = [t._delay(attempt, None) for _ in range(400)]
+        assert 0.0 <= min(delays) < 0.05 * bound  # full jitter reaches down to zero
+        assert 0.95 * bound < max(delays) <= bound  # ... and up to the attempt's bound, never above
+        assert 0.4 * bound < statistics.fmean(delays) < 0.6 * bound  # uniform: half the bound on average
+
+
+def test_retry_after_is_a_floor_of_the_delay_up_to_ten_minutes():
+    t = _backoff(base_s=0.5, max_s=4.0)
+    assert {t._delay(0, 2.5) for _ in range(50)} == {2.5}  # above the jitter's bound (0.5): exactly it
+    delays = [t._delay(3, 0.1) for _ in range(200)]  # below the bound (4.0): jitter above the floor
+    assert min(delays) == 0.1 and max(delays) > 3.5
+    assert t._delay(0, 86_400.0) == 600.0  # a server asking for a day is not waited on for a day
+
+
+def _rate_limited(headers: dict) -> openai.RateLimitError:
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    return openai.RateLimitError("rate limited", response=httpx.Response(429, headers=headers, request=request),
+                                 body=None)
+
+
+@pytest.mark.parametrize("headers, seconds", [
+    ({"Retry-After": "2.5"}, 2.5),
+    ({"retry-after": "3"}, 3.0),
+    ({"retry-after-ms": "1500"}, 1.5),
+    ({"retry-after-ms": "200", "retry-after": "9"}, 0.2),  # the finer header wins
+    ({"retry-after": "-4"}, 0.0),
+    ({"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}, None),  # an HTTP date: our own backoff decides
+    ({}, None),
+])
+def test_retry_after_header_parsing(headers, seconds):
+    assert _retry_after(_rate_limited(headers)) == seconds
+
+
+def test_an_error_without_a_response_has_no_retry_after():
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    assert _retry_after(openai.APIConnectionError(request=request)) is None
 
 
 def test_teacher_package_does_not_import_torch():

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from aresnb.answer import attach_lora, load_answer_model, predict_answers, trainable_fraction
@@ -118,30 +119,37 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dic
     tokenized: dict[tuple, TokenizedExamples] = {}
     heads, processes = {}, 1
     for head in plan_heads(cfg, paths):
-        t0, cpu0 = time.time(), time.process_time()
-        tokenizer = load_tokenizer(head.model_dir)
-        key = (head.fmt, fingerprint(tokenizer.backend_tokenizer.to_str()))
-        if key not in tokenized:
-            rationales = gold_rationales(train) if head.fmt == "QCMG-A" else None
-            tokenized[key] = TokenizedExamples(
-                tokenizer, make_examples(train, head.fmt, rationales=rationales, use_caption=cfg.data.use_caption),
-                _answer_source_length(cfg, head.fmt), cfg.answer.max_new_tokens)
-        data = tokenized[key] if head.use_image else tokenized[key].without_features()
-        base = load_rationale_model(head.model_dir, use_image=None if head.use_image else False)
-        torch.manual_seed(cfg.run.seed)  # LoRA's A matrices are drawn from torch's global RNG
-        peft_model = attach_lora(base, cfg.answer)
-        fraction = trainable_fraction(peft_model)
-        out_dir = paths.answer_dir(head.name, head.fmt)
-        result = train_seq2seq(peft_model, tokenizer, data, features, cfg.answer.train, out_dir,
-                               model_dir=out_dir / "adapter", seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision,
-                               gradient_checkpointing=cfg.model.gradient_checkpointing, desc=f"LoRA {head.label}",
-                               progress=False,  # one line per head (evaluate_head), not per step
-                               tracking=tracking(cfg, paths, f"{STAGE}/{head.name}/{head.fmt}",
-                                                 {"train": vars(cfg.answer.train), "use_image": head.use_image}))
-        heads[head.label] = {"train": result.summary(), "trainable": fraction, "train_s": time.time() - t0,
-                             "train_cpu_s": time.process_time() - cpu0}  # this process's (the main one's)
-        processes = result.processes
+        heads[head.label], processes = train_head(cfg, paths, head, train, features, tokenized)
     return {"heads": heads, "processes": processes}
+
+
+def train_head(cfg: Any, paths: RunPaths, head: Head, train: list[dict], features: np.ndarray,
+               tokenized: dict[tuple, TokenizedExamples]) -> tuple[dict, int]:
+    """Train and save one head's adapter on ``train``; ``tokenized`` caches the example sets by
+    (format, tokenizer). Returns (what :func:`evaluate_head` reads, the processes it trained on)."""
+    t0, cpu0 = time.time(), time.process_time()
+    tokenizer = load_tokenizer(head.model_dir)
+    key = (head.fmt, fingerprint(tokenizer.backend_tokenizer.to_str()))
+    if key not in tokenized:
+        rationales = gold_rationales(train) if head.fmt == "QCMG-A" else None
+        tokenized[key] = TokenizedExamples(
+            tokenizer, make_examples(train, head.fmt, rationales=rationales, use_caption=cfg.data.use_caption),
+            _answer_source_length(cfg, head.fmt), cfg.answer.max_new_tokens)
+    data = tokenized[key] if head.use_image else tokenized[key].without_features()
+    base = load_rationale_model(head.model_dir, use_image=None if head.use_image else False)
+    torch.manual_seed(cfg.run.seed)  # LoRA's A matrices are drawn from torch's global RNG
+    peft_model = attach_lora(base, cfg.answer)
+    fraction = trainable_fraction(peft_model)
+    out_dir = paths.answer_dir(head.name, head.fmt)
+    result = train_seq2seq(peft_model, tokenizer, data, features, cfg.answer.train, out_dir,
+                           model_dir=out_dir / "adapter", seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision,
+                           gradient_checkpointing=cfg.model.gradient_checkpointing, desc=f"LoRA {head.label}",
+                           progress=False,  # one line per head (evaluate_head), not per step
+                           tracking=tracking(cfg, paths, f"{STAGE}/{head.name}/{head.fmt}",
+                                             {"train": vars(cfg.answer.train), "use_image": head.use_image}))
+    trained = {"train": result.summary(), "trainable": fraction, "train_s": time.time() - t0,
+               "train_cpu_s": time.process_time() - cpu0}  # this process's (the main one's)
+    return trained, result.processes
 
 
 def evaluate_head(cfg: Any, paths: RunPaths, head: Head, data: dict, trained: dict) -> dict:

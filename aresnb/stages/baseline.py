@@ -107,7 +107,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
         "rationales": {split: {"n": len(rows), "mean_words": float(np.mean([len(r["rationale"].split()) for r in rows])),
                                "empty": sum(not r["rationale"] for r in rows)} for split, rows in rationales.items()},
         "generation_time_s": gen_time,
-        "model_dir": paths.baseline_model_dir,
+        "model_dir": str(paths.baseline_model_dir),
     }
     write_json(paths.summary_file(STAGE), summary)
     say(f"baseline: {summary['model']['parameters'] / 1e6:.1f} M parameters, loss {_fmt(trained['first_loss'])} → "

@@ -354,8 +354,8 @@ def rationale_panel(sources_by_split: dict[str, RationaleSources], scorer=None, 
     def on_split(*_):
         options = problem_options(split_box.value)
         problem_box.options = options
-        if options:  # new options leave the value None: open on the first problem
-            problem_box.value = options[0][1]
+        # ipywidgets 8 leaves a dropdown built without options at None when options arrive: pick the first
+        problem_box.value = options[0][1] if options else None
         render()
 
     split_box.observe(on_split, names="value")
