@@ -140,7 +140,11 @@ def _get(d: dict, *keys):
     return d
 
 
-def verdicts(per_seed: list[dict], pooled: dict, benchmark_s: float) -> list[dict]:
+def _rate(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def verdicts(per_seed: list[dict], pooled: dict, benchmark_s: float, jobs: int = 1) -> list[dict]:
     """One line per outcome the embedded default must show: pooled, and in direction for every seed."""
     def le(a, b):
         return a is not None and b is not None and a <= b + 1e-12
@@ -160,7 +164,9 @@ def verdicts(per_seed: list[dict], pooled: dict, benchmark_s: float) -> list[dic
             le(s[rate].get("after_sft"), s[rate].get("after_rl")) for s in per_seed)
         out.append(line(f"after SFT, {rate.replace('_', ' ')} at or below after RL", ok,
                         f"pooled {pooled[rate]['before_rl']:.3f} / {pooled[rate]['after_rl']:.3f} / "
-                        f"{pooled[rate]['after_sft']:.3f} (before RL / after RL / after SFT)"))
+                        f"{pooled[rate]['after_sft']:.3f} (before RL / after RL / after SFT); per seed after RL -> "
+                        "after SFT " + " ".join(f"{_rate(s[rate].get('after_rl'))}->{_rate(s[rate].get('after_sft'))}"
+                                                for s in per_seed)))
     lo = pooled["win_rate_ci95"][0]
     out.append(line(f"win rate (paper protocol) >= {TARGETS['win_rate']:.0%}, 95% CI above 50%",
                     pooled["win_rate"] >= TARGETS["win_rate"] and lo > 0.5 and all(s["win_rate"] > 0.5 for s in per_seed),
@@ -185,13 +191,18 @@ def verdicts(per_seed: list[dict], pooled: dict, benchmark_s: float) -> list[dic
                     t["ares"] > t["baseline"] and f["ares"] < f["baseline"] and all(
                         s["true_claim_share"]["ares"] > s["true_claim_share"]["baseline"]
                         and s["false_claim_share"]["ares"] < s["false_claim_share"]["baseline"] for s in per_seed),
-                    f"true {t['baseline']:.3f} -> {t['ares']:.3f}, false {f['baseline']:.3f} -> {f['ares']:.3f} (pooled)"))
+                    f"true {t['baseline']:.3f} -> {t['ares']:.3f}, false {f['baseline']:.3f} -> {f['ares']:.3f} (pooled); "
+                    "per seed true/false " + " ".join(
+                        f"{s['true_claim_share']['baseline']:.2f}->{s['true_claim_share']['ares']:.2f}/"
+                        f"{s['false_claim_share']['baseline']:.2f}->{s['false_claim_share']['ares']:.2f}" for s in per_seed)))
     out.append(line(f"at least {TARGETS['test_problems']} test problems a seed",
                     all(s["test_problems"] >= TARGETS["test_problems"] for s in per_seed),
                     "per seed " + " ".join(str(s["test_problems"]) for s in per_seed)))
     out.append(line(f"stage time of one run <= {TARGETS['stage_time_s'] / 60:.0f} min on this machine",
                     all(s["stage_time_s"] <= TARGETS["stage_time_s"] for s in per_seed),
-                    "per seed " + " ".join(f"{s['stage_time_s']:.0f} s" for s in per_seed)))
+                    "per seed " + " ".join(f"{s['stage_time_s']:.0f} s" for s in per_seed)
+                    + (f" (up to {jobs} seeds side by side, one thread each; `make reproduce` runs one on every core)"
+                       if jobs > 1 else "")))
     out.append(line(f"the benchmark <= {TARGETS['benchmark_s'] / 60:.0f} min", benchmark_s <= TARGETS["benchmark_s"],
                     f"{benchmark_s / 60:.1f} min for {len(per_seed)} seeds"))
     return out
@@ -206,6 +217,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1), help="seeds run side by side")
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "outputs" / "ares_effect")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ares_effect.json")
+    ap.add_argument("--from-runs", action="store_true",
+                    help="run nothing: recompute the figures and verdicts from the finished runs in --runs-dir, "
+                         "keeping the wall time, jobs and commit that --out recorded when they ran")
     args = ap.parse_args()
     from aresnb.config import load_config
 
@@ -219,21 +233,37 @@ def main() -> None:
         print(f"seed {seed}: done in {time.time() - t:.0f} s -> {run}", flush=True)
         return run
 
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # threads only wait on subprocesses
-        runs = list(pool.map(one, seeds))
+    recorded = {}
+    if args.from_runs:
+        recorded = json.loads(args.out.read_text())
+        runs = [args.runs_dir / f"effect_seed{s}" for s in seeds]
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # threads only wait on subprocesses
+            runs = list(pool.map(one, seeds))
     per_seed = [{"seed": s, **seed_result(r, rounds)} for s, r in zip(seeds, runs)]
     pooled = pooled_result(runs, per_seed, rounds)
-    elapsed = time.time() - started
-    lines = verdicts(per_seed, pooled, elapsed)
-    report = {"benchmark": "ares_effect", "params": args.params, "overrides": args.set, "seeds": seeds,
+    elapsed = recorded.get("wall_time_s", time.time() - started)
+    jobs = recorded.get("jobs", args.jobs)
+    lines = verdicts(per_seed, pooled, elapsed, jobs)
+    report = {"benchmark": "ares_effect", "git_commit": recorded.get("git_commit", _git_commit()), "params": args.params,
+              "overrides": args.set, "seeds": seeds,
               "per_seed": per_seed, "pooled": pooled, "verdicts": lines, "wall_time_s": round(elapsed, 1),
-              "jobs": args.jobs,
-              "machine": {"cpus": os.cpu_count(), "load_average_end": os.getloadavg()}}
+              "jobs": jobs,
+              "machine": recorded.get("machine", {"cpus": os.cpu_count(), "load_average_end": os.getloadavg()})}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    _print_verdicts(lines, args.out)
+
+
+def _print_verdicts(lines: list[dict], out: Path) -> None:
     for v in lines:
         print(f"{'PASS' if v['pass'] else 'FAIL'}  {v['outcome']}: {v['detail']}")
-    print(f"-> {args.out}")
+    print(f"-> {out}")
+
+
+def _git_commit() -> str | None:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return proc.stdout.strip() or None
 
 
 if __name__ == "__main__":
