@@ -135,6 +135,35 @@ def teacher_speed_table(results_dir: str | Path) -> str | None:
     return "\n".join(lines)
 
 
+def llm_teacher_table(results_dir: str | Path) -> str | None:
+    """The pipeline with a small local LLM as Teacher and judge: whether it ran clean, and how far
+    its sentence scores agree with the reference Teacher's on the same stage-03 samples."""
+    f = Path(results_dir) / "llm_teacher_agreement.json"
+    if not f.exists():
+        return None
+    b = read_json(f)
+    total, agree = b["teacher_usage"]["total"], b["agreement_with_reference_stage03"]
+    run_t, ref_t = agree["run_teacher"], agree["reference_teacher"]
+
+    def num(x: float | None, fmt: str = ".2f") -> str:
+        return "undefined" if x is None else format(x, fmt)
+
+    rows = [("stages completed", "all 7" if b["all_stages_done"] else "no"),
+            ("stage time", f"{b['stage_wall_time_s']:.0f} s"),
+            ("Teacher and judge requests", f"{total['requests']} ({total['invalid_replies']} invalid replies)"),
+            ("stage-03 sentences compared", str(agree["sentences"])),
+            ("its scores (distinct values)", f"mean {run_t['mean']:.2f}, std {run_t['std']:.2f} "
+                                             f"({', '.join(f'{x:g}' for x in run_t['distinct_scores'])})"),
+            ("reference scores (distinct values)", f"mean {ref_t['mean']:.2f}, std {ref_t['std']:.2f} "
+                                                   f"({', '.join(f'{x:g}' for x in ref_t['distinct_scores'])})"),
+            ("Pearson / Spearman with the reference", f"{num(agree['pearson'])} / {num(agree['spearman'])}"),
+            ("mean absolute difference", num(agree["mean_abs_difference"])),
+            ("same reward sign (score vs 0.5)", num(agree["reward_sign_agreement"], ".0%"))]
+    lines = [f"| {b['teacher_model']} as Teacher and judge | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines)
+
+
 def render(run_dir: str | Path, effect_file: str | Path | None, bench_dir: str | Path | None = None) -> str:
     parts = [f"One run of `params/smoke.yaml` ({Path(run_dir).name}):", "", run_table(run_dir)]
     if effect_file is not None and Path(effect_file).exists():
@@ -147,6 +176,10 @@ def render(run_dir: str | Path, effect_file: str | Path | None, bench_dir: str |
     if teacher:
         parts += ["", "The Teacher client against a local server with a fixed latency, and its client-side rate "
                   "limits (`benchmarks/teacher_throughput.py`):", "", teacher]
+    llm = llm_teacher_table(bench_dir) if bench_dir is not None else None
+    if llm:
+        parts += ["", "`params/smoke_llm_teacher.yaml`: the same pipeline with a small LLM on the CPU as Teacher and "
+                  "judge, constrained to each request's JSON schema (`benchmarks/llm_teacher_agreement.py`):", "", llm]
     return "\n".join(parts)
 
 

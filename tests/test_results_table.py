@@ -60,3 +60,20 @@ def test_teacher_speed_table_has_a_row_per_concurrency_and_limit(tmp_path):
     rows = teacher_speed_table(tmp_path).splitlines()[2:]
     assert [r.split(" | ")[0] for r in rows] == ["| concurrency 1", "| concurrency 8", "| `teacher.max_requests_per_minute` 1,200"]
     assert "1.025" in rows[-1]
+
+
+def test_llm_teacher_table_says_when_the_correlation_is_undefined(tmp_path):
+    from aresnb.results_table import llm_teacher_table
+
+    assert llm_teacher_table(tmp_path) is None
+    (tmp_path / "llm_teacher_agreement.json").write_text(json.dumps({
+        "teacher_model": "Tiny-LLM", "all_stages_done": True, "stage_wall_time_s": 700.4,
+        "teacher_usage": {"total": {"requests": 56, "invalid_replies": 2}},
+        "agreement_with_reference_stage03": {
+            "sentences": 58, "pearson": None, "spearman": None, "mean_abs_difference": 0.669, "reward_sign_agreement": 0.31,
+            "run_teacher": {"mean": 1.0, "std": 0.0, "distinct_scores": [1.0]},
+            "reference_teacher": {"mean": 0.33, "std": 0.41, "distinct_scores": [0.0, 1.0]}}}))
+    rows = dict([c.strip() for c in r.strip().strip("|").split("|")] for r in llm_teacher_table(tmp_path).splitlines()[2:])
+    assert rows["stage time"] == "700 s" and rows["Teacher and judge requests"] == "56 (2 invalid replies)"
+    assert rows["Pearson / Spearman with the reference"] == "undefined / undefined"
+    assert rows["same reward sign (score vs 0.5)"] == "31%"
