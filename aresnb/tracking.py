@@ -58,8 +58,11 @@ class Tracking:
             accelerator.init_trackers(self.name, config=flat_config(self.config))
 
     def end(self, accelerator: Any) -> None:
-        if self.log_with:
-            accelerator.end_training()
+        # Not accelerator.end_training(): it also destroys the process group, which the trainer's
+        # closing barrier and the next training in the same launched process (stage 06's heads)
+        # still need. aresnb.stages.launch tears the group down once, when the step is done.
+        for tracker in accelerator.trackers:
+            tracker.finish()
 
 
 NO_TRACKING = Tracking()

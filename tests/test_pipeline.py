@@ -51,7 +51,7 @@ def test_executed_notebooks_have_no_errors(smoke_run):
 
 
 def test_rerun_skips_every_completed_stage(smoke_run):
-    cmd = [sys.executable, "-m", "aresnb.cli", "run", str(ROOT / "params" / "smoke.yaml"),
+    cmd = [sys.executable, "-m", "aresnb.cli", "run", str(ROOT / "params" / "smoke.yaml"), *smoke_test_args(),
            "--set", f"run.output_dir={smoke_run.run_dir.parent}", "--quiet"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "ARESNB_TEACHER_KEY": SMOKE_SECRET})

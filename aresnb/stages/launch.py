@@ -20,6 +20,7 @@ import argparse
 import importlib
 from typing import Any, Callable
 
+import torch
 import yaml
 
 from aresnb.config import load_config
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     result = _stage_module(args.stage).heavy_step(cfg, RunPaths(cfg), args.round_index)
     if args.result and process_rank()[0] == 0:
         write_json(args.result, result)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # once, after every trainer of the step is done
 
 
 if __name__ == "__main__":
