@@ -38,9 +38,10 @@ from aresnb.sft_data import Collator, TokenizedExamples, plan_sft_steps  # noqa:
 from aresnb.value_model import Seq2SeqValueModel  # noqa: E402
 
 # Token lengths with the Flan-T5 tokenizer on the 150 problems of ../shared/data/scienceqa-mini:
-# the expected longest of a batch (what a batch is padded to); QCMG-A carries lecture + solution.
+# the expected longest of a batch (what a batch is padded to); QCMG-A carries the solution (the form
+# the rationale model writes, as stage 06 trains it).
 PAPER_LENGTHS = {"qcm_source_batch8": 207, "solution_batch8": 183, "qcm_source_batch16": 250,
-                 "qcmg_source_batch16": 732, "answer_target": 8, "prompt_sorted": 91, "max": 512}
+                 "qcmg_source_batch16": 370, "answer_target": 8, "prompt_sorted": 91, "max": 512}
 PAPER = {"features": (145, 1024), "new_tokens": 512, "answer_tokens": 16, "ppo_sequences": 256,
          "warmup": 2, "timed": 5, "lengths": PAPER_LENGTHS}
 TINY_MODEL = {"d_model": 64, "d_ff": 128, "d_kv": 16, "num_heads": 4, "num_layers": 2, "num_decoder_layers": 2,

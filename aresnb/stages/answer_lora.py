@@ -6,9 +6,12 @@ peft's format, reloaded with ``PeftModel.from_pretrained`` and evaluated on test
 with a seeded random fallback (failures counted), accuracy by ScienceQA category.
 
 - QCM-A: question, context, options.
-- QCMG-A, as MM-CoT does it: the head trains with the GOLD rationale (lecture + solution) in its
-  input and is tested with the model's own greedy test rationale (written by stage 02 or 05), so
-  the accuracy measures how well the model's rationales lead to the answer.
+- QCMG-A, as MM-CoT does it: the head trains with the GOLD rationale in its input and is tested
+  with the model's own greedy test rationale (written by stage 02 or 05), so the accuracy measures
+  how well the model's rationales lead to the answer. The gold rationale has the form the model
+  writes: its QCM-E target, the solution (MM-CoT's models write lecture + solution, so there the
+  gold is both; ours write the solution alone, and a lecture seen only in training would be an
+  input the head never gets at test).
 
 The image ablation trains the same QCM-A head on the baseline with the image features zeroed.
 
@@ -60,8 +63,8 @@ def models_in_run(cfg: Any, paths: RunPaths) -> dict[str, tuple[Path, str]]:
 
 
 def gold_rationales(problems: list[dict]) -> dict[str, str]:
-    """What QCMG-A trains on, as MM-CoT: the gold lecture and solution."""
-    return {p["qid"]: " ".join(x for x in (p.get("lecture", ""), p.get("solution", "")) if x) for p in problems}
+    """What QCMG-A trains on: the gold rationale in the form the model writes (its QCM-E target)."""
+    return {p["qid"]: p.get("solution", "") for p in problems}
 
 
 def test_rationales(paths: RunPaths, rationale_name: str, problems: list[dict]) -> dict[str, str]:
@@ -76,8 +79,8 @@ def test_rationales(paths: RunPaths, rationale_name: str, problems: list[dict]) 
 
 
 def _answer_source_length(cfg: Any, fmt: str) -> int:
-    # QCMG-A carries a rationale in its input (gold: lecture + solution): room for both.
-    return cfg.model.max_source_length + (2 * cfg.model.max_target_length if fmt == "QCMG-A" else 0)
+    # QCMG-A carries a rationale in its input: room for one as long as a QCM-E target.
+    return cfg.model.max_source_length + (cfg.model.max_target_length if fmt == "QCMG-A" else 0)
 
 
 @dataclass(frozen=True)
