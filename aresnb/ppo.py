@@ -18,7 +18,7 @@ arrive as data, nothing here calls the Teacher. ``train_ppo``:
    lengths): one optimizer step per ``batch_size`` sequences, accumulated over micro-batches,
    advantages whitened over each step's sequences; the clipped surrogate plus ``vf_coef`` times
    the value MSE, AdamW;
-5. metrics: one row per optimizer step (``METRIC_NAMES``), a progress line, a pass summary.
+5. metrics: one row per optimizer step (``METRIC_NAMES``), a progress line, a pass summary (:mod:`aresnb.ppo_metrics`).
 
 A step's loss is the sum of its per-token losses divided by the step's token count (all
 processes), so cutting a step into micro-batches -- or processes -- leaves its gradient unchanged.
@@ -45,25 +45,12 @@ from aresnb.config import PPOConfig
 from aresnb.distributed import make_accelerator
 from aresnb.models import enable_gradient_checkpointing, zero_attention_dropout
 from aresnb.io import append_jsonl, read_jsonl
-from aresnb.ppo_buffer import Buffer, OptimizerStep, PPOSample, padding_share, plan_steps, split_dropped
-from aresnb.ppo_math import (compute_gae, explained_variance, kl_token_estimates, masked_mean, masked_whiten,
-                             policy_token_losses, sentence_rewards, value_token_losses)
+from aresnb.ppo_buffer import Buffer, OptimizerStep, PPOSample, plan_steps, split_dropped
+from aresnb.ppo_math import (compute_gae, kl_token_estimates, masked_whiten, policy_token_losses, sentence_rewards,
+                             value_token_losses)
+from aresnb.ppo_metrics import METRIC_NAMES, SUMS, kl_by_pass, progress_line, step_metrics  # noqa: F401 (METRIC_NAMES: the public name)
 from aresnb.value_model import Seq2SeqValueModel, decoder_inputs, encode_sources
 
-# The keys of every metrics.jsonl row, fixed: notebooks, figures and the report rely on them (a
-# test checks that a row has exactly these). objective/kl is the mean over the step's sequences
-# of sum_t (log pi - log pi_ref) before the step's update; objective/kl_k3 the per-token KL(ref||pi)
-# (k3 estimator), which is also PPO's approx_kl here: the old policy is the reference.
-METRIC_NAMES = (
-    "step", "pass",
-    "objective/scores", "objective/sentence_reward", "objective/kl", "objective/kl_k3",
-    "policy/clipfrac", "policy/entropy", "policy/ratio_mean",
-    "loss/policy", "loss/value", "loss/kl", "loss/total",
-    "val/mean", "val/clipfrac", "val/explained_variance",
-    "response/length", "response/sentences",
-    "buffer/sequences", "throughput/sequences_per_s", "throughput/tokens_per_s", "throughput/padding_share",
-    "time/step_s",
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,7 +270,7 @@ def train_ppo(
         step_adv = advantages[rows]
         if cfg.whiten_advantages:  # over this step's sequences (all processes): every process holds them
             step_adv = masked_whiten(step_adv, mask[rows])
-        sums = torch.zeros(len(_SUMS), dtype=torch.float64)
+        sums = torch.zeros(len(SUMS), dtype=torch.float64)
         last = len(step.micro_batches) - 1
         for j, micro in enumerate(step.micro_batches):
             # A process with nothing left in this slot runs its step's first sequence at weight 0,
@@ -343,48 +330,8 @@ def train_ppo(
 
 
 # --------------------------------------------------------------------------------------------
-# Metric bookkeeping
+# Rollout check
 # --------------------------------------------------------------------------------------------
-
-# What each process sums over its micro-batches of a step (then summed over processes).
-_SUMS = ("pg", "vf", "kl", "clipped", "vf_clipped", "ratio", "entropy", "tokens", "log_ratio", "sequences")
-
-
-def step_metrics(step: OptimizerStep, sums: torch.Tensor, buffer: Buffer, rows: list[int], scores: list,
-                 score_rewards: torch.Tensor, values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-                 cfg: PPOConfig, *, n_steps: int, steps_per_pass: int, elapsed: float) -> dict:
-    """One metrics.jsonl row (keys: ``METRIC_NAMES``) from the step's sums and its buffer rows."""
-    s = dict(zip(_SUMS, sums.tolist()))
-    tokens = max(s["tokens"], 1.0)
-    sentences = sum(len(scores[i]) for i in rows)
-    m = mask[rows]
-    row = {
-        "step": step.index,
-        "pass": step.epoch + 1,
-        "objective/scores": sum(sum(scores[i]) for i in rows) / max(1, sentences),
-        "objective/sentence_reward": float(score_rewards[rows].sum(1).mean()),
-        "objective/kl": s["log_ratio"] / max(s["sequences"], 1.0),
-        "objective/kl_k3": s["kl"] / tokens,
-        "policy/clipfrac": s["clipped"] / tokens,
-        "policy/entropy": s["entropy"] / tokens,
-        "policy/ratio_mean": s["ratio"] / tokens,
-        "loss/policy": s["pg"] / tokens,
-        "loss/value": s["vf"] / tokens,
-        "loss/kl": cfg.kl_loss_coef * s["kl"] / tokens,
-        "loss/total": (s["pg"] + cfg.vf_coef * s["vf"] + cfg.kl_loss_coef * s["kl"]) / tokens,
-        "val/mean": float(masked_mean(values[rows], m)),
-        "val/clipfrac": s["vf_clipped"] / tokens,
-        "val/explained_variance": float(explained_variance(values[rows], returns[rows], m)),
-        "response/length": step.tokens / len(rows),
-        "response/sentences": sentences / len(rows),
-        "buffer/sequences": len(rows),
-        "throughput/sequences_per_s": len(rows) / max(elapsed, 1e-9),
-        "throughput/tokens_per_s": step.tokens / max(elapsed, 1e-9),
-        "throughput/padding_share": padding_share(buffer, step.micro_batches),
-        "time/step_s": elapsed,
-    }
-    assert tuple(row) == METRIC_NAMES, "metric names drifted from METRIC_NAMES"
-    return row
 
 
 def sampling_logprob_gap(samples: Sequence[PPOSample], old_logprobs: torch.Tensor) -> float | None:
@@ -392,22 +339,3 @@ def sampling_logprob_gap(samples: Sequence[PPOSample], old_logprobs: torch.Tenso
     gaps = [float((old_logprobs[i, : len(s.sample_logprobs)] - torch.tensor(s.sample_logprobs)).abs().max())
             for i, s in enumerate(samples) if s.sample_logprobs]
     return max(gaps) if gaps else None
-
-
-def progress_line(row: dict, n_steps: int, passes: int) -> str:
-    return (f"step {row['step']}/{n_steps} (pass {row['pass']}/{passes}) | score {row['objective/scores']:.3f} "
-            f"kl {row['objective/kl']:+.4f} clipfrac {row['policy/clipfrac']:.3f} vloss {row['loss/value']:.4f} "
-            f"ev {row['val/explained_variance']:+.2f} | {row['throughput/sequences_per_s']:.1f} seq/s "
-            f"{row['throughput/tokens_per_s']:.0f} tok/s pad {row['throughput/padding_share']:.0%}")
-
-
-def kl_by_pass(metrics: Sequence[dict]) -> list[dict]:
-    """Per pass over the buffer: the mean KL to the reference measured on its optimizer steps."""
-    out = []
-    for p in sorted({r["pass"] for r in metrics}):
-        rows = [r for r in metrics if r["pass"] == p]
-        out.append({"pass": p, "steps": len(rows),
-                    "kl": float(np.mean([r["objective/kl"] for r in rows])),
-                    "kl_k3": float(np.mean([r["objective/kl_k3"] for r in rows])),
-                    "clipfrac": float(np.mean([r["policy/clipfrac"] for r in rows]))})
-    return out
