@@ -225,7 +225,6 @@ def train_ppo(
     steps = plan_steps(buffer.lengths, cfg.batch_size, cfg.micro_batch_size, cfg.ppo_epochs, seed, n_proc, rank,
                        sort_window=cfg.sort_window, groups=buffer.groups)
     steps = steps[: cfg.max_steps] if cfg.max_steps is not None else steps
-    steps_per_pass = sum(s.epoch == 0 for s in steps)
 
     # ---- models: dropout off (log-probs must not depend on a dropout draw) ---------------------
     for m in (policy, value_model):
@@ -308,7 +307,7 @@ def train_ppo(
         # ---- 5. metrics (summed over processes), progress line, JSONL, checkpoint ---------------
         sums = accelerator.reduce(sums.to(accelerator.device), "sum").cpu()
         row = step_metrics(step, sums, buffer, rows, scores, score_rewards, old_values, returns, mask, cfg,
-                           n_steps=len(steps), steps_per_pass=steps_per_pass, elapsed=time.time() - t0)
+                           elapsed=time.time() - t0)
         if accelerator.is_main_process:
             append_jsonl(metrics_file, row)
             accelerator.log(row, step=step.index)  # the trackers make_accelerator was given, if any

@@ -33,7 +33,7 @@ SUMS = ("pg", "vf", "kl", "clipped", "vf_clipped", "ratio", "entropy", "tokens",
 
 def step_metrics(step: OptimizerStep, sums: torch.Tensor, buffer: Buffer, rows: list[int], scores: list,
                  score_rewards: torch.Tensor, values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-                 cfg: PPOConfig, *, n_steps: int, steps_per_pass: int, elapsed: float) -> dict:
+                 cfg: PPOConfig, *, elapsed: float) -> dict:
     """One metrics.jsonl row (keys: ``METRIC_NAMES``) from the step's sums and its buffer rows."""
     s = dict(zip(SUMS, sums.tolist()))
     tokens = max(s["tokens"], 1.0)

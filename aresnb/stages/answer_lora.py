@@ -62,11 +62,6 @@ def models_in_run(cfg: Any, paths: RunPaths) -> dict[str, tuple[Path, str]]:
     return found
 
 
-def gold_rationales(problems: list[dict]) -> dict[str, str]:
-    """What QCMG-A trains on: the gold rationale in the form the model writes (its QCM-E target)."""
-    return {p["qid"]: p.get("solution", "") for p in problems}
-
-
 def test_rationales(paths: RunPaths, rationale_name: str, problems: list[dict]) -> dict[str, str]:
     """The model's own greedy test rationales, as its stage (02 or 05) wrote them."""
     file = paths.rationales_file(rationale_name, "test")
@@ -134,9 +129,9 @@ def train_head(cfg: Any, paths: RunPaths, head: Head, train: list[dict], feature
     tokenizer = load_tokenizer(head.model_dir)
     key = (head.fmt, fingerprint(tokenizer.backend_tokenizer.to_str()))
     if key not in tokenized:
-        rationales = gold_rationales(train) if head.fmt == "QCMG-A" else None
+        # No rationales given: a QCMG-A source carries the gold solution (aresnb.data.prompts).
         tokenized[key] = TokenizedExamples(
-            tokenizer, make_examples(train, head.fmt, rationales=rationales, use_caption=cfg.data.use_caption),
+            tokenizer, make_examples(train, head.fmt, use_caption=cfg.data.use_caption),
             _answer_source_length(cfg, head.fmt), cfg.answer.max_new_tokens)
     data = tokenized[key] if head.use_image else tokenized[key].without_features()
     base = load_rationale_model(head.model_dir, use_image=None if head.use_image else False)
