@@ -180,6 +180,13 @@ def _check_consistency(cfg: Config) -> None:
     for fmt in f.reject_response_formats:
         if fmt not in ("json_schema", "json_object"):
             raise ConfigError(f"teacher.faults.reject_response_formats: {fmt!r} is not json_schema or json_object")
+    if cfg.teacher.reference_error_rate and not (cfg.teacher.serve_local and cfg.teacher.local_backend == "reference"):
+        raise ConfigError("teacher.reference_error_rate makes the local reference Teacher err: it needs "
+                          "teacher.serve_local: true and teacher.local_backend: reference")
+    if len(set(cfg.ares.arms)) != len(cfg.ares.arms):
+        raise ConfigError(f"ares.arms names an arm twice: {cfg.ares.arms}")
+    if "every_round" in cfg.ares.arms and cfg.ares.rounds < 2:
+        raise ConfigError("ares.arms: every_round evaluates ARES after each earlier round; it needs ares.rounds >= 2")
     # The local server draws one fault per request from these shares: they cannot exceed 1.
     rates = {name: getattr(cfg.teacher.faults, name) for name in FAULT_RATES}
     if sum(rates.values()) > 1.0 + 1e-9:

@@ -168,6 +168,10 @@ class TeacherConfig:
     max_cost_usd: Optional[float] = p(None, "Stop before the run's Teacher + judge spend would pass this many USD (the request that would cross it is refused); None = no limit.", min=0.0)
     max_requests_per_minute: Optional[float] = p(None, "Client-side request rate limit (token bucket, one second of burst); None = unlimited.", min=0.001)
     max_tokens_per_minute: Optional[float] = p(None, "Client-side token rate limit (prompt estimate + max_tokens reserved per request, corrected to the reported usage); None = unlimited.", min=1.0)
+    reference_error_rate: float = p(0.0, "The reference Teacher errs on purpose, as an imperfect LLM would: this share of the sentences that make a "
+                                         "checkable claim is mis-graded (a true one as false, a false one as true), seeded by run.seed and the "
+                                         "sentence, in scoring and in correcting alike; the judge never errs. 0 = the exact reference Teacher.",
+                                    min=0.0, max=1.0)
     assumed_latency_s: float = p(2.0, "aresnb estimate: seconds per request assumed for the wall-time estimate.", min=0.0)
     faults: TeacherFaultsConfig = p(TeacherFaultsConfig(), "Fault injection of the local server (tests and demos).")
 
@@ -214,6 +218,11 @@ class CorrectionConfig:
 @dataclass
 class AresConfig:
     rounds: int = p(1, "Alternations of teacher scores -> PPO -> correction + SFT (the reference code does 1).", min=1, max=100)
+    arms: list[Literal["rl_only", "correction_only", "every_round"]] = p(
+        [], "Ablation arms built and evaluated (stages 06, 07) beside the baseline and ARES: rl_only = the round-1 PPO "
+            "policy as the final model (no correction SFT); correction_only = stage 05 on the baseline (the Teacher "
+            "corrects the baseline's own train rationales, the same SFT, no PPO); every_round = ARES after each "
+            "earlier round too (round_<i>). The judge compares each with the baseline and ARES with correction_only.")
 
 
 @dataclass

@@ -148,6 +148,7 @@ def endpoint_config(cfg: Any, role: str = "teacher") -> Any:
     own_endpoint = j.base_url is not None and j.base_url != t.base_url
     return dataclasses.replace(
         t, base_url=j.base_url or t.base_url, serve_local=t.serve_local and not own_endpoint,
+        reference_error_rate=0.0,  # the evaluator is fixed: an erring Teacher never makes an erring judge
         model=j.model or t.model, api_key_env=j.api_key_env or t.api_key_env,
         price_input_per_mtok=t.price_input_per_mtok if j.price_input_per_mtok is None else j.price_input_per_mtok,
         price_output_per_mtok=t.price_output_per_mtok if j.price_output_per_mtok is None else j.price_output_per_mtok,
@@ -186,14 +187,18 @@ def open_teacher(cfg: Any, paths: Any, *, dataset_dir: str | Path | None = None,
         cache.import_(t.cassette)
     server = None
     base_url = t.base_url
+    errs = ["--error-rate", str(t.reference_error_rate), "--error-seed", str(cfg.run.seed)] \
+        if t.reference_error_rate else []
     if t.serve_local and not t.replay_only:
         server = start_local_server(
             dataset_dir=dataset_dir or paths.dataset_dir, backend=t.local_backend, faults=t.faults,
-            log_path=paths.teacher_dir / "server.log")
+            log_path=paths.teacher_dir / "server.log", extra_args=errs)
         base_url = server.base_url
     settings = TeacherSettings.from_config(t, base_url or "http://127.0.0.1:9/v1", api_key(cfg, role),
                                            seed=cfg.run.seed, spend_scope=str(Path(paths.run_dir).resolve()))
     if t.serve_local and t.local_backend == "reference":
-        # the rule-based Teacher's rules are versioned: a cached reply of older rules is another reply
-        settings = dataclasses.replace(settings, model=versioned_name(settings.model))
+        # the rule-based Teacher's rules are versioned: a cached reply of older rules (or of an
+        # erring Teacher) is another reply
+        settings = dataclasses.replace(settings, model=versioned_name(settings.model, t.reference_error_rate,
+                                                                      cfg.run.seed))
     return Teacher(settings, cache, server, cassette_out=paths.teacher_dir / "cassette.jsonl")

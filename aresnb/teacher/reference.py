@@ -18,10 +18,19 @@ in the dataset (normalised question + options + answer; the image hash breaks ti
   false claims; complete and without repetition; more true claims. A forced choice: when they
   cannot separate the two, it picks Option A (a position preference, as LLM judges have; the
   caller randomises the order, so such items split evenly).
+
+It can be made to err on purpose (``error_rate``, ``teacher.reference_error_rate``), as an
+imperfect LLM Teacher does: a seeded share of the sentences that make a checkable claim is
+mis-graded -- a true claim as false, a false one as true (real data: a score of 0.7 or more as its
+mirror image ``1 - score``, one of 0.2 or less likewise) -- and the same belief drives scoring and
+correcting: a false sentence it believes true stays in the corrected rationale, a true one it
+believes false is replaced by another true statement. Which sentences it gets wrong depends on
+the seed, the problem and the sentence alone, so a rerun errs identically. The judge never errs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -44,9 +53,11 @@ _ANSWER_CLAIM = re.compile(r"answer is \(?([A-Z])\)?")
 RULES_VERSION = "rules-2"
 
 
-def versioned_name(model: str) -> str:
-    """The model name the reference Teacher's requests (and cache keys) carry."""
-    return f"{model}@{RULES_VERSION}"
+def versioned_name(model: str, error_rate: float = 0.0, error_seed: int = 0) -> str:
+    """The model name the reference Teacher's requests (and cache keys) carry: its rules' version and,
+    when it errs on purpose, the rate and seed (an erring Teacher's replies are other replies)."""
+    errs = f"+errors{error_rate:g}-seed{error_seed}" if error_rate else ""
+    return f"{model}@{RULES_VERSION}{errs}"
 
 
 # The paper's rubric (../shared/design/ares.md section 2), by what the synthetic grader finds.
@@ -85,25 +96,33 @@ def _mentions(sentence: str, phrase: str) -> bool:
     return bool(phrase) and re.search(rf"\b{re.escape(phrase)}\b", _norm(sentence)) is not None
 
 
+# What an erring Teacher believes of a sentence it gets wrong.
+_MISGRADED = {TRUE: FALSE, FALSE: TRUE}
+
+
 class ReferenceTeacher:
     name = "reference"
 
-    def __init__(self, problems: list[ProblemView]):
+    def __init__(self, problems: list[ProblemView], error_rate: float = 0.0, error_seed: int = 0):
+        if not 0.0 <= error_rate <= 1.0:
+            raise ValueError(f"error_rate must be in [0, 1], got {error_rate}")
         self.index: dict[tuple, list[ProblemView]] = {}
         for p in problems:
             self.index.setdefault(self._key(p.question, p.options_text, p.answer_text), []).append(p)
         self._image_hash: dict[str, str] = {}
+        self.error_rate, self.error_seed = error_rate, error_seed
 
     @classmethod
-    def from_dataset_dir(cls, dataset_dir: str | Path | None) -> "ReferenceTeacher":
+    def from_dataset_dir(cls, dataset_dir: str | Path | None, error_rate: float = 0.0,
+                         error_seed: int = 0) -> "ReferenceTeacher":
         if dataset_dir is None or not Path(dataset_dir).exists():
             print(f"reference teacher: no dataset at {dataset_dir}; every problem is unknown", file=sys.stderr)
-            return cls([])
+            return cls([], error_rate, error_seed)
         import datasets  # light: no torch
 
         dd = datasets.load_from_disk(str(dataset_dir))
         splits = dd.values() if isinstance(dd, datasets.DatasetDict) else [dd]
-        return cls([ProblemView.from_row(row) for split in splits for row in split])
+        return cls([ProblemView.from_row(row) for split in splits for row in split], error_rate, error_seed)
 
     @staticmethod
     def _key(question: str, options: str, answer: str) -> tuple:
@@ -135,15 +154,30 @@ class ReferenceTeacher:
         out = []
         for s in sentences:
             key = _norm(s)
-            out.append(0.0 if key in seen else self._score_one(problem, s))
+            out.append(0.0 if key in seen else self._teacher_score(problem, s))
             seen.add(key)
         return out
 
-    def _score_one(self, problem: ProblemView | None, sentence: str) -> float:
+    def errs_on(self, problem: ProblemView | None, sentence: str) -> bool:
+        """Whether this Teacher mis-grades ``sentence`` of ``problem``: a uniform draw from a hash of
+        (seed, problem, sentence) below ``error_rate`` -- the same answer every time it is asked."""
+        if not self.error_rate or problem is None:
+            return False
+        digest = hashlib.sha256(f"{self.error_seed}:{problem.qid}:{_norm(sentence)}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.error_rate
+
+    def _teacher_score(self, problem: ProblemView | None, sentence: str) -> float:
+        """The score the Teacher gives (in scoring and correcting): the rubric's, wrong where it errs."""
+        return self._score_one(problem, sentence, misgrade=self.errs_on(problem, sentence))
+
+    def _score_one(self, problem: ProblemView | None, sentence: str, misgrade: bool = False) -> float:
+        """The rubric's score of one sentence; ``misgrade``: believe a checkable claim the wrong way round."""
         if problem is None:
             return RUBRIC["unknown_problem"]
         if problem.record is not None:
             grade = grade_sentence(sentence, problem.record)
+            if misgrade:
+                grade = _MISGRADED.get(grade, grade)  # neutral and unverifiable sentences claim nothing to get wrong
             if grade == TRUE:
                 if is_conclusion(sentence) or names_option(sentence, problem.record.get("answer", "")):
                     return RUBRIC["true_about_answer"]
@@ -151,10 +185,12 @@ class ReferenceTeacher:
             return RUBRIC[grade]
         claim = self._conclusion_claim(problem, sentence)
         if claim is not None:
-            return RUBRIC["true_about_answer"] if claim else RUBRIC[FALSE]
+            return RUBRIC["true_about_answer"] if claim != misgrade else RUBRIC[FALSE]
         gold = sentence_texts(problem.solution) or [problem.answer_text]
         f1 = max(overlap_f1(sentence, g) for g in gold)
-        return round(min(1.0, 0.1 + 1.2 * f1), 1)
+        score = round(min(1.0, 0.1 + 1.2 * f1), 1)
+        checkable = score >= 0.7 or score <= 0.2  # what the judge counts as true or false (_judge_grade)
+        return round(1.0 - score, 1) if misgrade and checkable else score
 
     @staticmethod
     def _conclusion_claim(problem: ProblemView, sentence: str) -> bool | None:
@@ -188,9 +224,10 @@ class ReferenceTeacher:
         for s in sents:
             if _norm(s) in seen:
                 continue
-            score = self._score_one(problem, s)
+            score = self._teacher_score(problem, s)
             if score <= RUBRIC[UNVERIFIABLE]:  # wrong, or a fragment: the closest true statement unused yet
-                spare = [t for t in truths if _norm(t) not in seen]
+                # (another one than the sentence itself, which an erring Teacher may take for wrong)
+                spare = [t for t in truths if _norm(t) not in seen and _norm(t) != _norm(s)]
                 if score == RUBRIC[UNVERIFIABLE] and problem.record is not None or not spare:
                     continue  # a fragment says nothing to correct: drop it
                 s = max(spare, key=lambda t: overlap_f1(s, t))

