@@ -18,8 +18,9 @@ mirrors the latest round's ``summary.json`` into ``<stage>/summary.json``.
       round_<i>/04_ppo/             policy/  value/  checkpoints/  metrics.jsonl  eval_{before,after}.json
       round_<i>/05_correction_sft/  rl_rationales_<split>.jsonl  corrections.parquet  model/
                                     checkpoints/  metrics.jsonl  rationales_{val,test}.jsonl
+      correction_only/05_correction_sft/  as round_<i>/05_correction_sft/, on the baseline (ares.arms)
       06_answer_lora/ <model_name>/<format>/adapter/  predictions_test.jsonl  summary.json
-      07_evaluation/  judgments.jsonl  summary.json
+      07_evaluation/  judgments.jsonl (ARES vs the baseline)  judgments_<arm>_vs_<other>.jsonl  summary.json
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ STAGE_TITLES = {
 }
 
 BASELINE_MODEL = "baseline"  # the name of the baseline's rationales / answer heads
+ARES_MODEL = "ares"  # the final ARES model (the last round's corrected SFT model) in stages 06 and 07
+
+# The ablation arms (``ares.arms``): models built beside ARES so that a run can say what each half adds.
+RL_ONLY = "rl_only"  # the round-1 PPO policy as the final model: RL without the correction SFT
+CORRECTION_ONLY = "correction_only"  # stage 05 on the baseline: its own rationales corrected, SFT, no RL
+EVERY_ROUND = "every_round"  # ARES after each earlier round as well (``round_<i>``)
+ARMS = (RL_ONLY, CORRECTION_ONLY, EVERY_ROUND)
 
 
 def round_model(round_index: int) -> str:
@@ -116,33 +124,40 @@ class RunPaths:
     def figure3_file(self) -> Path:
         return self.figures_dir / "rationale_examples.html"
 
-    def stage_dir(self, stage: str, round_index: int | None = None) -> Path:
+    def stage_dir(self, stage: str, round_index: int | None = None, arm: str | None = None) -> Path:
         """The folder a stage writes (created); round stages need ``round_index`` (1-based)."""
-        return _mk(self.stage_path(stage, round_index))
+        return _mk(self.stage_path(stage, round_index, arm))
 
-    def stage_path(self, stage: str, round_index: int | None = None) -> Path:
-        """Like :meth:`stage_dir`, without creating it: for reading and existence checks."""
+    def stage_path(self, stage: str, round_index: int | None = None, arm: str | None = None) -> Path:
+        """Like :meth:`stage_dir`, without creating it: for reading and existence checks.
+
+        ``arm``: the one stage an ablation arm runs itself, stage 05 of ``correction_only``
+        (``<run>/correction_only/05_correction_sft``); None for the ARES rounds."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        if arm is not None:
+            if (stage, arm) != (CORRECTION_SFT, CORRECTION_ONLY):
+                raise ValueError(f"only stage {CORRECTION_SFT} runs for an arm ({CORRECTION_ONLY}), not {stage} for {arm!r}")
+            return self.run_dir / arm / stage
         if stage in ROUND_STAGES:
             if round_index is None or round_index < 1:
                 raise ValueError(f"stage {stage} runs once per round: give round_index >= 1")
             return self.run_dir / f"round_{round_index}" / stage
         return self.run_dir / stage
 
-    def summary_file(self, stage: str, round_index: int | None = None) -> Path:
+    def summary_file(self, stage: str, round_index: int | None = None, arm: str | None = None) -> Path:
         """A stage's ``summary.json``; a round stage without a round: the mirror of the latest."""
-        if stage in ROUND_STAGES and round_index is None:
+        if stage in ROUND_STAGES and round_index is None and arm is None:
             return self.run_dir / stage / "summary.json"
-        return self.stage_path(stage, round_index) / "summary.json"
+        return self.stage_path(stage, round_index, arm) / "summary.json"
 
-    def launch_dir(self, stage: str, round_index: int | None = None) -> Path:
+    def launch_dir(self, stage: str, round_index: int | None = None, arm: str | None = None) -> Path:
         """A launched heavy step's parameters and result (``run.num_processes`` > 1; created)."""
-        return _mk(self.stage_path(stage, round_index) / "launch")
+        return _mk(self.stage_path(stage, round_index, arm) / "launch")
 
-    def metrics_file(self, stage: str, round_index: int | None = None) -> Path:
+    def metrics_file(self, stage: str, round_index: int | None = None, arm: str | None = None) -> Path:
         """The training log (``metrics.jsonl``) of a stage that trains (02, 04, 05)."""
-        return self.stage_path(stage, round_index) / "metrics.jsonl"
+        return self.stage_path(stage, round_index, arm) / "metrics.jsonl"
 
     def rounds_present(self) -> list[int]:
         """The round indices that have a folder, in order."""
@@ -180,9 +195,12 @@ class RunPaths:
         return self.stage_path(BASELINE) / "model"
 
     def rationales_file(self, model_name: str, split: str) -> Path:
-        """Greedy rationales (JSONL, one row per qid) of ``baseline`` or ``round_<i>``."""
+        """Greedy rationales (JSONL, one row per qid) of ``baseline``, ``round_<i>``, ``correction_only``
+        or ``rl_only`` (the round-1 PPO policy's, written by round 1's stage 05)."""
         if model_name == BASELINE_MODEL:
             return self.stage_path(BASELINE) / f"rationales_{split}.jsonl"
+        if model_name == RL_ONLY:
+            return self.rl_rationales_file(1, split)
         return self.run_dir / model_name / CORRECTION_SFT / f"rationales_{split}.jsonl"
 
     def rollouts_file(self, round_index: int) -> Path:
@@ -213,22 +231,27 @@ class RunPaths:
             raise ValueError(f"when must be 'before' or 'after', got {when!r}")
         return self.stage_path(PPO, round_index) / f"eval_{when}.json"
 
-    def corrections_file(self, round_index: int) -> Path:
-        return self.stage_path(CORRECTION_SFT, round_index) / "corrections.parquet"
+    def corrections_file(self, round_index: int, arm: str | None = None) -> Path:
+        return self.stage_path(CORRECTION_SFT, round_index, arm) / "corrections.parquet"
 
-    def rl_rationales_file(self, round_index: int, split: str) -> Path:
-        """The round's PPO policy's greedy rationales (what the Teacher corrects, for train)."""
-        return self.stage_path(CORRECTION_SFT, round_index) / f"rl_rationales_{split}.jsonl"
+    def rl_rationales_file(self, round_index: int, split: str, arm: str | None = None) -> Path:
+        """The greedy rationales of the model stage 05 corrects (what the Teacher corrects, for train):
+        the round's PPO policy, or the baseline for ``correction_only``."""
+        return self.stage_path(CORRECTION_SFT, round_index, arm) / f"rl_rationales_{split}.jsonl"
 
-    def before_rl_rationales_file(self, round_index: int, split: str) -> Path:
-        return self.stage_path(CORRECTION_SFT, round_index) / f"before_rl_rationales_{split}.jsonl"
+    def before_rl_rationales_file(self, round_index: int, split: str, arm: str | None = None) -> Path:
+        return self.stage_path(CORRECTION_SFT, round_index, arm) / f"before_rl_rationales_{split}.jsonl"
 
-    def correction_inputs_file(self, round_index: int) -> Path:
+    def correction_inputs_file(self, round_index: int, arm: str | None = None) -> Path:
         """The fingerprint of the inputs stage 05's cached artefacts were made from."""
-        return self.stage_path(CORRECTION_SFT, round_index) / "inputs.json"
+        return self.stage_path(CORRECTION_SFT, round_index, arm) / "inputs.json"
 
-    def sft_model_dir(self, round_index: int) -> Path:
-        return self.stage_path(CORRECTION_SFT, round_index) / "model"
+    def sft_model_dir(self, round_index: int, arm: str | None = None) -> Path:
+        return self.stage_path(CORRECTION_SFT, round_index, arm) / "model"
+
+    def model_to_correct(self, round_index: int, arm: str | None = None) -> Path:
+        """What stage 05 corrects and fine-tunes: the round's PPO policy, or the baseline (``correction_only``)."""
+        return self.baseline_model_dir if arm == CORRECTION_ONLY else self.ppo_policy_dir(round_index)
 
     def policy_entering_round(self, round_index: int) -> Path:
         """Round 1 starts from the baseline; round i > 1 from round i-1's corrected SFT model."""
@@ -244,7 +267,15 @@ class RunPaths:
 
     @property
     def judgments_file(self) -> Path:
+        """The judge's verdicts of ARES against the baseline (the headline)."""
         return self.stage_path(EVALUATION) / "judgments.jsonl"
+
+    def comparison_judgments_file(self, subject: str, reference: str) -> Path:
+        """The judge's verdicts of model ``subject`` against ``reference``; ARES vs the baseline is
+        :attr:`judgments_file`."""
+        if (subject, reference) == (ARES_MODEL, BASELINE_MODEL):
+            return self.judgments_file
+        return self.stage_path(EVALUATION) / f"judgments_{subject}_vs_{reference}.jsonl"
 
 
 def _mk(path: Path) -> Path:

@@ -13,6 +13,8 @@ Definitions (all case-insensitive, whitespace collapsed):
   ``unfinished_sentence_rate`` = rationales ending unfinished / non-empty rationales.
 - repeated word: a word equal to the word just before it ("the the").
   ``repeated_word_rate`` = such words / all words.
+- sentences per rationale (``mean_sentences``) and ``words_per_sentence`` (all words / all sentences):
+  sentence merging, the failure where RL runs sentences together, lowers the first and raises the second.
 - edit distance: Levenshtein distance over whitespace-separated words (insert, delete and
   substitute each cost 1).
 """
@@ -124,8 +126,11 @@ def rationale_quality(texts: Sequence[str]) -> dict:
         "unfinished_sentence_rate": unfinished_sentence_rate(texts),
         "repeated_word_rate": repeated_word_rate(texts),
         "empty_rate": _ratio(sum(c == 0 for c in sentence_counts), n),
-        "mean_sentences": _ratio(sum(sentence_counts), n),
+        "mean_sentences": _ratio(sum(sentence_counts), n),  # sentences per rationale
         "mean_words": _ratio(sum(word_counts), n),
+        # RL can run sentences together (every sentence end costs reward when most score below 0.5):
+        # fewer sentences per rationale with more words each is that failure
+        "words_per_sentence": _ratio(sum(word_counts), sum(sentence_counts)),
     }
 
 

@@ -43,7 +43,8 @@ from aresnb.notebook_exec import execute_notebook
 from aresnb.notebook_html import export_html, trust_notebook
 from aresnb.paths import STAGE_TITLES, STAGES, RunPaths
 from aresnb.runlock import RunFolderLocked, RunLock
-from aresnb.steps import PROJECT_ROOT, Step, build_schedule, is_done_with_key, step_key, upstream_of
+from aresnb.steps import (PROJECT_ROOT, Step, build_schedule, is_done_with_key, run_schedule, step_key,
+                          upstream_of)
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"  # tests point this at stand-in notebooks
 OUTPUT_MODES = ("progress", "verbose", "quiet")
@@ -157,7 +158,7 @@ class Manifest:
 
     def set_stage(self, step: Step, **fields) -> None:
         entry = self.data["stages"].setdefault(step.label, {})
-        entry.update(stage=step.stage, round=step.round_index, **fields)
+        entry.update(stage=step.stage, round=step.round_index, **({"arm": step.arm} if step.arm else {}), **fields)
         self.save()
 
     def save(self) -> None:
@@ -184,7 +185,7 @@ def mirror_round_summary(paths: RunPaths, step: Step) -> None:
 
 def stage_processes(paths: RunPaths, step: Step) -> int:
     """The processes the step's heavy step ran on, as its summary says (1: all in the kernel)."""
-    summary = paths.summary_file(step.stage, step.round_index)
+    summary = paths.summary_file(step.stage, step.round_index, step.arm)
     return int(read_json(summary).get("processes") or 1) if summary.exists() else 1
 
 
@@ -252,7 +253,7 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
     if output not in OUTPUT_MODES:
         raise ValueError(f"output must be one of {OUTPUT_MODES}, got {output!r}")
     selected = set(stages or STAGES)
-    schedule = build_schedule(cfg.ares.rounds)
+    schedule = run_schedule(cfg)
     missing = [notebook_of(s) for s in schedule if s.stage in selected and not notebook_of(s).exists()]
     if missing:
         raise RunRefused("missing notebooks: " + ", ".join(str(m) for m in sorted(set(missing))))
@@ -306,7 +307,7 @@ def _execute_step(cfg: Config, paths: RunPaths, manifest: Manifest, step: Step, 
                        kernel_log=str(kernel_log))
     start, cpu_start = time.perf_counter(), _children_cpu_s()
     try:
-        execute_notebook(notebook_of(step), out_nb, {"params": cfg.to_dict(), "round_index": step.round_index or 1},
+        execute_notebook(notebook_of(step), out_nb, {"params": cfg.to_dict(), **step.notebook_parameters},
                          cwd=NOTEBOOKS_DIR, log_output=output == "verbose", kernel_log=kernel_log,
                          progress_file=progress_log if output != "verbose" else None,
                          echo=_print_progress if output == "progress" else None)
@@ -320,7 +321,7 @@ def _execute_step(cfg: Config, paths: RunPaths, manifest: Manifest, step: Step, 
                            error=message, finished=_now())
         raise RunError(message) from None
     wall = time.perf_counter() - start
-    if step.round_index is not None:
+    if step.round_index is not None and step.arm is None:
         mirror_round_summary(paths, step)
     publish_notebook(out_nb, paths.executed_notebook_html(out_nb.name))
     manifest.set_stage(step, status="done", wall_time_s=round(wall, 2), finished=_now(),

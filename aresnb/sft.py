@@ -157,6 +157,7 @@ def train_seq2seq(
     mixed_precision: str = "no",
     gradient_checkpointing: bool = False,
     resume: bool = True,
+    fingerprint_extra: dict | None = None,
     keep_checkpoints: int = 1,
     stop_after_steps: int | None = None,
     desc: str = "sft",
@@ -170,6 +171,8 @@ def train_seq2seq(
     set is used as it is (its own length limits); a list is tokenised here. Each metrics row also
     goes to the trackers of ``tracking``; ``progress`` prints progress lines (``aresnb.progress``).
     ``stop_after_steps`` ends the run early as a crash would (tests of resume use it).
+    ``fingerprint_extra``: what else a checkpoint must match to be resumed (e.g. the weights under
+    a LoRA adapter, which the trainable shapes do not see).
     """
     t_start = time.time()
     out_dir = Path(out_dir)
@@ -190,7 +193,8 @@ def train_seq2seq(
         enable_gradient_checkpointing(model)
     optimizer, scheduler = make_optimizer(model, cfg, total_steps)
     checkpoints = Checkpoints(out_dir / "checkpoints", keep=keep_checkpoints, log=accelerator.print,
-                              fingerprint=recipe_fingerprint(cfg, data, total_steps, model, {"seed": seed}))
+                              fingerprint=recipe_fingerprint(cfg, data, total_steps, model,
+                                                             {"seed": seed, **(fingerprint_extra or {})}))
     # The scheduler is not prepared (accelerate would step it once per process) but checkpointed.
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)

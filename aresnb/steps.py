@@ -1,6 +1,7 @@
 """The schedule of a run and the one rule that decides whether a finished step can be reused.
 
-The schedule is 01, 02, then (03, 04, 05) once per ARES round, then 06, 07. A step is *done
+The schedule is 01, 02, then (03, 04, 05) once per ARES round, then stage 05 of the
+``correction_only`` arm when ``ares.arms`` asks for it, then 06, 07. A step is *done
 with the same key* when ``manifest.json`` records it done under the key :func:`step_key` gives
 now: the hash of the parameters it reads, of its notebook's code and of the completions of the
 steps before it. The runner skips such a step; a stage's ``run`` called from a notebook opened on
@@ -17,8 +18,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from aresnb.io import read_json
-from aresnb.paths import (ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, ROUND_STAGES,
-                          TEACHER_SCORES, RunPaths)
+from aresnb.paths import (ANSWER_LORA, BASELINE, CORRECTION_ONLY, CORRECTION_SFT, DATA, EVALUATION, PPO,
+                          ROUND_STAGES, TEACHER_SCORES, RunPaths)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -26,32 +27,52 @@ NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 
 @dataclass(frozen=True)
 class Step:
-    """One scheduled execution of a stage's notebook (round stages run once per round)."""
+    """One scheduled execution of a stage's notebook (round stages run once per round; ``arm``:
+    the step an ablation arm runs itself, stage 05 of ``correction_only``, as round 1 does it)."""
 
     stage: str
     round_index: int | None = None
+    arm: str | None = None
 
     @property
     def label(self) -> str:
+        if self.arm is not None:
+            return f"{self.arm}/{self.stage}"
         return self.stage if self.round_index is None else f"round_{self.round_index}/{self.stage}"
 
     @property
     def output_name(self) -> str:
-        suffix = "" if self.round_index is None else f".round_{self.round_index}"
+        suffix = f".{self.arm}" if self.arm is not None else "" if self.round_index is None else f".round_{self.round_index}"
         return f"{self.stage}{suffix}.ipynb"
 
+    @property
+    def notebook_parameters(self) -> dict:
+        """What the runner injects besides ``params`` (the notebook's parameters cell has defaults)."""
+        return {"round_index": self.round_index or 1, **({"arm": self.arm} if self.arm is not None else {})}
 
-def build_schedule(rounds: int) -> list[Step]:
+
+def build_schedule(rounds: int, arms: tuple[str, ...] | list[str] = ()) -> list[Step]:
     """Every step of a full run, in execution order."""
     steps = [Step(DATA), Step(BASELINE)]
     for r in range(1, rounds + 1):
         steps += [Step(stage, r) for stage in ROUND_STAGES]
+    if CORRECTION_ONLY in arms:
+        steps.append(Step(CORRECTION_SFT, 1, CORRECTION_ONLY))  # round 1's correction, on the baseline
     return steps + [Step(ANSWER_LORA), Step(EVALUATION)]
 
 
+def run_schedule(cfg: Any) -> list[Step]:
+    """The schedule of the run ``cfg`` describes."""
+    return build_schedule(cfg.ares.rounds, cfg.ares.arms)
+
+
 def upstream_of(step: Step, schedule: list[Step]) -> list[Step]:
-    """The steps whose outputs this step reads: everything scheduled before it."""
-    return schedule[: schedule.index(step)]
+    """The steps whose outputs this step reads: everything scheduled before it, except that an
+    arm's step reads only the data and the baseline (adding an arm never re-runs the ARES rounds)."""
+    before = schedule[: schedule.index(step)]
+    if step.arm is not None:
+        return [s for s in before if s.stage in (DATA, BASELINE)]
+    return before
 
 
 # The parameter sections each stage reads. Upstream sections need not be listed: a change there
@@ -62,8 +83,8 @@ STAGE_SECTIONS = {
     TEACHER_SCORES: ("rollout", "teacher"),
     PPO: ("ppo", "teacher"),
     CORRECTION_SFT: ("correction", "teacher"),
-    ANSWER_LORA: ("answer",),
-    EVALUATION: ("evaluation", "teacher"),
+    ANSWER_LORA: ("answer", "ares"),  # ares.arms: which models get heads
+    EVALUATION: ("evaluation", "teacher", "ares"),  # ares.arms: which comparisons the judge makes
 }
 
 # Throughput-only teacher settings never change a reply (the cache sees to that); the thresholds
@@ -112,7 +133,7 @@ def is_done_with_key(entry: Mapping[str, Any], key: str) -> bool:
 
 
 def reusable_summary(cfg: Any, paths: RunPaths, stage: str, round_index: int | None = None,
-                     notebooks_dir: Path = NOTEBOOKS_DIR) -> dict | None:
+                     notebooks_dir: Path = NOTEBOOKS_DIR, arm: str | None = None) -> dict | None:
     """The stored summary of a step the run's manifest records done with the key it would have now.
 
     None when there is no manifest, the step is not done, or anything it depends on changed --
@@ -121,15 +142,15 @@ def reusable_summary(cfg: Any, paths: RunPaths, stage: str, round_index: int | N
     """
     round_index = round_index if stage in ROUND_STAGES else None
     notebook = notebooks_dir / f"{stage}.ipynb"
-    summary_file = paths.summary_file(stage, round_index)
+    summary_file = paths.summary_file(stage, round_index, arm)
     if not (paths.manifest.exists() and notebook.exists() and summary_file.exists()):
         return None
     try:
         stages = read_json(paths.manifest).get("stages", {})
     except (OSError, ValueError):
         return None
-    schedule = build_schedule(cfg.ares.rounds)
-    step = Step(stage, round_index)
+    schedule = run_schedule(cfg)
+    step = Step(stage, round_index, arm)
     if step not in schedule:
         return None
     if not is_done_with_key(stages.get(step.label, {}), step_key(cfg, step, stages, schedule, notebook)):

@@ -274,3 +274,56 @@ def test_write_table_files_exist_and_parse(tmp_path):
     assert r"\begin{tabular}{lrr}" in tex and r"ARES\_x \& y" in tex and r"100\%" in tex and "70.12" in tex
     md = (tmp_path / "accuracy.md").read_text().splitlines()
     assert md[2] == "| model | Avg | n |" and md[3] == "|---|---:|---:|" and md[5].startswith("| ARES_x & y | – |")
+
+
+# ---- the hierarchical bootstrap (seeds, then problems) -------------------------------------------
+
+
+def test_hierarchical_bootstrap_sees_the_spread_between_seeds():
+    from aresnb.evaluation.intervals import hierarchical_bootstrap, pooled_ratio
+
+    ones = np.ones(300)
+    # three seeds that disagree (win rates 0.4, 0.6, 0.8) with many problems each: the flat interval
+    # over 900 problems is narrow, the seed-level one covers the disagreement
+    seeds = [((np.arange(300) < 120).astype(float), ones), ((np.arange(300) < 180).astype(float), ones),
+             ((np.arange(300) < 240).astype(float), ones)]
+    assert pooled_ratio(seeds) == pytest.approx(0.6)
+    lo, hi = hierarchical_bootstrap(seeds, 2000, 0)
+    flat = np.concatenate([n for n, _ in seeds])
+    draws = flat[np.random.default_rng(0).integers(0, flat.size, (2000, flat.size))].mean(axis=1)
+    flat_lo, flat_hi = np.quantile(draws, [0.025, 0.975])
+    assert hi - lo > 3 * (flat_hi - flat_lo)
+    assert lo < 0.5 < 0.7 < hi
+    # seeds that agree: about the flat interval
+    same = [((np.arange(300) < 180).astype(float), ones)] * 3
+    lo2, hi2 = hierarchical_bootstrap(same, 2000, 0)
+    assert lo2 < 0.6 < hi2 and hi2 - lo2 < 2 * (flat_hi - flat_lo)
+
+
+def test_hierarchical_bootstrap_ratio_of_sums_and_edges():
+    from aresnb.evaluation.intervals import hierarchical_bootstrap, pooled_ratio
+
+    # a decisive rate: wins over decided items, ties carry no weight
+    wins, decided = np.array([1, 1, 0, 0, 1]), np.array([1, 1, 1, 0, 0])
+    assert pooled_ratio([(wins * decided, decided)]) == pytest.approx(2 / 3)
+    lo, hi = hierarchical_bootstrap([(wins * decided, decided)], 500, 1)
+    assert 0.0 <= lo <= 2 / 3 <= hi <= 1.0
+    assert hierarchical_bootstrap([], 10, 0) == (None, None)
+    assert hierarchical_bootstrap([(np.zeros(3), np.zeros(3))], 10, 0) == (None, None)
+    assert pooled_ratio([(np.zeros(0), np.zeros(0))]) is None
+    # reproducible
+    assert hierarchical_bootstrap([(wins, np.ones(5))] * 2, 300, 4) == hierarchical_bootstrap([(wins, np.ones(5))] * 2, 300, 4)
+
+
+def test_win_statistics_of_another_comparison_name_their_models():
+    from aresnb.evaluation.winrate import PairVerdict, win_statistics
+
+    vs = [PairVerdict("q1", True, "A", "B", ("rl_only", "baseline")),  # subject first both times: a win
+          PairVerdict("q2", False, "A", "A", ("rl_only", "baseline")),  # positional: a tie
+          PairVerdict("q3", True, "B", "A", ("rl_only", "baseline"))]  # reference both times: a loss
+    assert vs[0].sides == ("rl_only", "rl_only") and vs[0].outcome == "win"
+    assert vs[2].sides == ("baseline", "baseline") and vs[2].outcome == "loss"
+    w = win_statistics(vs, 200, 0)
+    assert (w["subject"], w["reference"], w["wins"], w["ties"], w["losses"]) == ("rl_only", "baseline", 1, 1, 1)
+    assert w["tie_rate"] == pytest.approx(1 / 3) and w["decisive_win_rate"] == pytest.approx(0.5)
+    assert w["win_rate"] == pytest.approx(1 / 3)  # the first asks picked: subject, reference, reference

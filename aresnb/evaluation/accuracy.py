@@ -35,10 +35,16 @@ def heads_table(accuracy: Mapping[str, Mapping[str, Mapping[str, float | None]]]
                          for m, by_fmt in accuracy.items() for fmt, acc in by_fmt.items()])
 
 
+ARM_LABELS = {"rl_only": "RL only (no correction SFT)", "correction_only": "Correction SFT only (no RL)"}
+
+
 def model_label(name: str, rounds: int) -> str:
-    """Display name of a model key of the run: 'baseline', 'round_<i>' (the last one is ARES), 'ares'."""
+    """Display name of a model key of the run: 'baseline', 'round_<i>' (the last one is ARES), 'ares',
+    an ablation arm ('rl_only', 'correction_only')."""
     if name == "baseline":
         return "Baseline"
+    if name in ARM_LABELS:
+        return ARM_LABELS[name]
     if name in ("ares", f"round_{rounds}"):
         return f"ARES (round {rounds})"
     m = re.fullmatch(r"round_(\d+)", name)

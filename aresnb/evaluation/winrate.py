@@ -1,5 +1,9 @@
 """Win rate of ARES over the baseline, as judged: verdicts -> outcomes -> rates and intervals.
 
+The same definitions serve every comparison the judge makes (an ablation arm against the
+baseline, ARES against ``correction_only``): "ARES" is then the compared model (the *subject*)
+and "the baseline" the model it is compared with (the *reference*); ``PairVerdict.names`` says which.
+
 Definitions (used by every table and figure that shows a win rate):
 - The headline, the paper's protocol: each test problem is shown once, its two rationales in a
   seeded random order as Option A / Option B, and the judge picks one (a forced choice).
@@ -44,16 +48,23 @@ def side_of(choice: str | None, ares_is_a: bool) -> str:
 
 @dataclass(frozen=True)
 class PairVerdict:
-    """The judge's two verdicts on one problem. ``first``/``second``: 'A' | 'B' | 'tie' | None."""
+    """The judge's two verdicts on one problem. ``first``/``second``: 'A' | 'B' | 'tie' | None.
+
+    ``names``: (subject, reference), the models' names that ``sides`` reports; ("ares", "baseline")
+    for the headline comparison."""
 
     qid: str
-    ares_first: bool  # ARES was Option A in the first ask (and Option B in the swapped ask)
+    ares_first: bool  # the subject (ARES) was Option A in the first ask (and Option B in the swapped ask)
     first: str | None
     second: str | None
+    names: tuple[str, str] = ("ares", "baseline")
 
     @property
     def sides(self) -> tuple[str, str]:
-        return side_of(self.first, self.ares_first), side_of(self.second, not self.ares_first)
+        return self._named(side_of(self.first, self.ares_first)), self._named(side_of(self.second, not self.ares_first))
+
+    def _named(self, side: str) -> str:
+        return {"ares": self.names[0], "baseline": self.names[1]}.get(side, side)
 
     @property
     def consistent(self) -> bool:
@@ -63,9 +74,9 @@ class PairVerdict:
     @property
     def outcome(self) -> str:
         s1, s2 = self.sides
-        if s1 == s2 == "ares":
+        if s1 == s2 == self.names[0]:
             return "win"
-        if s1 == s2 == "baseline":
+        if s1 == s2 == self.names[1]:
             return "loss"
         return "tie"
 
@@ -88,7 +99,8 @@ def tally(verdicts: Sequence[PairVerdict]) -> dict[str, Any]:
     n_a, n_b, n_tie = letters.count("a"), letters.count("b"), letters.count("tie")
     ares_when_a = sum(1 for c, a in asks if a and side_of(c, a) == "ares")
     ares_when_b = sum(1 for c, a in asks if not a and side_of(c, a) == "ares")
-    first_sides = [s[0] for s in sides]
+    # the subject's pick in the first (paper-protocol) ask, by role whatever the models' names
+    first_sides = [side_of(v.first, v.ares_first) for v in verdicts]
     return {
         "n": n,
         "wins": wins,
@@ -139,8 +151,30 @@ def bootstrap_interval(outcomes: Sequence[int] | np.ndarray, n_samples: int, see
 
 
 def single_order_codes(verdicts: Sequence[PairVerdict]) -> list[int]:
-    """The paper-protocol outcome per item: 1 = the judge picked ARES, -1 = the baseline, 0 = neither."""
-    return [{"ares": 1, "baseline": -1}.get(v.sides[0], 0) for v in verdicts]
+    """The paper-protocol outcome per item: 1 = the judge picked ARES (the subject), -1 = the
+    baseline (the reference), 0 = neither."""
+    return [{"ares": 1, "baseline": -1}.get(side_of(v.first, v.ares_first), 0) for v in verdicts]
+
+
+def win_statistics(verdicts: Sequence[PairVerdict], n_samples: int, seed: int) -> dict[str, Any]:
+    """What a win rate is made of, for one comparison: wins / ties / losses over both orders, the tie
+    rate, the decisive win rate (ties left out) and the paper-protocol forced-choice win rate
+    (``win_rate``: one random order, the judge must pick), each rate with its 95% interval over items.
+    With many ties the forced choice is about 50% plus half the decisive margin: read all three."""
+    t = tally(verdicts)
+    both = bootstrap_interval([OUTCOME_CODE[v.outcome] for v in verdicts], n_samples, seed)
+    forced = bootstrap_interval(single_order_codes(verdicts), n_samples, seed)
+    return {
+        "subject": verdicts[0].names[0] if verdicts else None,
+        "reference": verdicts[0].names[1] if verdicts else None,
+        "n": t["n"], "wins": t["wins"], "ties": t["ties"], "losses": t["losses"],
+        "tie_rate": t["tie_rate"],
+        "decisive_win_rate": t["decisive_win_rate"], "decisive_win_rate_ci95": both["decisive_win_rate"],
+        "win_rate": t["single_order_win_rate"], "win_rate_ci95": forced["win_rate"],
+        "both_orders_win_rate": t["both_orders_win_rate"],
+        "consistency_rate": t["consistency_rate"],
+        "items_with_invalid_verdict": t["items_with_invalid_verdict"],
+    }
 
 
 def win_rate_table(verdicts: Sequence[PairVerdict], categories_of: Mapping[str, Iterable[str]],
@@ -196,9 +230,11 @@ JudgeFn = Callable[[list[tuple[Mapping[str, Any], str, str]]], list[Any]]
 
 
 def judge_both_orders(judge: JudgeFn, problems: Sequence[Mapping[str, Any]], baseline: Mapping[str, str],
-                      ares: Mapping[str, str], seed: int) -> tuple[list[PairVerdict], list[dict]]:
+                      ares: Mapping[str, str], seed: int,
+                      names: tuple[str, str] = ("ares", "baseline")) -> tuple[list[PairVerdict], list[dict]]:
     """Ask the judge about every problem in a seeded random order and swapped; one batch of 2N asks.
 
+    ``ares`` is the subject's rationales, ``baseline`` the reference's, ``names`` their models' names.
     Returns the verdicts and one record per problem (both raw replies) for judgments.jsonl.
     """
     orders = assign_orders([p["qid"] for p in problems], seed)
@@ -213,9 +249,14 @@ def judge_both_orders(judge: JudgeFn, problems: Sequence[Mapping[str, Any]], bas
     verdicts, records = [], []
     for i, p in enumerate(problems):
         r1, r2 = results[2 * i], results[2 * i + 1]
-        v = PairVerdict(str(p["qid"]), orders[p["qid"]], r1.choice, r2.choice)
+        v = PairVerdict(str(p["qid"]), orders[p["qid"]], r1.choice, r2.choice, tuple(names))
         verdicts.append(v)
-        records.append({**asdict(v), "outcome": v.outcome, "consistent": v.consistent,
+        fields = asdict(v)
+        if v.names == ("ares", "baseline"):
+            fields.pop("names")  # the headline's records stay as they always were
+        else:
+            fields["names"] = list(v.names)
+        records.append({**fields, "outcome": v.outcome, "consistent": v.consistent,
                         "sides": list(v.sides), "raw_first": r1.raw_reply, "raw_second": r2.raw_reply,
                         "error_first": getattr(r1, "detail", None), "error_second": getattr(r2, "detail", None)})
     return verdicts, records

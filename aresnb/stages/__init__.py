@@ -50,11 +50,13 @@ def open_run(params: Any = None) -> tuple[Config, RunPaths]:
     return cfg, RunPaths(cfg)
 
 
-def stored_summary(cfg: Config, paths: RunPaths, stage: str, round_index: int | None = None) -> dict | None:
+def stored_summary(cfg: Config, paths: RunPaths, stage: str, round_index: int | None = None,
+                   arm: str | None = None) -> dict | None:
     """The summary of this stage's finished run when it can be reused as it is (else None), saying so."""
-    summary = reusable_summary(cfg, paths, stage, round_index)
+    summary = reusable_summary(cfg, paths, stage, round_index, arm=arm)
     if summary is not None:
         where = stage if stage not in _paths.ROUND_STAGES else f"round_{round_index}/{stage}"
+        where = f"{arm}/{stage}" if arm is not None else where
         progress.say(f"{where}: finished before with these parameters and inputs; showing its stored results "
                      "(aresnb run --force recomputes)")
     return summary

@@ -1,7 +1,7 @@
 """Stage 06: answer inference with a LoRA adapter on the rationale model (ARES, paper Figure 4).
 
-For every model the run has (the baseline; ARES once its last round exists) and every input
-format, a peft LoRA adapter is trained on the train split to write "The answer is (X).", saved in
+For every model the run evaluates (the baseline, ARES once its last round exists, and the ablation
+arms of ``ares.arms``: :mod:`aresnb.stages.arms`) and every input format, a peft LoRA adapter is trained on the train split to write "The answer is (X).", saved in
 peft's format, reloaded with ``PeftModel.from_pretrained`` and evaluated on test: regex extraction
 with a seeded random fallback (failures counted), accuracy by ScienceQA category.
 
@@ -32,17 +32,18 @@ import numpy as np
 import torch
 
 from aresnb.answer import attach_lora, load_answer_model, predict_answers, trainable_fraction
-from aresnb.checkpoints import fingerprint
+from aresnb.checkpoints import dir_signature, fingerprint
 from aresnb.distributed import default_device
 from aresnb.evaluation.accuracy import accuracy_by_category, heads_table
 from aresnb.evaluation.tables import write_table
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
-from aresnb.models import load_rationale_model, model_dir_has_weights
-from aresnb.paths import ANSWER_LORA, BASELINE_MODEL, RunPaths, round_model
+from aresnb.models import load_rationale_model
+from aresnb.paths import ANSWER_LORA, BASELINE_MODEL, RunPaths
 from aresnb.progress import say
 from aresnb.sft import train_seq2seq
 from aresnb.sft_data import TokenizedExamples, make_examples
 from aresnb.stages import stored_summary, tracking
+from aresnb.stages.arms import evaluated_models
 from aresnb.stages.data import load_features, load_problems
 from aresnb.stages.launch import run_heavy
 from aresnb.tokenizer import load_tokenizer
@@ -52,14 +53,8 @@ NO_IMAGE = "baseline_no_image"  # the ablation's folder under 06_answer_lora/
 
 
 def models_in_run(cfg: Any, paths: RunPaths) -> dict[str, tuple[Path, str]]:
-    """{name: (model dir, rationale-file name)}: the baseline, and ARES once its last round exists."""
-    found = {BASELINE_MODEL: (paths.baseline_model_dir, BASELINE_MODEL)}
-    if not model_dir_has_weights(paths.baseline_model_dir):
-        raise FileNotFoundError(f"no baseline model at {paths.baseline_model_dir}: run stage 02 first")
-    ares_dir = paths.ares_model_dir(cfg.ares.rounds)
-    if model_dir_has_weights(ares_dir):
-        found["ares"] = (ares_dir, round_model(cfg.ares.rounds))
-    return found
+    """{name: (model dir, rationale-file name)}: every model the run evaluates (:mod:`aresnb.stages.arms`)."""
+    return {name: (m.model_dir, m.rationale_name) for name, m in evaluated_models(cfg, paths).items()}
 
 
 def test_rationales(paths: RunPaths, rationale_name: str, problems: list[dict]) -> dict[str, str]:
@@ -141,6 +136,8 @@ def train_head(cfg: Any, paths: RunPaths, head: Head, train: list[dict], feature
     out_dir = paths.answer_dir(head.name, head.fmt)
     result = train_seq2seq(peft_model, tokenizer, data, features, cfg.answer.train, out_dir,
                            model_dir=out_dir / "adapter", seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision,
+                           # the model under the adapter: a new ARES model must never resume an old head
+                           fingerprint_extra={"base_model": dir_signature(head.model_dir), "use_image": head.use_image},
                            gradient_checkpointing=cfg.model.gradient_checkpointing, desc=f"LoRA {head.label}",
                            progress=False,  # one line per head (evaluate_head), not per step
                            tracking=tracking(cfg, paths, f"{STAGE}/{head.name}/{head.fmt}",
@@ -195,7 +192,8 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     plan = plan_heads(cfg, paths)
     trained = run_heavy(cfg, paths, STAGE)
     done = {head.label: evaluate_head(cfg, paths, head, data, trained["heads"][head.label]) for head in plan}
-    heads = {name: {fmt: done[f"{name}/{fmt}"] for fmt in cfg.answer.formats} for name in models_in_run(cfg, paths)}
+    models = dict.fromkeys(h.name for h in plan if h.name != NO_IMAGE)  # in the order evaluated_models gives
+    heads = {name: {fmt: done[f"{name}/{fmt}"] for fmt in cfg.answer.formats} for name in models}
 
     ablation = None
     if cfg.answer.image_ablation:

@@ -1,5 +1,10 @@
 """Stage 05: the Teacher corrects the RL model's rationales, then SFT on them from the RL checkpoint.
 
+The same stage is the ``correction_only`` ablation arm (``arm="correction_only"``, ``ares.arms``):
+the baseline takes the PPO policy's place -- its own greedy train rationales are corrected and it is
+fine-tuned on them with the same recipe, seed and train problems as round 1 (so the same number of
+SFT steps), without any RL. Comparing ARES with it says what the RL adds to the label cleaning.
+
 1. the round's PPO policy writes one greedy rationale per train problem (and for val and test:
    the after-RL rates and the panels),
 2. sentences that repeat an earlier one are removed,
@@ -31,7 +36,7 @@ from aresnb.distributed import default_device
 from aresnb.generation import generate_rationales
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.models import load_rationale_model
-from aresnb.paths import BASELINE_MODEL, CORRECTION_SFT, RunPaths, round_model
+from aresnb.paths import BASELINE_MODEL, CORRECTION_ONLY, CORRECTION_SFT, RunPaths, round_model
 from aresnb.progress import Progress, say
 from aresnb.rationale_metrics import dedupe_sentences, rationale_quality
 from aresnb.sft import train_seq2seq
@@ -54,27 +59,27 @@ RATES_DEFINITION = {
 # ---- resumable artefacts -----------------------------------------------------------------------
 
 
-def inputs_fingerprint(cfg: Any, round_index: int, policy_dir: Path) -> str:
-    """What the stage's generated artefacts depend on: parameters and the PPO policy's weights."""
+def inputs_fingerprint(cfg: Any, round_index: int, policy_dir: Path, arm: str | None = None) -> str:
+    """What the stage's generated artefacts depend on: parameters and the corrected model's weights."""
     values = cfg.to_dict()
     return fingerprint(round_index, cfg.run.seed, values["model"], values["correction"], cfg.teacher.model,
-                       dir_signature(policy_dir))
+                       dir_signature(policy_dir), *([arm] if arm else []))
 
 
-def reset_if_inputs_changed(paths: RunPaths, round_index: int, fp: str) -> bool:
+def reset_if_inputs_changed(paths: RunPaths, round_index: int, fp: str, arm: str | None = None) -> bool:
     """Discard artefacts made from other inputs (True when something was discarded)."""
-    state = paths.correction_inputs_file(round_index)
+    state = paths.correction_inputs_file(round_index, arm)
     if state.exists() and read_json(state).get("fingerprint") == fp:
         return False
-    stage_dir = paths.stage_dir(STAGE, round_index)
+    stage_dir = paths.stage_dir(STAGE, round_index, arm)
     stale = state.exists()
     for name in ("checkpoints", "model"):
         if (stage_dir / name).exists():
             shutil.rmtree(stage_dir / name)
             stale = True
-    files = [paths.rl_rationales_file(round_index, s) for s in ("train", *EVAL_SPLITS)]
-    files += [paths.before_rl_rationales_file(round_index, "val"), paths.corrections_file(round_index),
-              paths.metrics_file(STAGE, round_index)]
+    files = [paths.rl_rationales_file(round_index, s, arm) for s in ("train", *EVAL_SPLITS)]
+    files += [paths.before_rl_rationales_file(round_index, "val", arm), paths.corrections_file(round_index, arm),
+              paths.metrics_file(STAGE, round_index, arm)]
     for f in files:
         if f.exists():
             f.unlink()
@@ -121,28 +126,38 @@ def _round_train(cfg: Any, paths: RunPaths, round_index: int) -> tuple[list[dict
     return [train_all[i] for i in rows_idx], load_features(paths, "train")[rows_idx]
 
 
-def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
-    """SFT on the corrections (``corrections.parquet``), from the round's PPO policy; the main
-    process saves the model. The trainer resumes from its checkpoints."""
+def _where(round_index: int, arm: str | None) -> str:
+    """The step's name in logs and trackers: ``round_<i>`` or the arm's."""
+    return arm or f"round_{round_index}"
+
+
+def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1, arm: str | None = None) -> dict:
+    """SFT on the corrections (``corrections.parquet``), from the model they correct (the round's
+    PPO policy, or the baseline for ``correction_only``); the main process saves the model. The
+    trainer resumes from its checkpoints. The seed is round 1's for the arm: the same SFT, no RL."""
     train, features = _round_train(cfg, paths, round_index)
-    corrections = pd.read_parquet(paths.corrections_file(round_index), columns=["qid", "target"])
+    corrections = pd.read_parquet(paths.corrections_file(round_index, arm), columns=["qid", "target"])
     examples = make_examples(train, "QCM-E", rationales=dict(zip(corrections["qid"].astype(str), corrections["target"])),
                              use_caption=cfg.data.use_caption)
-    model, tokenizer = _load_model(paths.ppo_policy_dir(round_index))
-    trained = train_seq2seq(model, tokenizer, examples, features, cfg.correction.sft, paths.stage_dir(STAGE, round_index),
-                            model_dir=paths.sft_model_dir(round_index), max_source_length=cfg.model.max_source_length,
+    model, tokenizer = _load_model(paths.model_to_correct(round_index, arm))
+    trained = train_seq2seq(model, tokenizer, examples, features, cfg.correction.sft,
+                            paths.stage_dir(STAGE, round_index, arm), model_dir=paths.sft_model_dir(round_index, arm),
+                            max_source_length=cfg.model.max_source_length,
                             max_target_length=cfg.model.max_target_length, seed=cfg.run.seed + round_index,
                             mixed_precision=cfg.run.mixed_precision,
                             gradient_checkpointing=cfg.model.gradient_checkpointing,
-                            desc=f"SFT on corrections, round {round_index}",
-                            tracking=tracking(cfg, paths, f"round_{round_index}/{STAGE}",
-                                              {"train": vars(cfg.correction.sft), "round": round_index}))
+                            desc=f"SFT on corrections, {_where(round_index, arm).replace('_', ' ')}",
+                            tracking=tracking(cfg, paths, f"{_where(round_index, arm)}/{STAGE}",
+                                              {"train": vars(cfg.correction.sft), "round": round_index, "arm": arm}))
     return trained.summary()
 
 
-def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
-    """Correct the RL policy's train rationales with the Teacher, SFT on them, measure the effect."""
-    if (stored := stored_summary(cfg, paths, STAGE, round_index)) is not None:
+def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, arm: str | None = None) -> dict:
+    """Correct the RL policy's train rationales with the Teacher, SFT on them, measure the effect.
+    ``arm="correction_only"``: the same on the baseline, without RL (the ablation)."""
+    if arm not in (None, CORRECTION_ONLY):
+        raise ValueError(f"stage 05 runs for the ARES rounds (arm None) or the {CORRECTION_ONLY!r} arm, not {arm!r}")
+    if (stored := stored_summary(cfg, paths, STAGE, round_index, arm)) is not None:
         return stored
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -150,9 +165,9 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     def lap(name: str) -> None:
         timings[name] = round(time.perf_counter() - start - sum(timings.values()), 2)
 
-    paths.stage_dir(STAGE, round_index)
-    policy_dir = paths.ppo_policy_dir(round_index)
-    restarted = reset_if_inputs_changed(paths, round_index, inputs_fingerprint(cfg, round_index, policy_dir))
+    paths.stage_dir(STAGE, round_index, arm)
+    policy_dir = paths.model_to_correct(round_index, arm)
+    restarted = reset_if_inputs_changed(paths, round_index, inputs_fingerprint(cfg, round_index, policy_dir, arm), arm)
 
     data = load_problems(paths)
     train, train_features = _round_train(cfg, paths, round_index)
@@ -163,9 +178,9 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     lap("load_data")
     # 1. the RL policy's greedy rationales: train (to correct), val (the after-RL rates), test (panel)
     model, tokenizer = _load_model(policy_dir)
-    rl_train = cached_rationales(paths.rl_rationales_file(round_index, "train"), train_qids,
+    rl_train = cached_rationales(paths.rl_rationales_file(round_index, "train", arm), train_qids,
                                  lambda: _greedy(model, tokenizer, train, train_features, cfg))
-    rl_eval = {s: cached_rationales(paths.rl_rationales_file(round_index, s), qids[s],
+    rl_eval = {s: cached_rationales(paths.rl_rationales_file(round_index, s, arm), qids[s],
                                     lambda s=s: _greedy(model, tokenizer, *split_data[s], cfg))
                for s in EVAL_SPLITS}
 
@@ -176,29 +191,30 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
         results = teacher.correct(items, progress=Progress(len(items), "Teacher corrections", unit="rationales").callback())
         usage = teacher.usage()
     rows = [correction_row(q, rl_train[q], r) for q, r in zip(train_qids, results)]
-    pd.DataFrame(rows).to_parquet(paths.corrections_file(round_index), index=False)
-    check_corrections(rows, paths.corrections_file(round_index))
+    pd.DataFrame(rows).to_parquet(paths.corrections_file(round_index, arm), index=False)
+    check_corrections(rows, paths.corrections_file(round_index, arm))
 
     lap("teacher")
     # 4. SFT on the corrections, from the RL checkpoint: the heavy step (it resumes from its checkpoints)
     del model
-    trained = run_heavy(cfg, paths, STAGE, round_index)
-    model_dir = paths.sft_model_dir(round_index)
+    trained = run_heavy(cfg, paths, STAGE, round_index, arm=arm)
+    model_dir = paths.sft_model_dir(round_index, arm)
     model, tokenizer = _load_model(model_dir)
 
     lap("sft")
     after_sft = {}
     for s in EVAL_SPLITS:
         out = _greedy(model, tokenizer, *split_data[s], cfg)
-        write_jsonl(paths.rationales_file(round_model(round_index), s), [{"qid": q, "rationale": out[q]} for q in qids[s]])
+        write_jsonl(paths.rationales_file(arm or round_model(round_index), s), [{"qid": q, "rationale": out[q]} for q in qids[s]])
         after_sft[s] = out
 
     lap("generate_sft")
-    # 5. the paper's motivation, measured on val: before RL, after RL, after SFT
-    before, before_source = before_rl_val_rationales(cfg, paths, round_index, split_data["val"], qids["val"])
+    # 5. the paper's motivation, measured on val: before RL, after RL, after SFT (the arm has no RL:
+    # what it corrects is the baseline itself)
+    before, before_source = before_rl_val_rationales(cfg, paths, round_index, split_data["val"], qids["val"], arm)
     rates = {
         "before_rl": rationale_quality([before[q] for q in qids["val"]]),
-        "after_rl": rationale_quality([rl_eval["val"][q] for q in qids["val"]]),
+        **({} if arm else {"after_rl": rationale_quality([rl_eval["val"][q] for q in qids["val"]])}),
         "after_sft": rationale_quality([after_sft["val"][q] for q in qids["val"]]),
     }
     train_rates = {
@@ -210,6 +226,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     summary = {
         "stage": STAGE,
         "round": round_index,
+        **({"arm": arm, "corrected_model": str(policy_dir)} if arm else {}),
         **summarize_corrections(rows),
         "val_rates": rates,
         "train_rates": train_rates,
@@ -225,15 +242,16 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
         "timings_s": timings,
         "wall_time_s": round(time.perf_counter() - start, 2),
     }
-    write_json(paths.summary_file(STAGE, round_index), summary)
-    say(f"corrections: {summary['corrected']} corrected, {summary['unchanged']} unchanged, {summary['fallback']} "
-        "fallback; unfinished sentences (val) " + " → ".join(f"{rates[k]['unfinished_sentence_rate']:.1%}" for k in rates)
-        + " (before RL → after RL → after SFT)")
+    write_json(paths.summary_file(STAGE, round_index, arm), summary)
+    say(f"{arm + ': ' if arm else ''}corrections: {summary['corrected']} corrected, {summary['unchanged']} unchanged, "
+        f"{summary['fallback']} fallback; unfinished sentences (val) "
+        + " → ".join(f"{rates[k]['unfinished_sentence_rate']:.1%}" for k in rates)
+        + f" ({' → '.join(k.replace('_', ' ').replace('rl', 'RL').replace('sft', 'SFT') for k in rates)})")
     return summary
 
 
 def before_rl_val_rationales(cfg: Any, paths: RunPaths, round_index: int, val: tuple,
-                             qids: list[str]) -> tuple[dict[str, str], str]:
+                             qids: list[str], arm: str | None = None) -> tuple[dict[str, str], str]:
     """Val rationales of the model entering the round and where they came from: the file its
     stage wrote (baseline or the previous round), else generated here with this stage's settings."""
     name = BASELINE_MODEL if round_index == 1 else round_model(round_index - 1)
@@ -243,7 +261,7 @@ def before_rl_val_rationales(cfg: Any, paths: RunPaths, round_index: int, val: t
         by = {str(r["qid"]): r["rationale"] for r in rows}
         return {q: by[q] for q in qids}, str(path)
     model, tokenizer = _load_model(paths.policy_entering_round(round_index))
-    own = paths.before_rl_rationales_file(round_index, "val")
+    own = paths.before_rl_rationales_file(round_index, "val", arm)
     return cached_rationales(own, qids, lambda: _greedy(model, tokenizer, *val, cfg)), str(own)
 
 
@@ -252,9 +270,9 @@ def request_preview() -> str:
     return prompt_preview("correct")
 
 
-def load(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
-    """The finished round: summary, the corrections (DataFrame), the val rates."""
+def load(cfg: Any, paths: RunPaths, round_index: int | None = 1, arm: str | None = None) -> dict:
+    """The finished round (or arm): summary, the corrections (DataFrame), the val rates."""
     return {
-        "summary": read_json(paths.summary_file(STAGE, round_index)),
-        "corrections": pd.read_parquet(paths.corrections_file(round_index)),
+        "summary": read_json(paths.summary_file(STAGE, round_index, arm)),
+        "corrections": pd.read_parquet(paths.corrections_file(round_index, arm)),
     }

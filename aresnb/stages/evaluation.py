@@ -1,8 +1,11 @@
 """Stage 07: win rate of ARES over the baseline, answer accuracy, rationale metrics; the tables.
 
-Reads the test rationales of the baseline (02) and of every round's SFT model (05; the last one is
-ARES), stage 06's accuracies, the test problems. Asks the judge (definitions in
-:mod:`aresnb.evaluation.winrate`), writes ``07_evaluation/judgments.jsonl``, the tables under
+Reads the test rationales of the baseline (02), of every round's SFT model (05; the last one is
+ARES) and of the ablation arms (``ares.arms``: :mod:`aresnb.stages.arms`), stage 06's accuracies,
+the test problems. Asks the judge (definitions in :mod:`aresnb.evaluation.winrate`) for every
+comparison -- ARES vs the baseline (the headline, ``judgments.jsonl``), each arm vs the baseline,
+ARES vs ``correction_only`` -- and reports each one's wins / ties / losses, tie rate, decisive and
+forced-choice win rates (``comparisons``, ``tables/comparisons``). Writes the tables under
 ``tables/`` and ``summary.json``. Judges favour longer answers and RL changes length, so both
 sides' mean length (words) is reported beside the win rate.
 """
@@ -25,13 +28,14 @@ from aresnb.evaluation.claims import claim_shares
 from aresnb.evaluation.tables import write_table
 from aresnb.evaluation.text_metrics import gold_metrics, load_similarity_model, word_count
 from aresnb.evaluation.winrate import (OUTCOME_CODE, bootstrap_interval, judge_both_orders, judge_subset,
-                                      single_order_codes, tally, teacher_judge, win_rate_table)
+                                      single_order_codes, tally, teacher_judge, win_rate_table, win_statistics)
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.paper_numbers import ACCURACY_COLUMNS
-from aresnb.paths import ANSWER_LORA, BASELINE_MODEL, EVALUATION, RunPaths, round_model
+from aresnb.paths import ANSWER_LORA, ARES_MODEL, BASELINE_MODEL, EVALUATION, RunPaths, round_model
 from aresnb.progress import Progress, say
 from aresnb.rationale_metrics import rationale_quality
 from aresnb.stages import stored_summary
+from aresnb.stages.arms import DESCRIPTIONS, comparison_name, comparisons, model_names, rationale_name
 from aresnb.stages.data import load_problems
 from aresnb.teacher import endpoint_label, open_teacher, prompt_preview
 
@@ -62,11 +66,15 @@ def read_rationales(path: Path) -> dict[str, str]:
     return out
 
 
-def test_rationales(paths: RunPaths, rounds: int, qids: Sequence[str]) -> dict[str, dict[str, str]]:
-    """{model name: {qid: rationale}} for the baseline and every round that has them (the last must)."""
+def test_rationales(paths: RunPaths, rounds: int, qids: Sequence[str],
+                    arms: Sequence[str] = ()) -> dict[str, dict[str, str]]:
+    """{model name: {qid: rationale}} for the baseline, every round that has them (the last must)
+    and the arms (``rl_only``, ``correction_only``: they must)."""
     files = {BASELINE_MODEL: paths.rationales_file(BASELINE_MODEL, "test")}
     files.update({round_model(i): paths.rationales_file(round_model(i), "test") for i in range(1, rounds + 1)})
-    required = (BASELINE_MODEL, round_model(rounds))
+    model_arms = [a for a in arms if a != "every_round"]
+    files.update({a: paths.rationales_file(a, "test") for a in model_arms})
+    required = (BASELINE_MODEL, round_model(rounds), *model_arms)
     out = {}
     for name, f in files.items():
         if not (f.exists() or name in required):
@@ -78,26 +86,58 @@ def test_rationales(paths: RunPaths, rounds: int, qids: Sequence[str]) -> dict[s
     return out
 
 
-def judge_test_set(cfg: Any, paths: RunPaths, problems: list[dict], baseline: Mapping[str, str],
-                   ares: Mapping[str, str]) -> tuple[list, list[dict], dict, float]:
+def judge_test_set(cfg: Any, paths: RunPaths, problems: list[dict], texts: Mapping[str, Mapping[str, str]],
+                   pairs: Sequence[tuple[str, str]]) -> tuple[dict, dict, float]:
     """Ask the judge (its own endpoint, ``evaluation.judge``: the paper has GPT-4o judge what Claude 3
-    Haiku taught).
+    Haiku taught) about every (subject, reference) pair; ``texts``: {model name: {qid: rationale}}.
 
-    Returns the verdicts, one record per judged problem, the judge's usage and the wall time.
+    Returns {pair: (verdicts, one record per judged problem)}, the judge's usage and the wall time.
     """
     t0 = time.time()
     judged = judge_subset(problems, cfg.evaluation.max_judge_problems, cfg.run.seed)
-    with open_teacher(cfg, paths, role="judge") as judge:
-        asked = Progress(2 * len(judged), "judge verdicts (both orders)", unit="asks")
-        verdicts, records = judge_both_orders(teacher_judge(judge, asked.callback()), judged, baseline, ares,
-                                              cfg.run.seed)
-        usage = judge.usage()
     by_qid = {p["qid"]: p for p in problems}
-    for rec in records:
-        p = by_qid[rec["qid"]]
-        rec.update(categories=categories(p), baseline=baseline[p["qid"]], ares=ares[p["qid"]],
-                   gold=p.get("solution", ""), question=p["question"], choices=list(p["choices"]), answer=p["answer"])
-    return verdicts, records, usage, time.time() - t0
+    out = {}
+    with open_teacher(cfg, paths, role="judge") as judge:
+        for subject, reference in pairs:
+            what = "" if (subject, reference) == (ARES_MODEL, BASELINE_MODEL) else f" {subject} vs {reference}"
+            asked = Progress(2 * len(judged), f"judge verdicts{what} (both orders)", unit="asks")
+            verdicts, records = judge_both_orders(teacher_judge(judge, asked.callback()), judged, texts[reference],
+                                                  texts[subject], cfg.run.seed, names=(subject, reference))
+            for rec in records:
+                p = by_qid[rec["qid"]]
+                rec.update(categories=categories(p), **{reference: texts[reference][p["qid"]],
+                                                        subject: texts[subject][p["qid"]]},
+                           gold=p.get("solution", ""), question=p["question"], choices=list(p["choices"]),
+                           answer=p["answer"])
+            out[(subject, reference)] = (verdicts, records)
+        usage = judge.usage()
+    return out, usage, time.time() - t0
+
+
+def comparison_summary(cfg: Any, verdicts: list, subject: Mapping[str, str], reference: Mapping[str, str]) -> dict:
+    """One comparison's win statistics (:func:`aresnb.evaluation.winrate.win_statistics`), both sides'
+    mean length and how many judged pairs were identical texts."""
+    qids = [v.qid for v in verdicts]
+    s, r = verdicts[0].names if verdicts else ("subject", "reference")
+    return {
+        **win_statistics(verdicts, cfg.evaluation.bootstrap_samples, cfg.run.seed),
+        "mean_words": {s: float(np.mean([word_count(subject[q]) for q in qids])) if qids else None,
+                       r: float(np.mean([word_count(reference[q]) for q in qids])) if qids else None},
+        "identical_rationales": sum(subject[q].strip() == reference[q].strip() for q in qids),
+    }
+
+
+def comparisons_table(comps: Mapping[str, dict]) -> pd.DataFrame:
+    """One row per comparison: counts over both orders, tie rate, decisive and forced-choice rates."""
+    rows = []
+    for c in comps.values():
+        (dlo, dhi), (wlo, whi) = c["decisive_win_rate_ci95"], c["win_rate_ci95"]
+        rows.append({"subject": c["subject"], "reference": c["reference"], "n": c["n"], "wins": c["wins"],
+                     "ties": c["ties"], "losses": c["losses"], "tie_rate": c["tie_rate"],
+                     "decisive_win_rate": c["decisive_win_rate"], "decisive_lo": dlo, "decisive_hi": dhi,
+                     "win_rate": c["win_rate"], "win_rate_lo": wlo, "win_rate_hi": whi,
+                     "identical": c["identical_rationales"]})
+    return pd.DataFrame(rows)
 
 
 def win_rate_summary(cfg: Any, verdicts: list, cats: Mapping[str, list[str]], baseline: Mapping[str, str],
@@ -179,6 +219,28 @@ def diagnostics(cfg: Any, paths: RunPaths, problems: list[dict], rationales: dic
     }
 
 
+def arm_figures(cfg: Any, paths: RunPaths, problems: list[dict], texts: Mapping[str, Mapping[str, str]]) -> dict:
+    """Per evaluated model, on test: what it is, its degeneration rates (sentences per rationale and
+    words per sentence among them), what its rationales claim (synthetic data) and stage 06's accuracy."""
+    qids = [str(p["qid"]) for p in problems]
+    summary06 = paths.summary_file(ANSWER_LORA)
+    accuracy = read_json(summary06).get("accuracy", {}) if summary06.exists() else {}
+    out = {}
+    for name, by_qid in texts.items():
+        claims = claim_shares(by_qid, problems)
+        out[name] = {
+            "description": DESCRIPTIONS.get(name, f"ARES after {name.replace('_', ' ')}"),
+            "degeneration": rationale_quality([by_qid.get(q, "") for q in qids]),
+            "claims": claims["all"] if claims else None,
+            "accuracy": {fmt: cats.get("Avg") for fmt, cats in accuracy.get(name, {}).items()},
+        }
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
+
+
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, Any]:
     """Judge ARES against the baseline, collect accuracies and rationale metrics; write the
     judgments, the tables and ``summary.json``; return the summary."""
@@ -189,17 +251,23 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, 
     rounds = cfg.ares.rounds
     problems = load_problems(paths)["test"].to_list()
     qids = [str(p["qid"]) for p in problems]
-    rationales = test_rationales(paths, rounds, qids)
-    baseline, ares = rationales[BASELINE_MODEL], rationales[round_model(rounds)]
+    rationales = test_rationales(paths, rounds, qids, cfg.ares.arms)
+    names = model_names(cfg)
+    texts = {n: rationales[rationale_name(n, rounds)] for n in names}
+    baseline, ares = texts[BASELINE_MODEL], texts[ARES_MODEL]
     # Importing sentence-transformers and loading MiniLM takes seconds: overlap it with judging,
     # which mostly waits on the Teacher's HTTP replies.
     pool = ThreadPoolExecutor(max_workers=1)
     similarity = pool.submit(load_similarity_model, cfg.evaluation.similarity_model)
     pool.shutdown(wait=False)
 
-    verdicts, records, usage, judge_s = judge_test_set(cfg, paths, problems, baseline, ares)
-    write_jsonl(paths.judgments_file, records)
+    judged, usage, judge_s = judge_test_set(cfg, paths, problems, texts, comparisons(names))
+    for (subject, reference), (_, records) in judged.items():
+        write_jsonl(paths.comparison_judgments_file(subject, reference), records)
+    verdicts = judged[(ARES_MODEL, BASELINE_MODEL)][0]
     win, wr_table = win_rate_summary(cfg, verdicts, {str(p["qid"]): categories(p) for p in problems}, baseline, ares)
+    comps = {comparison_name(*pair): comparison_summary(cfg, v, texts[pair[0]], texts[pair[1]])
+             for pair, (v, _) in judged.items()}
     acc, acc_table = accuracy_summary(cfg, paths)
 
     t_sim = time.time()
@@ -215,6 +283,11 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, 
                                 f"Win rate of ARES over the baseline (judge {judge_model(cfg)}; win_rate: one random "
                                 "order per problem, forced choice (paper); wins/ties/losses: both orders; 95% "
                                 "bootstrap intervals)", 3),
+        "comparisons": write_table(comparisons_table(comps), paths.tables_dir, "comparisons",
+                                   f"Every comparison the judge made (judge {judge_model(cfg)}): wins / ties / losses "
+                                   "over both orders, tie rate, decisive win rate (ties left out), win_rate = the "
+                                   "paper's forced choice in one random order; 95% bootstrap intervals over problems",
+                                   3),
         "rationale_metrics": write_table(metrics_df, paths.tables_dir, "rationale_metrics",
                                          "Rationale metrics against the gold solutions (test split)", 3),
     }
@@ -224,10 +297,13 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, 
     summary = {
         "stage": STAGE,
         **win,
+        "tie_rate": comps[comparison_name(ARES_MODEL, BASELINE_MODEL)]["tie_rate"],
+        "comparisons": comps,
         "test_problems": len(problems),
         **acc,
         "rationale_metrics": metrics,
         **diagnostics(cfg, paths, problems, rationales),
+        "arms": arm_figures(cfg, paths, problems, texts),
         "similarity_model": {"requested": cfg.evaluation.similarity_model, "used": sim_source},
         "teacher_usage": usage,
         "tables": tables,
@@ -236,6 +312,10 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, 
         "cpu_time_s": round(time.process_time() - cpu0, 2),  # all threads of this process
     }
     write_json(paths.summary_file(STAGE), summary)
+    for name, c in comps.items():
+        say(f"judge {summary['judge_model']}, {c['subject']} vs {c['reference']}: {c['wins']} wins / {c['ties']} ties / "
+            f"{c['losses']} losses over both orders (tie rate {c['tie_rate']:.0%}, decisive {_pct(c['decisive_win_rate'])}); "
+            f"forced choice {c['win_rate']:.1%}")
     lo, hi = summary["win_rate_ci95"]
     say(f"judge {summary['judge_model']}: ARES preferred on {summary['win_rate']:.1%} of {summary['judged_problems']} "
         f"test problems (95% CI {lo:.1%}-{hi:.1%})")

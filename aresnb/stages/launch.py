@@ -42,19 +42,22 @@ def _stage_module(stage: str) -> Any:
 
 
 def run_heavy(cfg: Any, paths: RunPaths, stage: str, round_index: int | None = None,
-              log: Callable[[str], None] = print) -> dict:
-    """The stage's heavy step on ``run.num_processes`` processes; returns what the main process returned."""
+              log: Callable[[str], None] = print, arm: str | None = None) -> dict:
+    """The stage's heavy step on ``run.num_processes`` processes; returns what the main process returned.
+    ``arm``: an ablation arm's own step (stage 05 of ``correction_only``)."""
     module = _stage_module(stage)
     n = cfg.run.num_processes
     if n == 1 or launched():
-        return module.heavy_step(cfg, paths, round_index)
-    folder = paths.launch_dir(stage, round_index)
+        return module.heavy_step(cfg, paths, round_index, **_arm_kwargs(arm))
+    folder = paths.launch_dir(stage, round_index, arm)
     params, result = folder / "params.yaml", folder / "result.json"
     params.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     result.unlink(missing_ok=True)
     args = [stage, "--params", str(params), "--result", str(result), "--expect-hash", cfg.hash()]
     if round_index is not None:
         args += ["--round", str(round_index)]
+    if arm is not None:
+        args += ["--arm", arm]
     log(f"{stage}: the heavy step on {n} processes (accelerate launch)")
     run_launched(accelerate_command(ENTRY, args, n, cfg.run.mixed_precision, cfg.run.accelerate_config), log)
     if not result.exists():
@@ -62,18 +65,24 @@ def run_heavy(cfg: Any, paths: RunPaths, stage: str, round_index: int | None = N
     return read_json(result)
 
 
+def _arm_kwargs(arm: str | None) -> dict:
+    """Only stage 05 knows arms: the other heavy steps are called as they always were."""
+    return {} if arm is None else {"arm": arm}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Run one stage's heavy step (under accelerate launch).")
     ap.add_argument("stage", help="e.g. 04_ppo")
     ap.add_argument("--params", required=True, help="resolved parameter YAML")
     ap.add_argument("--round", type=int, default=None, dest="round_index")
+    ap.add_argument("--arm", default=None, help="an ablation arm's step, e.g. correction_only (stage 05)")
     ap.add_argument("--result", default=None, help="where the main process writes the step's result (JSON)")
     ap.add_argument("--expect-hash", default=None, help="fail unless the parameters resolve to this hash")
     args = ap.parse_args(argv)
     cfg = load_config(args.params)
     if args.expect_hash and cfg.hash() != args.expect_hash:
         raise SystemExit(f"{args.params} resolves to parameters {cfg.hash()}, not {args.expect_hash}")
-    result = _stage_module(args.stage).heavy_step(cfg, RunPaths(cfg), args.round_index)
+    result = _stage_module(args.stage).heavy_step(cfg, RunPaths(cfg), args.round_index, **_arm_kwargs(args.arm))
     if args.result and process_rank()[0] == 0:
         write_json(args.result, result)
     if torch.distributed.is_available() and torch.distributed.is_initialized():

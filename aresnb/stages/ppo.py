@@ -47,6 +47,7 @@ from aresnb.value_model import Seq2SeqValueModel
 STAGE = PPO
 SOURCE_FORMAT = "QCM-E"
 COLLAPSE_WARNING_POINTS = 10.0  # warn when the empty-rationale rate rises by more than this
+SENTENCE_MERGE_SHARE = 1 / 3  # warn when sentences per rationale fall by more than this share
 
 
 # ---- buffer -> PPO samples ---------------------------------------------------------------------
@@ -250,6 +251,16 @@ def stage_summary(cfg: Any, paths: RunPaths, round_index: int, before: dict, aft
         log(f"WARNING: the policy collapsed towards empty rationales: {100 * after['quality']['empty_rate']:.0f}% of "
             f"greedy val rationales are empty after PPO ({100 * before['quality']['empty_rate']:.0f}% before). "
             "Lower ppo.lr or ppo.ppo_epochs, or raise ppo.kl_loss_coef.")
+    sentences = {k: q["mean_sentences"] for k, q in quality.items()}
+    words_per_sentence = {k: q["words_per_sentence"] for k, q in quality.items()}
+    # When most sentences score below 0.5 every sentence end costs reward: the policy learns to run
+    # sentences together, a failure the mean score does not show.
+    merged = sentences["before_rl"] > 0 and sentences["after_rl"] < (1 - SENTENCE_MERGE_SHARE) * sentences["before_rl"]
+    if merged:
+        log(f"WARNING: the policy runs sentences together: {sentences['before_rl']:.2f} -> {sentences['after_rl']:.2f} "
+            f"sentences per greedy val rationale, {words_per_sentence['before_rl']:.1f} -> "
+            f"{words_per_sentence['after_rl']:.1f} words per sentence. Each sentence end carries score - 0.5: with "
+            "mostly low scores, fewer ends pay. Lower ppo.lr or ppo.ppo_epochs, or raise ppo.kl_loss_coef.")
     expected_steps = math.ceil((buffer_stats["samples_total"] - buffer_stats["samples_dropped"]) / cfg.ppo.batch_size)
     delta = paired_delta(before, after, cfg.evaluation.bootstrap_samples, cfg.run.seed)
     return {
@@ -266,6 +277,9 @@ def stage_summary(cfg: Any, paths: RunPaths, round_index: int, before: dict, aft
         "eval_unscored_after": after["dropped"],
         "eval_quality": quality,  # repeated / unfinished / empty rates and mean length, greedy val
         "collapse_warning": collapsed,
+        "sentences_per_rationale": sentences,  # greedy val, before and after RL
+        "words_per_sentence": words_per_sentence,
+        "sentence_merge_warning": merged,
         **buffer_stats,
         "sequences_trained": result["sequences"],
         "passes": result["passes"],
