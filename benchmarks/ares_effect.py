@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/ares_effect.py [--seeds 3] [--out benchmarks/results/ares_effect.json]
                                                [--params params/smoke.yaml] [--set KEY=VALUE ...] [--jobs 2]
+    .venv/bin/python benchmarks/ares_effect.py --arms [--teacher-error 0.2]   # what each half adds:
+                                               benchmarks/ablation.py -> benchmarks/results/ares_ablation.json
 
 Each seed is a full ``aresnb run`` (the papermill pipeline, as ``make reproduce`` runs it) into its
 own run folder under ``--runs-dir``, ``--jobs`` seeds at a time (each stage runs on one thread,
@@ -36,19 +38,22 @@ from aresnb.io import read_json, read_jsonl  # noqa: E402
 from aresnb.paths import RunPaths  # noqa: E402
 
 POINTS = ("before_rl", "after_rl", "after_sft")
+DEFAULT_RUNS = ROOT / "outputs" / "ares_effect"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "ares_effect.json"
 TARGETS = {"win_rate": 0.60, "test_problems": 200, "stage_time_s": 360.0, "benchmark_s": 25 * 60.0}
 
 
-def run_seed(params: str, seed: int, runs_dir: Path, overrides: list[str]) -> Path:
+def run_seed(params: str, seed: int, runs_dir: Path, overrides: list[str], name: str | None = None) -> Path:
+    name = name or f"effect_seed{seed}"
     cmd = [sys.executable, "-m", "aresnb.cli", "run", params, "--set", f"run.seed={seed}",
-           "--set", f"run.name=effect_seed{seed}", "--set", f"run.output_dir={runs_dir}", "--quiet"]
+           "--set", f"run.name={name}", "--set", f"run.output_dir={runs_dir}", "--quiet"]
     for o in overrides:
         cmd += ["--set", o]
     env = {**os.environ, "ARESNB_TEACHER_KEY": os.environ.get("ARESNB_TEACHER_KEY", "local")}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"seed {seed}: aresnb run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return runs_dir / f"effect_seed{seed}"
+    return runs_dir / name
 
 
 def seed_result(run_dir: Path, rounds: int) -> dict:
@@ -215,12 +220,29 @@ def main() -> None:
     ap.add_argument("--params", default=str(ROOT / "params" / "smoke.yaml"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every seed")
     ap.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1), help="seeds run side by side")
-    ap.add_argument("--runs-dir", type=Path, default=ROOT / "outputs" / "ares_effect")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ares_effect.json")
+    ap.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--arms", action="store_true",
+                    help="the ablation arms (benchmarks/ablation.py): baseline, rl_only, correction_only, ares and "
+                         "ares with 2 rounds per seed -> benchmarks/results/ares_ablation.json")
+    ap.add_argument("--teacher-error", type=float, default=None, metavar="RATE",
+                    help="with --arms: the same arms again with a reference Teacher that mis-grades this share of "
+                         "checkable sentences (teacher.reference_error_rate)")
     ap.add_argument("--from-runs", action="store_true",
                     help="run nothing: recompute the figures and verdicts from the finished runs in --runs-dir, "
                          "keeping the wall time, jobs and commit that --out recorded when they ran")
     args = ap.parse_args()
+    if args.arms:
+        from ablation import run_arms  # noqa: E402 - benchmarks/ is this script's folder
+
+        if args.out == DEFAULT_OUT:
+            args.out = ROOT / "benchmarks" / "results" / "ares_ablation.json"
+        if args.runs_dir == DEFAULT_RUNS:
+            args.runs_dir = ROOT / "outputs" / "ares_ablation"
+        run_arms(args, run_seed, _git_commit())
+        return
+    if args.teacher_error is not None:
+        ap.error("--teacher-error goes with --arms")
     from aresnb.config import load_config
 
     rounds = load_config(args.params, args.set).ares.rounds

@@ -327,3 +327,20 @@ def test_win_statistics_of_another_comparison_name_their_models():
     assert (w["subject"], w["reference"], w["wins"], w["ties"], w["losses"]) == ("rl_only", "baseline", 1, 1, 1)
     assert w["tie_rate"] == pytest.approx(1 / 3) and w["decisive_win_rate"] == pytest.approx(0.5)
     assert w["win_rate"] == pytest.approx(1 / 3)  # the first asks picked: subject, reference, reference
+
+
+def test_claim_counts_per_problem_add_up_to_the_shares():
+    from aresnb.evaluation.claims import claim_counts, claim_shares
+    from test_reference_rubric import colour, savings
+
+    problems = []
+    for i, make in enumerate((savings, colour)):
+        p, view = make()
+        problems.append({"qid": f"q{i}", "image_record": view.image_record})
+    rationales = {"q0": "Ava saved $34. Leo saved $34. So the answer is Ava.", "q1": "The shape is red. Hmm"}
+    per = [claim_counts(rationales[p["qid"]], p["image_record"]) for p in problems]
+    shares = claim_shares(rationales, problems)["all"]
+    assert sum(c["sentences"] for c in per) == shares["sentences"] == 5
+    assert sum(c["true"] for c in per) / 5 == pytest.approx(shares["true_share"])
+    assert sum(c["false"] for c in per) / 5 == pytest.approx(shares["false_share"])
+    assert per[0]["false"] == 1  # Leo saved $21

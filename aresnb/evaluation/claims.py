@@ -52,3 +52,13 @@ def claim_shares(rationales: Mapping[str, str], problems: Sequence[Mapping]) -> 
 def _family(record: str | Mapping) -> str:
     rec = json.loads(record) if isinstance(record, str) else record
     return rec.get("family") or rec.get("kind") or "unknown"
+
+
+def claim_counts(rationale: str, record: str | Mapping) -> dict[str, int]:
+    """One rationale's sentences by grade (``true``, ``false``, ...) and in all (``sentences``): the
+    per-problem counts behind :func:`claim_shares`, for intervals that resample problems."""
+    counts = dict.fromkeys(GRADES, 0)
+    sentences = sentence_texts(rationale)
+    for s in sentences:
+        counts[grade_sentence(s, record)] += 1
+    return {**counts, "sentences": len(sentences)}
