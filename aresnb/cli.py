@@ -84,7 +84,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
     if not (run_dir / "manifest.json").exists():
         print(f"aresnb results: {run_dir} is not a run directory (no manifest.json)", file=sys.stderr)
         return 2
-    text = render(run_dir, args.effect, args.bench)
+    text = render(run_dir, args.effect, args.bench, args.ablation)
     if args.readme:
         print(f"updated {update_readme(args.readme, text)}")
     else:
@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     results = sub.add_parser("results", help="the README's result tables, written from a run's summaries")
     results.add_argument("run_dir", help="outputs/<run>")
     results.add_argument("--effect", default=None, help="benchmarks/results/ares_effect.json (the effect across seeds)")
+    results.add_argument("--ablation", default=None,
+                         help="benchmarks/results/ares_ablation.json (the ablation arms across seeds)")
     results.add_argument("--bench", default=None, help="benchmarks/results (the PPO throughput ratios)")
     results.add_argument("--readme", default=None, help="replace the results section of this README instead of printing")
     results.set_defaults(func=_cmd_results)

@@ -1,4 +1,5 @@
-"""`aresnb results RUN_DIR [--effect ares_effect.json] [--bench benchmarks/results] [--readme README.md]`: the README's result tables,
+"""`aresnb results RUN_DIR [--effect ares_effect.json] [--ablation ares_ablation.json] [--bench benchmarks/results]
+[--readme README.md]`: the README's result tables,
 written from a run's ``summary.json`` files and the effect benchmark's JSON -- never typed by hand.
 
 Two Markdown tables: what one run of the embedded default did, stage by stage (its wall time and
@@ -101,6 +102,47 @@ def effect_table(effect: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ci_pct(ci: list | None) -> str:
+    return "–" if not ci or ci[0] is None else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
+
+
+def ablation_table(ablation: dict[str, Any]) -> str:
+    """The arms benchmark (``benchmarks/ares_effect.py --arms``): per setting, one row per arm (pooled over
+    seeds; intervals resample seeds, then problems), then every outcome, reached or not."""
+    seeds = ", ".join(str(s) for s in ablation["seeds"])
+    parts = [f"Seeds {seeds}; {ablation['wall_time_s'] / 60:.1f} min for the benchmark "
+             f"({ablation['jobs']} runs side by side). Win rates against the baseline: forced choice = the paper's "
+             "protocol (one random order, the judge must pick), decisive = wins / (wins + losses) over both orders; "
+             "95 % intervals resample seeds, then problems."]
+    for setting, result in ablation["settings"].items():
+        parts += ["", f"**{setting.replace('_', ' ')}** (overrides: "
+                  f"`{' '.join(ablation['definitions']['setting_overrides'][setting])}`):", "",
+                  "| arm (model in the run) | forced choice % (CI) | wins / ties / losses | tie rate | decisive % (CI) "
+                  "| QCM-A % | QCMG-A % | true / false claims | repeated / unfinished / empty | sentences per "
+                  "rationale, words per sentence |",
+                  "|---|---|---|---:|---|---:|---:|---|---|---|"]
+        for arm, a in result["arms"].items():
+            p = a["pooled"]
+            win = "–" if p.get("win_rate") is None else f"{100 * p['win_rate']:.1f} ({_ci_pct(p['win_rate_ci95'])})"
+            wtl = "–" if p.get("wins") is None else f"{p['wins']} / {p['ties']} / {p['losses']}"
+            dec = "–" if p.get("decisive_win_rate") is None else \
+                f"{100 * p['decisive_win_rate']:.1f} ({_ci_pct(p['decisive_win_rate_ci95'])})"
+            acc = p["accuracy"]
+            parts.append(
+                f"| {arm} ({a['model_in_run']}) | {win} | {wtl} | {_pct(p.get('tie_rate'), 0)} | {dec} | "
+                f"{_f(acc['qcm_a'], 1)} | {_f(acc['qcmg_a'], 1)} | {_pct(p['true_claim_share'], 0)} / "
+                f"{_pct(p['false_claim_share'], 0)} | {_pct(p['repeated_rate'])} / {_pct(p['unfinished_rate'])} / "
+                f"{_pct(p['empty_rate'])} | {_f(p['sentences_per_rationale'], 2)}, {_f(p['words_per_sentence'], 1)} |")
+        vs = result["arms"].get("ares", {}).get("pooled", {}).get("vs_correction_only")
+        if vs and vs.get("win_rate") is not None:
+            parts += ["", f"ARES against `correction_only` (what RL adds to the label cleaning): forced choice "
+                      f"{100 * vs['win_rate']:.1f} % ({_ci_pct(vs['win_rate_ci95'])}), {vs['wins']} / {vs['ties']} / "
+                      f"{vs['losses']} over both orders, decisive {_pct(vs['decisive_win_rate'])}."]
+    parts += ["", "| outcome | reached | figures |", "|---|---|---|"]
+    parts += [f"| {v['outcome']} | {'yes' if v['pass'] else '**no**'} | {v['detail']} |" for v in ablation["verdicts"]]
+    return "\n".join(parts)
+
+
 def ppo_speed_table(results_dir: str | Path) -> str | None:
     """The PPO throughput benchmark's ratios, one row per shape found in ``results_dir``."""
     files = sorted(Path(results_dir).glob("ppo_throughput_*.json"))
@@ -164,10 +206,14 @@ def llm_teacher_table(results_dir: str | Path) -> str | None:
     return "\n".join(lines)
 
 
-def render(run_dir: str | Path, effect_file: str | Path | None, bench_dir: str | Path | None = None) -> str:
+def render(run_dir: str | Path, effect_file: str | Path | None, bench_dir: str | Path | None = None,
+           ablation_file: str | Path | None = None) -> str:
     parts = [f"One run of `params/smoke.yaml` ({Path(run_dir).name}):", "", run_table(run_dir)]
     if effect_file is not None and Path(effect_file).exists():
         parts += ["", "The effect across seeds (`benchmarks/ares_effect.py`):", "", effect_table(read_json(effect_file))]
+    if ablation_file is not None and Path(ablation_file).exists():
+        parts += ["", "What each half of ARES adds: the ablation arms across seeds (`benchmarks/ares_effect.py --arms "
+                  "--teacher-error 0.2`, `benchmarks/ablation.py`):", "", ablation_table(read_json(ablation_file))]
     speed = ppo_speed_table(bench_dir) if bench_dir is not None else None
     if speed:
         parts += ["", "PPO update throughput against TRL 0.11.4's seq2seq `PPOTrainer.step` on the same buffer "

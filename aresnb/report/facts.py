@@ -40,10 +40,15 @@ def win_rate_fact(ev: dict) -> Fact | None:
     n, judge = ev.get("judged_problems", ev.get("counts", {}).get("n")), ev.get("judge_model", "?")
     wr, ci = ev["win_rate"], _ci(ev.get("win_rate_ci95"))
     paper = ev.get("paper_win_rate")
-    detail = f"of {n} test problems, 95% CI {ci}, judge {judge}" + (f"; paper {paper:.1f}%" if paper else "")
+    c = ev.get("counts") or {}
+    # a forced choice over mostly ties is about 50% plus half the decisive margin: say what it is made of
+    made_of = (f"; both orders {c['wins']} wins / {c['ties']} ties / {c['losses']} losses, decisive "
+               f"{pct(ev.get('decisive_win_rate'))}" if c.get("wins") is not None else "")
+    detail = (f"forced choice (paper protocol) on {n} test problems, 95% CI {ci}, judge {judge}{made_of}"
+              + (f"; paper {paper:.1f}%" if paper else ""))
     return Fact("Win rate of ARES over the baseline", pct(wr), detail,
-                f"win rate of ARES over the baseline: {pct(wr)} of {n} test problems (95% CI {ci}), judge {judge}",
-                regression=wr < 0.5)
+                f"win rate of ARES over the baseline: {pct(wr)} of {n} test problems (forced choice, 95% CI {ci})"
+                f"{made_of}, judge {judge}", regression=wr < 0.5)
 
 
 def accuracy_fact(ev: dict) -> Fact | None:

@@ -19,7 +19,9 @@ from aresnb.report.facts import summary_of
 from aresnb.report.parts import e, figure_html, frame_html, json_block, pct, table_html
 
 RATE_WORDS = {"repeated_sentence_rate": "repeated sentences", "unfinished_sentence_rate": "unfinished last sentence",
-              "repeated_word_rate": "repeated words", "empty_rate": "empty rationales", "mean_words": "mean words"}
+              "repeated_word_rate": "repeated words", "empty_rate": "empty rationales", "mean_words": "mean words",
+              "mean_sentences": "sentences per rationale", "words_per_sentence": "words per sentence"}
+COUNT_MEASURES = ("mean_words", "mean_sentences", "words_per_sentence")  # numbers, not shares
 POINT_WORDS = {"before_rl": "before RL", "baseline": "baseline (before RL)", "after_rl": "after RL",
                "after_sft": "after SFT (ARES)"}
 
@@ -51,7 +53,8 @@ def _section(stage: str, paths: RunPaths, body_of: Callable[[dict, RunPaths], st
 
 
 def _rates_table(rates: dict, points: Sequence[str], metrics: Sequence[str]) -> str:
-    rows = [[RATE_WORDS[m]] + [f"{rates[p][m]:.1f}" if m == "mean_words" else pct(rates[p][m]) for p in points]
+    rows = [[RATE_WORDS[m]] + [("–" if rates[p].get(m) is None else f"{rates[p][m]:.1f}") if m in COUNT_MEASURES
+                               else pct(rates[p][m]) for p in points]
             for m in metrics]
     return table_html(rows, ["measure"] + [POINT_WORDS[p] for p in points])
 
@@ -183,6 +186,39 @@ def _win_rate_table(paths: RunPaths) -> str:
             + table_html(rows, header))
 
 
+def _comparisons_table(paths: RunPaths) -> str:
+    """Every comparison the judge made, each win rate with what it is made of."""
+    f = paths.tables_dir / "comparisons.csv"
+    if not f.exists():
+        return ""
+    df = pd.read_csv(f)
+    rows = [[f"{r.subject} vs {r.reference}", r.n, f"{r.wins} / {r.ties} / {r.losses}", pct(r.tie_rate),
+             "–" if pd.isna(r.decisive_win_rate) else f"{pct(r.decisive_win_rate)} [{pct(r.decisive_lo)}, {pct(r.decisive_hi)}]",
+             f"{pct(r.win_rate)} [{pct(r.win_rate_lo)}, {pct(r.win_rate_hi)}]", r.identical]
+            for r in df.itertuples(index=False)]
+    header = ["comparison", "n", "both orders: wins / ties / losses", "tie rate", "decisive win rate [95% CI]",
+              "forced choice (paper) [95% CI]", "identical texts"]
+    return ("<h3>Every comparison</h3><p class=\"muted\">With many ties the forced choice is about 50% plus half the "
+            f"decisive margin: read the three together{_csv_link(paths, 'comparisons')}.</p>" + table_html(rows, header))
+
+
+def _arms_table(s: dict) -> str:
+    """Per evaluated model (the baseline, the ablation arms, ARES): accuracy, claims, degeneration."""
+    arms = s.get("arms") or {}
+    if len(arms) <= 2:
+        return ""
+    rows = []
+    for name, a in arms.items():
+        q, c, acc = a["degeneration"], a.get("claims") or {}, a.get("accuracy") or {}
+        rows.append([name, a["description"], *(("–" if acc.get(f) is None else f"{acc[f]:.1f}%") for f in ("QCM-A", "QCMG-A")),
+                     f"{pct(c.get('true_share'))} / {pct(c.get('false_share'))}" if c else "–",
+                     f"{pct(q['repeated_sentence_rate'])} / {pct(q['unfinished_sentence_rate'])} / {pct(q['empty_rate'])}",
+                     f"{q['mean_sentences']:.2f}, {q.get('words_per_sentence', 0):.1f}"])
+    header = ["model", "what it is", "QCM-A", "QCMG-A", "true / false claims", "repeated / unfinished / empty",
+              "sentences per rationale, words per sentence"]
+    return "<h3>The models compared (test)</h3>" + table_html(rows, header)
+
+
 def _metrics_table(paths: RunPaths) -> str:
     f = paths.tables_dir / "rationale_metrics.csv"
     if not f.exists():
@@ -202,11 +238,12 @@ def evaluation_body(s: dict, paths: RunPaths, examples: str = "") -> str:
             f"{pct(s.get('consistency_rate'))} of the problems. Mean length: "
             f"{s.get('lengths', {}).get('baseline_mean_words', 0):.1f} words (baseline) vs "
             f"{s.get('lengths', {}).get('ares_mean_words', 0):.1f} (ARES); judges favour longer answers.</p>")
-    body += _win_rate_table(paths) + _metrics_table(paths)
+    body += _comparisons_table(paths) + _win_rate_table(paths) + _arms_table(s) + _metrics_table(paths)
     degeneration = s.get("degeneration") or {}
     if degeneration:
         points = [p for p in ("baseline", "after_rl", "after_sft") if p in degeneration]
-        body += "<h3>Degeneration of the test rationales</h3>" + _rates_table(degeneration, points, list(RATE_WORDS))
+        measures = [m for m in RATE_WORDS if all(m in degeneration[p] for p in points)]
+        body += "<h3>Degeneration of the test rationales</h3>" + _rates_table(degeneration, points, measures)
     body += f"<h3>Judged examples</h3>{examples}"
     return body
 
