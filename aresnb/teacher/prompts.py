@@ -251,7 +251,7 @@ def next_response_format(mode: str) -> str | None:
 def prompt_preview(kind: str = "score", style: str = "aresnb") -> str:
     """The prompt text for the notebooks: system message and a user message with placeholders."""
     demo = ProblemView(qid="demo", question="{question}", choices=("{option 1}", "{option 2}"), answer=0,
-                       hint="{hint}" if style == "paper" else "{hint + caption}")
+                       hint="{hint}" if style == "paper" and kind != "judge" else "{hint + caption}")
     msgs = {"score": lambda: score_messages(demo, ["{sentence 1}", "{sentence 2}"], style=style),
             "correct": lambda: correct_messages(demo, "{rationale}", style=style),
             "judge": lambda: judge_messages(demo, "{rationale A}", "{rationale B}")}[kind]()
