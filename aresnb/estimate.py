@@ -130,17 +130,19 @@ def _rationale(row: dict, max_new_tokens: int) -> str:
     return str(row.get("solution") or "")[: 4 * max_new_tokens]
 
 
-def _tokens(kind: str, row: dict, vision: bool, image_tokens: int, max_new_tokens: int) -> tuple[int, int, int]:
-    """(prompt tokens, completion tokens, images) of one request of ``kind`` about ``row``."""
+def _tokens(kind: str, row: dict, vision: bool, image_tokens: int, max_new_tokens: int,
+            style: str = "aresnb") -> tuple[int, int, int]:
+    """(prompt tokens, completion tokens, images) of one request of ``kind`` about ``row``, worded in
+    ``style`` (teacher.prompt_style; the judge's request has one wording)."""
     view, rationale = _view(row), _rationale(row, max_new_tokens)
     sent = bool(row.get("has_image")) and not row.get("features_zeroed")  # a missing image is not sent
     image = IMAGE_PLACEHOLDER if vision and sent else None
     if kind == "score":
         sentences = sentence_texts(rationale) or [rationale or "."]
-        messages = prompts.score_messages(view, sentences, image)
+        messages = prompts.score_messages(view, sentences, image, style)
         reply = json.dumps({k: 0.5 for k in prompts.sentences_object(sentences)}, ensure_ascii=False)
     elif kind == "correct":
-        messages = prompts.correct_messages(view, rationale, image)
+        messages = prompts.correct_messages(view, rationale, image, style)
         reply = json.dumps({"corrected_rationale": rationale}, ensure_ascii=False)
     else:
         messages = prompts.judge_messages(view, rationale, rationale, image)
@@ -151,7 +153,7 @@ def _tokens(kind: str, row: dict, vision: bool, image_tokens: int, max_new_token
 def _row(stage: str, round_index: int | None, role: str, t: Any, kind: str, rows: list[dict], n_problems: int,
          asks_per_problem: int, max_new_tokens: int) -> Row:
     """Requests about the first ``n_problems`` rows (their mean lengths scaled to n_problems)."""
-    per = [_tokens(kind, r, t.vision, t.image_tokens, max_new_tokens) for r in rows] or [(0, 0, 0)]
+    per = [_tokens(kind, r, t.vision, t.image_tokens, max_new_tokens, t.prompt_style) for r in rows] or [(0, 0, 0)]
     mean = [statistics.fmean(x[i] for x in per) for i in range(3)]
     n = n_problems * asks_per_problem
     prompt, completion, images = round(mean[0] * n), round(mean[1] * n), round(mean[2] * n)

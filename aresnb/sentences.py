@@ -1,8 +1,9 @@
-"""Sentence spans of a rationale and the index of each sentence's last token.
+"""Sentence spans of a rationale and the index of each sentence's last token (the aresnb rules).
 
 ARES rewards a rationale sentence by sentence: the Teacher scores sentence j and PPO adds
 ``score_j - 0.5`` at the token that ends sentence j. Both sides must agree on where sentences
-are, so this is the one splitter of the project.
+are, so this is the one text splitter of the project (``teacher.sentence_rules: aresnb``; the
+paper's rules on T5 token ids are :mod:`aresnb.paper_sentences`).
 
 Rules (design notes, section 2): a sentence ends at ``.``, ``!``, ``?``, ``...`` (a run of them,
 plus closing quotes/brackets) or at the end of the text, but not
@@ -99,41 +100,6 @@ def sentence_texts(text: str) -> list[str]:
 def is_terminated(sentence: str) -> bool:
     """Does the sentence end with terminal punctuation (else it was cut off)?"""
     return sentence.rstrip(_CLOSERS + " ")[-1:] in tuple(_TERMINALS)
-
-
-def sentence_last_token_indices(
-    text: str,
-    tokenizer: Any,
-    spans: Sequence[Sentence | tuple[int, int]] | None = None,
-    char_offset: int = 0,
-    *,
-    add_special_tokens: bool = False,
-    offsets: Sequence[tuple[int, int]] | None = None,
-) -> list[int]:
-    """Index of the token holding each sentence's last character, for any fast tokenizer.
-
-    ``spans`` are (start, end) character spans relative to ``text[char_offset:]`` (the rationale
-    inside a longer tokenized text such as ``"Solution: " + rationale``); None splits
-    ``text[char_offset:]``. Indices refer to ``tokenizer(text, add_special_tokens=...)["input_ids"]``
-    (or to ``offsets`` when given). A sentence beyond the tokenized text (truncation) maps to the
-    last token.
-    """
-    if spans is None:
-        spans = split_sentences(text[char_offset:])
-    if offsets is None:
-        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
-        offsets = enc["offset_mapping"]
-    real = [(k, a, b) for k, (a, b) in enumerate(offsets) if b > a]  # special tokens have (0, 0)
-    if not real:
-        return [0 for _ in spans]
-    out, t = [], 0
-    for span in spans:
-        end = (span.end if isinstance(span, Sentence) else span[1]) + char_offset
-        # advance to the last real token that starts before the sentence's end
-        while t + 1 < len(real) and real[t + 1][1] < end:
-            t += 1
-        out.append(real[t][0])
-    return out
 
 
 def decoded_prefix_lengths(tokenizer: Any, ids: Sequence[int]) -> list[int]:

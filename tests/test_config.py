@@ -40,6 +40,20 @@ def test_paper_files_carry_the_papers_settings():
     assert not base.teacher.serve_local and base.teacher.base_url
 
 
+def test_paper_files_ask_the_paper_rubric_and_sentence_ends_and_smoke_keeps_its_own(capsys):
+    for name in ("scienceqa_base", "scienceqa_large", "aokvqa_base"):
+        t = load_config(ROOT / "params" / f"{name}.yaml").teacher
+        assert (t.prompt_style, t.sentence_rules) == ("paper", "paper"), name
+    smoke = load_config().teacher
+    assert (smoke.prompt_style, smoke.sentence_rules) == ("aresnb", "aresnb")
+    from aresnb import cli
+
+    cli.main(["params", str(ROOT / "params" / "scienceqa_base.yaml")])  # exit 1 here: no API keys
+    shown = capsys.readouterr().out.splitlines()
+    assert "  teacher.prompt_style: paper" in shown and "  teacher.sentence_rules: paper" in shown
+    assert "  teacher.temperature: 0.0" not in shown  # only what the file sets away from the defaults
+
+
 def test_typo_names_file_key_and_closest_valid_key(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text("ppo:\n  clip_rnage: 0.2\n")

@@ -1,5 +1,6 @@
 """Stage 07's pure parts on hand-made data: win-rate arithmetic, swaps, bootstrap, tables, metrics."""
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -217,17 +218,85 @@ def test_paper_numbers_lookup():
 # ---- rationale metrics -------------------------------------------------------------------------
 
 
-def test_bleu_and_rouge_on_known_cases():
-    ref = "The magnet attracts the iron nail. So the answer is yes."
+# Hand-computed (ScienceQA's rules: tokens split at whitespace and "."; BLEU without smoothing;
+# ROUGE-L F of the rouge package, whose word counts are of distinct words, F = 2PR / (P + R)):
+#  1. gold "A magnet attracts iron."    (A magnet attracts iron: 4 tokens)
+#     pred "A magnet attracts the nail." (5 tokens, 3 in the gold; longer: brevity penalty 1)
+#     BLEU-1 = 3/5 = 0.6; BLEU-4: no 4-gram in common -> 0; ROUGE-L: LCS 3, P = 3/4, R = 3/5 -> 2/3
+#  2. gold "The sky is blue today" (5), pred "sky blue" (2, both in the gold)
+#     BLEU-1 = 1 * exp(1 - 5/2) = 0.22313; BLEU-4: "sky blue" is no gold bigram -> 0;
+#     ROUGE-L: LCS 2, P = 2/5, R = 2/2 -> 0.8 / 1.4 = 4/7
+#  3. gold "the cat sat on a mat today" (7), pred "the cat sat on a mat" (6): every n-gram matches,
+#     BLEU-4 = exp(1 - 7/6) = 0.84648
+#  4. an empty prediction: BLEU 0 (counted), ROUGE skipped; 5. an empty gold: skipped by both
+HAND = [("A magnet attracts iron.", "A magnet attracts the nail.", 0.6, 0.0, 2 / 3),
+        ("The sky is blue today", "sky blue", float(np.exp(-1.5)), 0.0, 4 / 7),
+        ("the cat sat on a mat today", "the cat sat on a mat", 1.0 * np.exp(-1 / 6), float(np.exp(-1 / 6)), None),
+        ("Iron is a metal.", "", 0.0, 0.0, None)]
+
+
+def test_bleu_and_rouge_against_hand_computed_values():
     assert text_metrics.bleu_tokens("a.b  c") == ["a", "b", "c"]
-    assert text_metrics.bleu(ref, ref, 1) == pytest.approx(1.0)
-    assert text_metrics.bleu(ref, ref, 4) == pytest.approx(1.0)
-    assert text_metrics.bleu(ref, "purple elephants dance quietly", 4) < 0.05
-    assert text_metrics.bleu(ref, "", 1) == 0.0
-    r = text_metrics.rouge_l([ref, ref], [ref, "nothing shared here"])
-    assert r[0] == pytest.approx(1.0) and r[1] == 0.0
-    partial = text_metrics.bleu(ref, "The magnet attracts the nail.", 1)
-    assert 0.3 < partial < 1.0
+    for gold, pred, b1, b4, _ in HAND:
+        assert text_metrics.bleu(gold, pred, 1) == pytest.approx(b1, abs=1e-9)
+        assert text_metrics.bleu(gold, pred, 4) == pytest.approx(b4, abs=1e-9)
+    r = text_metrics.rouge_l([g for g, *_ in HAND[:2]] + ["Iron is a metal.", "", "Iron is a metal."],
+                             [p for _, p, *_ in HAND[:2]] + ["", "Iron.", "..."])
+    assert r[:2] == pytest.approx([2 / 3, 4 / 7], abs=1e-7) and r[2:4] == [None, None]
+    assert r[4] == 0.0  # only dots: the rouge package has no sentence to compare (it raises)
+    m = text_metrics.gold_metrics([g for g, *_ in HAND] + [""], [p for _, p, *_ in HAND] + ["whatever"])
+    assert m["n"] == 4 and m["skipped_empty_gold"] == 1 and m["n_rougeL"] == 3 and m["skipped_empty_prediction"] == 1
+    assert m["bleu1"] == pytest.approx((0.6 + np.exp(-1.5) + np.exp(-1 / 6) + 0.0) / 4)
+    assert m["bleu4"] == pytest.approx(np.exp(-1 / 6) / 4)
+    # pair 3's ROUGE-L: LCS 6, P = 6/7 (the gold's 7 words), R = 6/6 -> 12/13
+    assert m["rougeL"] == pytest.approx((2 / 3 + 4 / 7 + 12 / 13) / 3, abs=1e-7)
+
+
+def scienceqa_evaluation(outputs: dict, golds: dict, model) -> dict:
+    """ScienceQA's tools/evaluations.py transcribed (as MM-CoT uses it: the gold given per qid):
+    one call per pair, in its loops, with its skips."""
+    from nltk.translate.bleu_score import sentence_bleu
+    from rouge import Rouge
+    from sentence_transformers import util
+
+    def tokens(text):
+        return [t for t in re.split(r"\s|\.", text) if len(t) > 0]
+
+    bleu1, bleu4, rouge, similarity = [], [], [], []
+    for qid, prediction in outputs.items():
+        target = golds[qid].strip()
+        if target != "":
+            bleu1.append(sentence_bleu([tokens(target)], tokens(prediction), (1.,)))
+            bleu4.append(sentence_bleu([tokens(target)], tokens(prediction), (1. / 4., 1. / 4., 1. / 4., 1. / 4.)))
+        if prediction != "" and target != "":
+            rouge.append(Rouge(metrics=["rouge-l"]).get_scores(target, prediction, avg=True)["rouge-l"]["f"])
+        a, b = model.encode(target, convert_to_tensor=True), model.encode(prediction, convert_to_tensor=True)
+        similarity.append(util.pytorch_cos_sim(a, b).item())
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return {"bleu1": mean(bleu1), "bleu4": mean(bleu4), "rougeL": mean(rouge), "similarity": mean(similarity)}
+
+
+def test_the_run_table_equals_scienceqas_evaluation_on_the_same_texts(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(text_metrics, "_hub_reachable", lambda timeout_s=2.0: False)
+    model, _ = text_metrics.load_similarity_model(text_metrics.MINILM_HUB_ID)
+    golds = {**{f"h{i}": g for i, (g, *_) in enumerate(HAND)}, "e": "",
+             "m1": "Magnets can pull on other magnets. The north pole of one magnet attracts the south pole of the "
+                   "other. So the answer is attract.",
+             "m2": "Look at the picture. The bar is 2.5 cm long. U.S. coins are round."}
+    outputs = {**{f"h{i}": p for i, (_, p, *_) in enumerate(HAND)}, "e": "anything at all",
+               "m1": "Magnets pull on other magnets. The north pole attracts the south pole of the other magnet. "
+                     "So the answer is repel.",
+               "m2": "Look at the bar. It is 2.5 cm long. The answer is round."}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = scienceqa_evaluation(outputs, golds, model)
+    qids = list(golds)
+    ours = text_metrics.gold_metrics([golds[q] for q in qids], [outputs[q] for q in qids], model)
+    for key in ("bleu1", "bleu4", "rougeL"):
+        assert ours[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-15), key
+    assert ours["similarity"] == pytest.approx(expected["similarity"], abs=1e-5)  # batched vs one text at a time
 
 
 class FakeEncoder:
@@ -238,12 +307,13 @@ class FakeEncoder:
         return v / np.linalg.norm(v, axis=1, keepdims=True) if normalize_embeddings else v
 
 
-def test_cosine_similarity_and_metric_means_skip_empty_gold():
+def test_cosine_similarity_averages_every_pair_as_scienceqa_does():
     sims = text_metrics.cosine_similarities(FakeEncoder(), ["aa", "ab"], ["a", "b"])
     assert sims == pytest.approx([1.0, 1 / np.sqrt(2)])
-    m = text_metrics.gold_metrics(["aa", "", "ab"], ["a", "whatever", "b"], FakeEncoder())
-    assert m["n"] == 2 and m["skipped_empty_gold"] == 1
-    assert m["similarity"] == pytest.approx((1 + 1 / np.sqrt(2)) / 2)
+    m = text_metrics.gold_metrics(["aa", "c", "ab"], ["a", "c", "b"], FakeEncoder())
+    assert m["n"] == 3 and m["similarity"] == pytest.approx((1 + 1 + 1 / np.sqrt(2)) / 3)
+    # an empty gold leaves BLEU and ROUGE-L, not the similarity (ScienceQA's loops): the
+    # transcription test below has one, with MiniLM (these letter counts have no vector for "")
 
 
 def test_similarity_model_falls_back_to_the_packaged_minilm(monkeypatch):

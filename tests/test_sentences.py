@@ -1,8 +1,10 @@
-"""Sentence splitting and each sentence's last token (where PPO puts the reward)."""
+"""Sentence splitting and each sentence's last token (where PPO puts the reward), the aresnb rules;
+the paper's rules are test_paper_sentences.py's."""
 
 import pytest
 
-from aresnb.sentences import is_terminated, sentence_last_token_indices, sentence_texts, split_sentences
+from aresnb.data.prompts import solution_start
+from aresnb.sentences import is_terminated, sentence_end_tokens, sentence_texts, split_sentences
 
 from conftest import shared_path
 
@@ -35,55 +37,46 @@ def test_is_terminated():
     assert is_terminated("It is red.") and is_terminated('He said "no."') and not is_terminated("The answer is")
 
 
-def _check_alignment(text: str, tokenizer, prefix: str = "", add_special_tokens: bool = False):
-    full = prefix + text
-    spans = split_sentences(text)
-    idx = sentence_last_token_indices(full, tokenizer, spans, char_offset=len(prefix),
-                                      add_special_tokens=add_special_tokens)
-    enc = tokenizer(full, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
-    offsets = enc["offset_mapping"]
-    assert len(idx) == len(spans) and idx == sorted(idx)
-    for span, t in zip(spans, idx):
-        end = span.end + len(prefix)
-        a, b = offsets[t]
-        assert a < end <= b, (span.text, tokenizer.convert_ids_to_tokens(enc["input_ids"][t]), (a, b), end)
-        # no later real token starts inside the sentence
-        later = [o for o in offsets[t + 1:] if o[1] > o[0]]
-        assert all(o[0] >= end for o in later)
-    return idx
-
-
-TEXT = "Dr. Lee says the ball is 1.9 m wide. So the answer is (B)! The U.S.A. is big... It is"
-
-
-def test_alignment_byte_level_bpe():
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator([TEXT, "The shape is red. The answer is (A).", "It is 2.5 kg. Why? Because."] * 20,
-                            vocab_size=300, min_frequency=1)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer)
-    idx = _check_alignment(TEXT, tok)
-    assert len(idx) == 4
-    _check_alignment(TEXT, tok, prefix="Solution: ")
-
-
-def test_alignment_t5():
+@pytest.fixture(scope="module")
+def t5():
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(shared_path("tokenizers", "flan-t5")))
-    idx = _check_alignment(TEXT, tok, add_special_tokens=True)  # T5 appends </s>: indices unchanged
-    assert idx == _check_alignment(TEXT, tok)
-    _check_alignment(TEXT, tok, prefix="Solution: ")
-    # the last sentence has no terminal punctuation: its last token is the last real token
-    ids = tok(TEXT, add_special_tokens=False)["input_ids"]
-    assert idx[-1] == len(ids) - 1
+    return AutoTokenizer.from_pretrained(str(shared_path("tokenizers", "flan-t5")))
 
 
-def test_alignment_empty_and_given_offsets():
-    assert sentence_last_token_indices("", None, spans=[], offsets=[]) == []
-    # offsets passed directly (e.g. from a batch encoding); special tokens (0, 0) are skipped
-    offsets = [(0, 0), (0, 2), (2, 5), (5, 6), (7, 9), (9, 10), (0, 0)]
-    assert sentence_last_token_indices("It is. Ok.", None, offsets=offsets) == [3, 5]
-    assert sentence_texts("It is. Ok.") == ["It is.", "Ok."]
+def aresnb_ends(tokenizer, ids):
+    """What stage 03 keeps under the aresnb rules: the text's sentences and each one's end token."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    spans = split_sentences(text[solution_start(text):])
+    return [x.text for x in spans], sentence_end_tokens(tokenizer, ids, spans, solution_start(text))
+
+
+def test_sentence_end_tokens_on_flan_t5_ids(t5):
+    # ▁Solution : ▁An ▁electro mag net ▁is ▁strong . ▁Dr . ▁Lee ▁says ▁it ▁is ▁ 1.9 ▁ m ▁wide ! </s>
+    #     0     1   2     3     4   5   6     7     8  9  10  11   12   13  14 15 16  17 18  19  20  21
+    ids = t5("Solution: An electromagnet is strong. Dr. Lee says it is 1.9 m wide!")["input_ids"]
+    assert ids[-1] == t5.eos_token_id and len(ids) == 22
+    assert aresnb_ends(t5, ids) == (["An electromagnet is strong.", "Dr. Lee says it is 1.9 m wide!"], [8, 20])
+
+
+def test_sentence_end_tokens_on_a_cut_flan_t5_sample(t5):
+    # ▁Solution : ▁The ▁magnet ▁is ▁red . ▁It ▁attract s ▁ i r   (max_new_tokens reached: no </s>)
+    #     0     1   2     3      4    5   6  7     8     9 10 11 12
+    ids = t5("Solution: The magnet is red. It attracts ir", add_special_tokens=False)["input_ids"]
+    assert t5.eos_token_id not in ids and len(ids) == 13
+    assert aresnb_ends(t5, ids) == (["The magnet is red.", "It attracts ir"], [6, 12])  # its last token
+    # finished by </s> without a terminal: ended at its last word, the token before </s>
+    unfinished = t5("Solution: It is red. The answer is")["input_ids"]
+    assert aresnb_ends(t5, unfinished) == (["It is red.", "The answer is"], [5, 8]) and unfinished[9] == t5.eos_token_id
+
+
+def test_sentence_end_tokens_follow_ids_the_tokenizer_would_not_choose(t5):
+    # "magnet" as ▁mag + net and "red" as ▁ + r + e + d: the ends follow the sampled ids
+    spelled = t5.convert_tokens_to_ids(["▁Solution", ":", "▁The", "▁mag", "net", "▁is", "▁", "r", "e", "d", ".",
+                                        "▁Yes", ".", "</s>"])
+    assert t5.decode(spelled, skip_special_tokens=True) == "Solution: The magnet is red. Yes."
+    assert aresnb_ends(t5, spelled) == (["The magnet is red.", "Yes."], [10, 12])
+
+
+def test_sentence_texts():
+    assert sentence_texts("It is. Ok.") == ["It is.", "Ok."] and sentence_texts("") == []

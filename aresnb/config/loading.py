@@ -165,6 +165,10 @@ def _check_consistency(cfg: Config) -> None:
     for fmt in cfg.answer.formats:
         if fmt not in ("QCM-A", "QCMG-A"):
             raise ConfigError(f"answer.formats: {fmt!r} is not one of ['QCM-A', 'QCMG-A']")
+    if cfg.teacher.sentence_rules == "paper" and cfg.model.tokenizer == "train":
+        # the paper's rules are written on T5's token pieces; a locally trained BPE has none of them
+        raise ConfigError("teacher.sentence_rules=paper needs a T5 tokenizer (model.tokenizer, e.g. "
+                          "../shared/tokenizers/flan-t5 or declare-lab/flan-alpaca-base), not 'train'")
     if not cfg.teacher.serve_local and not cfg.teacher.base_url:
         raise ConfigError("teacher.base_url is required when teacher.serve_local is false")
     for key, name in (("teacher.api_key_env", cfg.teacher.api_key_env),

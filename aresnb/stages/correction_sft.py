@@ -265,9 +265,10 @@ def before_rl_val_rationales(cfg: Any, paths: RunPaths, round_index: int, val: t
     return cached_rationales(own, qids, lambda: _greedy(model, tokenizer, *val, cfg)), str(own)
 
 
-def request_preview() -> str:
-    """The correct request the Teacher gets (system and user message, placeholders for the problem)."""
-    return prompt_preview("correct")
+def request_preview(style: str = "aresnb") -> str:
+    """The correct request the Teacher gets in ``style`` (teacher.prompt_style): system and user
+    message, placeholders for the problem."""
+    return prompt_preview("correct", style)
 
 
 def load(cfg: Any, paths: RunPaths, round_index: int | None = 1, arm: str | None = None) -> dict:

@@ -289,7 +289,9 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, 
                                    "paper's forced choice in one random order; 95% bootstrap intervals over problems",
                                    3),
         "rationale_metrics": write_table(metrics_df, paths.tables_dir, "rationale_metrics",
-                                         "Rationale metrics against the gold solutions (test split)", 3),
+                                         "Rationale metrics against the gold solutions (test split), computed as ScienceQA's evaluation: "
+                                         "BLEU-1/4 (nltk, no smoothing), ROUGE-L F (rouge 1.0.1, empty predictions skipped), "
+                                         "cosine similarity of all-MiniLM-L6-v2 embeddings", 3),
     }
     if acc_table is not None:
         tables["accuracy"] = write_table(acc_table.drop(columns="key"), paths.tables_dir, "accuracy_evaluation",

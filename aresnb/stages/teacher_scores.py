@@ -3,8 +3,12 @@
 Writes ``round_<i>/03_teacher_scores/samples.parquet`` (one row per (qid, sample_index); columns
 in docs/architecture.md) and ``summary.json``. What was sampled is kept exactly: the token ids as
 generated, whether EOS ended the sample or ``max_new_tokens`` cut it, the sampling policy's log-prob
-of every token, and the index of the token that ends each sentence (a cut sample keeps its
-unfinished last sentence, which ends at its last token). PPO (stage 04) trains on these ids.
+of every token, and the index of the token that ends each sentence. PPO (stage 04) trains on these
+ids. Where sentences end is ``teacher.sentence_rules``: ``aresnb`` splits the text
+(:mod:`aresnb.sentences`; a cut sample keeps its unfinished last sentence, ended by its last token),
+``paper`` applies ARES's rules to the T5 token ids (:mod:`aresnb.paper_sentences`; an unfinished
+last sentence is ended by ``</s>``, a cut sample's tail is no sentence). Either way the Teacher
+scores exactly the sentences whose end tokens PPO rewards.
 
 The sampling is the heavy step (:mod:`aresnb.stages.launch`): with ``run.num_processes`` > 1 the
 length-sorted batches of problems are shared out to the launched processes, each problem sampled
@@ -41,6 +45,7 @@ from aresnb.io import append_jsonl, read_json, read_jsonl, write_json, write_jso
 from aresnb.models import load_rationale_model
 from aresnb.paths import TEACHER_SCORES, RunPaths
 from aresnb.progress import Progress, say
+from aresnb.paper_sentences import T5Pieces, paper_sentences
 from aresnb.sentences import sentence_end_tokens, split_sentences
 from aresnb.stages import stored_summary
 from aresnb.stages.data import load_features, load_problems
@@ -61,9 +66,10 @@ def select_problems(n_total: int, max_problems: int | None, seed: int) -> list[i
 
 
 def rollouts_fingerprint(policy_dir: Path, cfg: Any, round_index: int, qids: list[str]) -> str:
-    """Identity of one set of rollouts: the policy weights' files, the rollout section, the qids."""
+    """Identity of one set of rollouts: the policy weights' files, the rollout section, the qids,
+    and the sentence rules (the rows carry their sentence ends)."""
     return fingerprint(str(policy_dir), dir_signature(policy_dir), asdict(cfg.rollout), cfg.model.max_source_length,
-                       cfg.run.seed, round_index, qids)
+                       cfg.run.seed, round_index, qids, cfg.teacher.sentence_rules)
 
 
 def sampled_batches(cfg: Any, paths: RunPaths, round_index: int, problems: list[dict],
@@ -170,7 +176,7 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
                                         seed=cfg.run.seed * 1000 + round_index, use_caption=cfg.data.use_caption,
                                         mixed_precision=cfg.run.mixed_precision, batches=mine):
             for row in rows:
-                row.update(batch=b, **sentence_layout(tokenizer, row))
+                row.update(batch=b, **sentence_layout(tokenizer, row, cfg.teacher.sentence_rules))
             append_jsonl(shard_file, rows)  # one write per batch: a kill loses at most the batch in flight
             progress.update(1)
     return {"processes": n_proc, "batches": len(mine)}
@@ -212,12 +218,17 @@ def _rows_per_batch(n_problems: int, batch_size: int, samples_per_problem: int) 
     return [min(batch_size, n_problems - start) * samples_per_problem for start in range(0, n_problems, batch_size)]
 
 
-def sentence_layout(tokenizer: Any, row: dict) -> dict:
-    """The rationale's sentences, their character spans and the token that ends each one."""
-    spans = split_sentences(row["rationale"])
+def sentence_layout(tokenizer: Any, row: dict, rules: str = "aresnb") -> dict:
+    """The rationale's sentences, their character spans and the token that ends each one, under
+    ``rules`` (teacher.sentence_rules)."""
     text = tokenizer.decode(row["response_ids"], skip_special_tokens=True)
+    if rules == "paper":
+        spans, ends = paper_sentences(tokenizer, row["response_ids"], solution_start(text))
+    else:
+        spans = split_sentences(row["rationale"])
+        ends = sentence_end_tokens(tokenizer, row["response_ids"], spans, solution_start(text))
     return {"sentences": [x.text for x in spans], "sentence_spans": [[x.start, x.end] for x in spans],
-            "sentence_end_tokens": sentence_end_tokens(tokenizer, row["response_ids"], spans, solution_start(text))}
+            "sentence_end_tokens": ends}
 
 
 SAMPLE_COLUMNS = ("qid", "sample_index", "rationale", "sentences", "sentence_spans", "scores", "dropped",
@@ -299,6 +310,9 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
         return stored
     t0 = time.monotonic()
     paths.stage_dir(STAGE, round_index)
+    policy_dir = Path(paths.policy_entering_round(round_index))
+    if cfg.teacher.sentence_rules == "paper" and policy_dir.exists():  # fail now, not in the sampling processes
+        T5Pieces.of(load_tokenizer(policy_dir))
     indices, problems = _round_problems(cfg, paths, round_index)
     by_qid = {p["qid"]: p for p in problems}
     gen: dict = {}
@@ -316,7 +330,8 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     summary = {
         "stage": STAGE, "round": round_index, "problems": len(problems),
         "samples_per_problem": cfg.rollout.samples_per_problem, **score_summary(df), "signal": sample_signal(df),
-        "teacher": {"model": cfg.teacher.model, "prompt_version": PROMPT_VERSION,
+        "teacher": {"model": cfg.teacher.model, "prompt_version": PROMPT_VERSION, "prompt_style": cfg.teacher.prompt_style,
+                    "sentence_rules": cfg.teacher.sentence_rules,
                     "endpoint": "local:" + cfg.teacher.local_backend if cfg.teacher.serve_local else cfg.teacher.base_url,
                     **{k: v for k, v in usage.items() if k != "model"}},
         "rollouts_reused": gen["sampled_batches"] == 0, "processes": gen["processes"], "rollout_batches": {"reused": gen["reused_batches"],
@@ -334,9 +349,10 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     return summary
 
 
-def request_preview() -> str:
-    """The score request the Teacher gets (system and user message, placeholders for the problem)."""
-    return prompt_preview("score")
+def request_preview(style: str = "aresnb") -> str:
+    """The score request the Teacher gets in ``style`` (teacher.prompt_style): system and user
+    message, placeholders for the problem."""
+    return prompt_preview("score", style)
 
 
 def load(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:

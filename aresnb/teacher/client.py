@@ -96,6 +96,7 @@ class AsyncTeacher:
         self.s = settings
         self.cache = cache
         prompts.response_format(settings.response_format, "judge", prompts.JUDGE_SCHEMA)  # checks the mode's name
+        prompts.check_prompt_style(settings.prompt_style)
         self.client = openai.AsyncOpenAI(base_url=settings.base_url, api_key=settings.api_key,
                                          max_retries=0, timeout=settings.timeout_s)
         self.sem = asyncio.Semaphore(settings.concurrency)
@@ -311,14 +312,14 @@ class AsyncTeacher:
     async def score(self, item: ScoreItem) -> ScoreResult:
         if not item.sentences:
             return ScoreResult(None, True, "empty_rationale", None, False, "no sentences to score")
-        messages = prompts.score_messages(item.problem, item.sentences, self._image(item.problem))
+        messages = prompts.score_messages(item.problem, item.sentences, self._image(item.problem), self.s.prompt_style)
         keys = list(prompts.sentences_object(item.sentences))
         scores, raw, cached, reason, detail = await self._validated(
             "score", messages, lambda r: parse_scores(r, keys), prompts.score_schema(keys))
         return ScoreResult(scores, scores is None, reason, raw, cached, detail)
 
     async def correct(self, item: CorrectionItem) -> CorrectionResult:
-        messages = prompts.correct_messages(item.problem, item.rationale, self._image(item.problem))
+        messages = prompts.correct_messages(item.problem, item.rationale, self._image(item.problem), self.s.prompt_style)
         text, raw, cached, reason, detail = await self._validated("correct", messages, parse_correction,
                                                                   prompts.CORRECTION_SCHEMA)
         return CorrectionResult(text, text is None, raw, cached, detail)

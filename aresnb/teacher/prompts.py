@@ -1,6 +1,9 @@
 """The three Teacher requests — sentence scores, correction, judging — as chat messages.
 
 The wording is the project's own, written after the rubric in the design notes (section 2 and 4).
+Scoring and correction come in two styles (``teacher.prompt_style``): ``aresnb`` (below) and
+``paper`` (:mod:`aresnb.teacher.paper_rubric`: every element of the paper's requests); both keep
+the same reply envelope and JSON schema. The judge's request has one wording: evaluators stay fixed.
 ``PROMPT_VERSION`` is part of every cache key: change any text here and bump it, so that no
 reply to an old prompt is ever replayed for a new one. Every reply is JSON only.
 """
@@ -10,7 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from .problem import ProblemView, collapse
+from . import paper_rubric
+from .problem import LETTERS, ProblemView, collapse
 
 PROMPT_VERSION = "ares-teacher-v1"
 SCORE_PLACEHOLDER = "<score>"
@@ -51,6 +55,12 @@ Your reply could not be used: {error}.
 Reply again with the JSON only, following the required format exactly."""
 
 KINDS = {"score": SCORE_SYSTEM, "correct": CORRECT_SYSTEM, "judge": JUDGE_SYSTEM}
+PROMPT_STYLES = ("aresnb", "paper")
+
+
+def check_prompt_style(style: str) -> None:
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"prompt style {style!r} is not one of {PROMPT_STYLES}")
 
 
 def sentence_key(index: int, sentence: str) -> str:
@@ -80,13 +90,23 @@ def _user(text: str, image_url: str | None) -> dict[str, Any]:
     ]}
 
 
-def score_messages(problem: ProblemView, sentences: Sequence[str], image_url: str | None = None) -> list[dict]:
+def score_messages(problem: ProblemView, sentences: Sequence[str], image_url: str | None = None,
+                   style: str = "aresnb") -> list[dict]:
+    check_prompt_style(style)
     obj = json.dumps(sentences_object(sentences), ensure_ascii=False)
+    if style == "paper":
+        return [{"role": "system", "content": paper_rubric.SCORE_SYSTEM},
+                _user(paper_rubric.score_text(problem, obj), image_url)]
     text = f"{problem_block(problem)}\nSentences to score (JSON): {obj}"
     return [{"role": "system", "content": SCORE_SYSTEM}, _user(text, image_url)]
 
 
-def correct_messages(problem: ProblemView, rationale: str, image_url: str | None = None) -> list[dict]:
+def correct_messages(problem: ProblemView, rationale: str, image_url: str | None = None,
+                     style: str = "aresnb") -> list[dict]:
+    check_prompt_style(style)
+    if style == "paper":
+        return [{"role": "system", "content": paper_rubric.CORRECT_SYSTEM},
+                _user(paper_rubric.correct_text(problem, rationale), image_url)]
     text = f"{problem_block(problem)}\nRationale to correct (JSON string): {json.dumps(collapse(rationale), ensure_ascii=False)}"
     return [{"role": "system", "content": CORRECT_SYSTEM}, _user(text, image_url)]
 
@@ -125,16 +145,42 @@ def message_images(messages: list[dict]) -> list[str]:
 
 
 def request_kind(messages: list[dict]) -> str | None:
-    """'score' | 'correct' | 'judge' for this project's prompts, else None."""
+    """'score' | 'correct' | 'judge' for this project's prompts (either style), else None."""
     if not messages or messages[0].get("role") != "system":
         return None
     system = message_text(messages[0])
-    return next((k for k, v in KINDS.items() if v == system), None)
+    return next((k for kinds in (KINDS, paper_rubric.KINDS) for k, v in kinds.items() if v == system), None)
+
+
+def _sentence_fields(obj: dict) -> dict[str, Any]:
+    return {"sentences": [k.split("] ", 1)[1] if k.startswith("[") and "] " in k else k for k in obj],
+            "keys": list(obj)}
+
+
+def _paper_fields(paper: dict[str, Any]) -> dict[str, Any]:
+    """A paper-style request's fields in the form of an aresnb one (options and answer lettered),
+    plus its raw ``hint`` (it has no context line: the caption is not sent)."""
+    view = ProblemView(qid="?", question=paper["question"], choices=tuple(str(c) for c in paper["choices"]), answer=0)
+    answer = paper["answer"]
+    if answer in view.choices:
+        answer = f"({LETTERS[view.choices.index(answer)]}) {collapse(answer)}"
+    out: dict[str, Any] = {"question": collapse(paper["question"]), "context": None, "hint": paper["hint"],
+                           "options": view.options_text, "answer": answer}
+    if "sentences_json" in paper:
+        out.update(_sentence_fields(json.loads(paper["sentences_json"])))
+    if "rationale" in paper:
+        out["rationale"] = paper["rationale"]
+    return out
 
 
 def parse_request(messages: list[dict]) -> dict[str, Any]:
-    """Fields of the first user message: question, context, options, answer, and the payload."""
+    """Fields of the first user message: question, context, options, answer, and the payload.
+    A paper-style request has ``hint`` (raw) and ``context`` None; its options and answer come
+    back lettered as in the aresnb style, so that one lookup finds the problem."""
     text = message_text(next(m for m in messages if m.get("role") == "user"))
+    paper = paper_rubric.parse_user_text(text)
+    if paper is not None:
+        return _paper_fields(paper)
     fields: dict[str, Any] = {}
     for line in text.split("\n"):
         head, _, value = line.partition(": ")
@@ -144,9 +190,7 @@ def parse_request(messages: list[dict]) -> dict[str, Any]:
         "options": fields.get("Options", ""), "answer": fields.get("Correct answer", ""),
     }
     if "Sentences to score (JSON)" in fields:
-        obj = json.loads(fields["Sentences to score (JSON)"])
-        out["sentences"] = [k.split("] ", 1)[1] if k.startswith("[") and "] " in k else k for k in obj]
-        out["keys"] = list(obj)
+        out.update(_sentence_fields(json.loads(fields["Sentences to score (JSON)"])))
     if "Rationale to correct (JSON string)" in fields:
         out["rationale"] = json.loads(fields["Rationale to correct (JSON string)"])
     if "Option A (JSON string)" in fields:
@@ -204,11 +248,12 @@ def next_response_format(mode: str) -> str | None:
     return RESPONSE_FORMATS[i + 1] if i + 1 < len(RESPONSE_FORMATS) else None
 
 
-def prompt_preview(kind: str = "score") -> str:
+def prompt_preview(kind: str = "score", style: str = "aresnb") -> str:
     """The prompt text for the notebooks: system message and a user message with placeholders."""
     demo = ProblemView(qid="demo", question="{question}", choices=("{option 1}", "{option 2}"), answer=0,
-                       hint="{hint + caption}")
-    msgs = {"score": score_messages(demo, ["{sentence 1}", "{sentence 2}"]),
-            "correct": correct_messages(demo, "{rationale}"),
-            "judge": judge_messages(demo, "{rationale A}", "{rationale B}")}[kind]
-    return f"# prompt {PROMPT_VERSION} ({kind})\n[system]\n{msgs[0]['content']}\n[user]\n{message_text(msgs[1])}"
+                       hint="{hint}" if style == "paper" and kind != "judge" else "{hint + caption}")
+    msgs = {"score": lambda: score_messages(demo, ["{sentence 1}", "{sentence 2}"], style=style),
+            "correct": lambda: correct_messages(demo, "{rationale}", style=style),
+            "judge": lambda: judge_messages(demo, "{rationale A}", "{rationale B}")}[kind]()
+    label = f"{kind}, {style} style" if kind != "judge" else kind
+    return f"# prompt {PROMPT_VERSION} ({label})\n[system]\n{msgs[0]['content']}\n[user]\n{message_text(msgs[1])}"

@@ -1,6 +1,7 @@
 """The reference Teacher: a deterministic, rule-based Teacher that knows the run's dataset.
 
-It answers this project's three prompts (it parses them: they are ours) by finding the problem
+It answers this project's three prompts in either ``teacher.prompt_style`` (it parses them: they
+are ours; both styles get the same rules) by finding the problem
 in the dataset (normalised question + options + answer; the image hash breaks ties) and:
 
 - scores, the paper's rubric (``RUBRIC``). A sentence that repeats an earlier one: 0.0. A
@@ -135,8 +136,10 @@ class ReferenceTeacher:
             want = sha256_hex(images[0])
             by_image = [p for p in cands if self._hash(p) == want]
             cands = by_image or cands
-        if len(cands) > 1:
-            cands = [p for p in cands if p.context == fields["context"]] or cands
+        if len(cands) > 1:  # a paper-style request has the raw hint, no context line
+            same = ((lambda p: collapse(p.hint) == collapse(fields["hint"])) if fields.get("context") is None
+                    else (lambda p: p.context == fields["context"]))
+            cands = [p for p in cands if same(p)] or cands
         return cands[0] if cands else None
 
     def _hash(self, p: ProblemView) -> str | None:

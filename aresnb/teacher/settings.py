@@ -22,6 +22,7 @@ class TeacherSettings:
     replay_only: bool = False
     vision: bool = True
     response_format: str = "json_schema"
+    prompt_style: str = "aresnb"  # the wording of scoring and correction requests (the judge's is one)
     price_input_per_mtok: float = 0.0
     price_output_per_mtok: float = 0.0
     image_tokens: int = 0
