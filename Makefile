@@ -71,7 +71,7 @@ gpu-check: setup
 # this project (benchmarks/gpu_check_device.sh installs from this folder alone): this project's
 # wheel (pure Python, Python 3.11 and 3.12) and, at pyproject.toml's pins, the pure-Python wheels
 # of GPU_CARRIED -- peft, whose version in that image nobody has read. Nothing else is needed there:
-# the algorithm path imports no trl, datasets, openai or papermill (tests/test_gpu_imports.py).
+# the algorithm path imports no trl, datasets, openai or papermill (tests/test_gpu_carry.py).
 GPU_WHEELS := .gpu-wheels
 GPU_CARRIED := peft
 gpu-wheels:
@@ -92,12 +92,14 @@ GPU_IMAGE_VENV := benchmarks/.venv-gpu-image
 GPU_IMAGE_PACKAGES := torch==2.13.0 transformers==5.17.0 tokenizers==0.23.2 safetensors==0.8.0 accelerate==1.15.0 \
   huggingface-hub==1.33.0 numpy==2.4.6 peft==0.21.2 pandas==3.1.1 pyarrow==26.0.1 pillow==13.0.0 PyYAML==6.0.4 \
   pytest==9.2.0
-$(GPU_IMAGE_VENV)/.installed-stamp: Makefile
+# The stamp is named by the list's checksum: a changed list rebuilds the venv, nothing else does.
+GPU_IMAGE_STAMP := $(GPU_IMAGE_VENV)/.installed-$(shell echo '$(GPU_IMAGE_PACKAGES)' | cksum | cut -d' ' -f1)
+$(GPU_IMAGE_STAMP):
 	rm -rf $(GPU_IMAGE_VENV) && $(PYTHON) -m venv $(GPU_IMAGE_VENV)
 	$(GPU_IMAGE_VENV)/bin/pip install --quiet $(GPU_IMAGE_PACKAGES)
 	@touch $@
 
-gpu-device-test: gpu-wheels $(GPU_IMAGE_VENV)/.installed-stamp
+gpu-device-test: gpu-wheels $(GPU_IMAGE_STAMP)
 	bash benchmarks/gpu_device_test.sh $(GPU_IMAGE_VENV)/bin/python $(GPU_WHEELS)
 
 # JupyterLab refuses to start as root unless told (containers and CI machines run as root).

@@ -63,17 +63,16 @@ run_steps() {  # runs in the pipeline's subshell: `exit` ends the steps, not the
 run_steps 2>&1 | tee "$LOG"
 RC=${PIPESTATUS[0]}
 
-# Whatever step the run ended in: the JSON (whole or partial) and the log go to results/ and $OUT.
+# Whatever step the run ended in: the JSON (whole or partial) and its log go beside each other in
+# benchmarks/results/, and to $OUT; a run that never reached the check leaves its log in $OUT only.
 JSON=$(sed -n 's/^gpu_check: writing \(.*\)$/\1/p' "$LOG" | head -n 1)
-STEM=${JSON%.json}
-STEM=${STEM:-benchmarks/results/gpu_check_not-started}
-mkdir -p "$(dirname "$STEM")"
-cp "$LOG" "$STEM.log"
+NAME=gpu_check_not-started
+if [ -n "$JSON" ]; then NAME=$(basename "${JSON%.json}"); cp "$LOG" "${JSON%.json}.log"; fi
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   if [ -n "$JSON" ] && [ -f "$JSON" ]; then cp "$JSON" "$OUT/"; fi
-  cp "$LOG" "$OUT/$(basename "$STEM").log"
+  cp "$LOG" "$OUT/$NAME.log"
 fi
-say "exit $RC: ${JSON:-no JSON was written}, $STEM.log${OUT:+ (both also in $OUT)}"
+say "exit $RC: ${JSON:-no JSON was written}${JSON:+ and its .log}${OUT:+; $OUT/ holds them}"
 rm -rf "$SITE" "$LOG"
 exit "$RC"

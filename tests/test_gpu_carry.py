@@ -6,6 +6,7 @@ holding only the image's packages, installing from the wheel folder alone, with 
 is `make gpu-device-test`: it builds a venv, so it is not part of this suite.
 """
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -92,3 +93,16 @@ def test_wheel_folder_check_refuses_over_the_size_limit(tmp_path, monkeypatch, c
         z.writestr("big-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: big\n")
         z.writestr("blob.bin", bytes(range(256)) * 4096)  # 1 MiB, stored
     assert gpu_carry.check(tmp_path) == 1 and "limit 0.5 MiB" in capsys.readouterr().out
+
+
+def test_device_script_names_the_failing_step_and_keeps_its_log(tmp_path):
+    wheels, out = tmp_path / "wheels", tmp_path / "out"
+    wheels.mkdir()
+    fake_wheel(wheels, "aresnb-0.1.0-py3-none-any.whl")  # no stamp: not made by make gpu-wheels
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check_device.sh")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "GPU_WHEELS": str(wheels), "OUT": str(out),
+                                            "PYTHON": sys.executable, "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    log = (out / "gpu_check_not-started.log").read_text()
+    for text in (proc.stdout, log):
+        assert "FAILED at step 1/5" in text and "run make gpu-wheels" in text and "step 2/5" not in text
