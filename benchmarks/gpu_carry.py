@@ -1,7 +1,7 @@
 """The wheel folder that travels to the GPU machine with the working tree, and the environment the
 GPU check finds there. Standard library only: it runs before anything is installed.
 
-    python3 benchmarks/gpu_carry.py check FOLDER          # after make gpu-wheels: sizes, limits, stamp
+    python3 benchmarks/gpu_carry.py check FOLDER          # after make gpu-wheels: sizes and limits
     python3 benchmarks/gpu_carry.py verify FOLDER         # there: the wheel was built from this tree
     python3 benchmarks/gpu_carry.py versions [--site DIR] # there: what the check will import, and from where
 
@@ -22,10 +22,10 @@ import platform
 import sys
 import zipfile
 from pathlib import Path
+from typing import Iterable
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT_MIB = 40  # the folder's share of the 64 MiB the working tree may weigh when it travels
-STAMP = "SOURCE_SHA256"
 # What benchmarks/gpu_check.py imports outside the standard library: import name -> distribution.
 NEEDED = {"torch": "torch", "transformers": "transformers", "tokenizers": "tokenizers", "accelerate": "accelerate",
           "peft": "peft", "safetensors": "safetensors", "huggingface_hub": "huggingface_hub", "numpy": "numpy",
@@ -33,11 +33,24 @@ NEEDED = {"torch": "torch", "transformers": "transformers", "tokenizers": "token
 
 
 def source_digest(root: Path = ROOT) -> str:
-    """sha256 over the package's Python files (paths and bytes): what the project's wheel holds."""
+    """sha256 over ``root``'s aresnb/ Python files (paths and bytes): a tree, or a folder the
+    project's wheel was installed to (the same files, the same digest)."""
+    files = {path.relative_to(root).as_posix(): path for path in (root / "aresnb").rglob("*.py")
+             if "__pycache__" not in path.parts}
+    return _digest((name, files[name].read_bytes()) for name in sorted(files))
+
+
+def wheel_digest(wheel: Path) -> str:
+    """The same digest over the aresnb/ Python files inside the project's wheel."""
+    with zipfile.ZipFile(wheel) as z:
+        names = sorted(n for n in z.namelist() if n.startswith("aresnb/") and n.endswith(".py"))
+        return _digest((name, z.read(name)) for name in names)
+
+
+def _digest(files: Iterable[tuple[str, bytes]]) -> str:
     h = hashlib.sha256()
-    for path in sorted((root / "aresnb").rglob("*.py")):
-        if "__pycache__" not in path.parts:
-            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for name, data in files:
+        h.update(name.encode() + b"\0" + data + b"\0")
     return h.hexdigest()
 
 
@@ -49,7 +62,7 @@ def wheel_name(wheel: Path) -> tuple[str, str, str]:
 
 def check(folder: Path) -> int:
     """List the folder's wheels; fail over the size limit, on two versions of one distribution or
-    on a wheel that is not for every platform without saying so; write the source stamp."""
+    on a wheel that is not for every platform without saying so."""
     wheels = sorted(folder.glob("*.whl"))
     if not wheels:
         print(f"gpu_carry: no wheels in {folder} (make gpu-wheels)")
@@ -61,7 +74,8 @@ def check(folder: Path) -> int:
         total += size
         names.setdefault(dist, []).append(version)
         pure = tags == "py3-none-any"
-        print(f"  {wheel.name}  {size / 2**20:.2f} MiB{'' if pure else '  (NOT pure Python: needs cp312 manylinux x86_64)'}")
+        note = "" if pure else "  (NOT pure Python: needs cp312 manylinux x86_64)"
+        print(f"  {wheel.name}  {size / 2**20:.2f} MiB{note}")
         with zipfile.ZipFile(wheel) as z:
             meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
             requires = [line for line in z.read(meta).decode().splitlines() if line.startswith("Requires-Python:")]
@@ -73,10 +87,7 @@ def check(folder: Path) -> int:
         print(f"gpu_carry: two versions of one distribution stop the whole install: {twice}")
         return 1
     print(f"gpu_carry: {len(wheels)} wheels, {total / 2**20:.2f} MiB together (limit {LIMIT_MIB} MiB)")
-    if total > LIMIT_MIB * 2**20:
-        return 1
-    (folder / STAMP).write_text(source_digest() + "\n")
-    return 0
+    return 1 if total > LIMIT_MIB * 2**20 else 0
 
 
 def _allows_312(line: str) -> bool:
@@ -89,13 +100,15 @@ def _allows_312(line: str) -> bool:
 
 
 def verify(folder: Path) -> int:
-    """The project's wheel in ``folder`` was built from this tree's aresnb/ (else it would measure other code)."""
-    stamp = folder / STAMP
-    if not stamp.exists():
-        print(f"gpu_carry: {folder} holds no {STAMP}: run make gpu-wheels (on a machine with the registries)")
+    """The project's wheel in ``folder`` holds this tree's aresnb/ sources (else it would measure other code)."""
+    wheels = sorted(folder.glob("aresnb-*.whl"))
+    if len(wheels) != 1:
+        print(f"gpu_carry: {folder} holds {len(wheels)} aresnb wheels, not one: run make gpu-wheels "
+              "(on a machine with the package registries)")
         return 2
-    if stamp.read_text().strip() != source_digest():
-        print(f"gpu_carry: the wheels in {folder} were built from other aresnb/ sources than this tree: run make gpu-wheels again")
+    if wheel_digest(wheels[0]) != source_digest():
+        print(f"gpu_carry: {wheels[0].name} was built from other aresnb/ sources than this tree's: "
+              "run make gpu-wheels again")
         return 2
     return 0
 
@@ -130,7 +143,8 @@ def versions(site: Path | None, folder: Path | None) -> int:
         print(f"gpu_carry: missing {', '.join(missing)}: the image lacks them and the wheel folder does not carry them")
         return 2
     if shadowed:
-        print(f"gpu_carry: {', '.join(shadowed)} imported from outside {site}: the carried wheels are not the ones used")
+        print(f"gpu_carry: {', '.join(shadowed)} imported from outside {site}: "
+              "the carried wheels are not the ones used")
         return 2
     return 0
 

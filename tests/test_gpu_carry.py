@@ -52,8 +52,9 @@ def test_gpu_check_and_the_algorithm_path_import_without_what_the_gpu_image_lack
 
 
 def test_gpu_check_names_a_missing_package_in_one_line():
-    proc = subprocess.run([sys.executable, "-c", BLOCKED_IMPORT.replace('"benchmarks")', '"benchmarks"); BLOCKED.add("peft")'),
-                           "trl"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    peft_blocked_too = BLOCKED_IMPORT.replace('"benchmarks")', '"benchmarks"); BLOCKED.add("peft")')
+    proc = subprocess.run([sys.executable, "-c", peft_blocked_too, "trl"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "no module 'peft'" in proc.stderr
 
@@ -66,12 +67,27 @@ def fake_wheel(folder, name: str, requires_python: str = ">=3.9"):
     return path
 
 
-def test_wheel_folder_check_stamps_and_verify_refuses_another_tree(tmp_path, capsys):
-    fake_wheel(tmp_path, "aresnb-0.1.0-py3-none-any.whl", ">=3.11,<3.13")
+def project_wheel(folder, tweak: str = ""):
+    """A wheel holding this tree's aresnb/ sources (``tweak`` appended to one file: other sources)."""
+    path = fake_wheel(folder, "aresnb-0.1.0-py3-none-any.whl", ">=3.11,<3.13")
+    with zipfile.ZipFile(path, "a") as z:
+        for file in sorted((ROOT / "aresnb").rglob("*.py")):
+            if "__pycache__" not in file.parts:
+                extra = tweak if file.name == "tensor_ops.py" else ""
+                z.writestr(file.relative_to(ROOT).as_posix(), file.read_text() + extra)
+    return path
+
+
+def test_wheel_folder_check_passes_and_verify_knows_this_trees_sources(tmp_path, capsys):
+    project_wheel(tmp_path)
     fake_wheel(tmp_path, "peft-0.21.2-py3-none-any.whl")
-    assert gpu_carry.check(tmp_path) == 0 and gpu_carry.verify(tmp_path) == 0
-    assert "2 wheels" in capsys.readouterr().out
-    (tmp_path / gpu_carry.STAMP).write_text("0" * 64 + "\n")  # built from other sources
+    assert gpu_carry.check(tmp_path) == 0 and "2 wheels" in capsys.readouterr().out
+    assert gpu_carry.verify(tmp_path) == 0
+    assert gpu_carry.wheel_digest(tmp_path / "aresnb-0.1.0-py3-none-any.whl") == gpu_carry.source_digest()
+
+
+def test_verify_refuses_a_wheel_of_other_sources(tmp_path, capsys):
+    project_wheel(tmp_path, tweak="\n# one more line\n")
     assert gpu_carry.verify(tmp_path) == 2 and "run make gpu-wheels again" in capsys.readouterr().out
 
 
@@ -84,7 +100,6 @@ def test_wheel_folder_check_refuses(tmp_path, capsys, wheels, why):
     for name, requires in wheels:
         fake_wheel(tmp_path, name, requires)
     assert gpu_carry.check(tmp_path) == 1 and why in capsys.readouterr().out
-    assert not (tmp_path / gpu_carry.STAMP).exists()
 
 
 def test_wheel_folder_check_refuses_over_the_size_limit(tmp_path, monkeypatch, capsys):
@@ -98,7 +113,7 @@ def test_wheel_folder_check_refuses_over_the_size_limit(tmp_path, monkeypatch, c
 def test_device_script_names_the_failing_step_and_keeps_its_log(tmp_path):
     wheels, out = tmp_path / "wheels", tmp_path / "out"
     wheels.mkdir()
-    fake_wheel(wheels, "aresnb-0.1.0-py3-none-any.whl")  # no stamp: not made by make gpu-wheels
+    fake_wheel(wheels, "aresnb-0.1.0-py3-none-any.whl")  # holds none of this tree's sources
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check_device.sh")], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "GPU_WHEELS": str(wheels), "OUT": str(out),
                                             "PYTHON": sys.executable, "TMPDIR": str(tmp_path)})
