@@ -10,7 +10,7 @@ PARAMS ?= params/smoke.yaml
 PYTEST_ARGS ?=
 LAB_ARGS ?=
 
-.PHONY: setup reproduce test test-fast chromium bench gpu-check lab clean-outputs
+.PHONY: setup reproduce test test-fast chromium bench gpu-check gpu-wheels gpu-device-test lab clean-outputs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,41 @@ bench: setup $(TRL_VENV)/.installed-stamp
 # On a GPU machine: the paper's Base and Large shapes, every heavy step, one ARES round projected.
 gpu-check: setup
 	$(PY) benchmarks/gpu_check.py
+
+# For a GPU machine without network whose image has torch, transformers, accelerate, ... but not
+# this project (benchmarks/gpu_check_device.sh installs from this folder alone): this project's
+# wheel (pure Python, Python 3.11 and 3.12) and, at pyproject.toml's pins, the pure-Python wheels
+# of GPU_CARRIED -- peft, whose version in that image nobody has read. Nothing else is needed there:
+# the algorithm path imports no trl, datasets, openai or papermill (tests/test_gpu_carry.py).
+GPU_WHEELS := .gpu-wheels
+GPU_CARRIED := peft
+gpu-wheels:
+	rm -rf $(GPU_WHEELS) build && mkdir -p $(GPU_WHEELS)  # build/: setuptools keeps stale files there
+	$(PYTHON) -m pip wheel --quiet --no-deps --wheel-dir $(GPU_WHEELS) .
+	rm -rf build  # setuptools' scratch folder
+	for name in $(GPU_CARRIED); do \
+	  pin=$$(grep -oE "\"$$name==[^\"]+\"" pyproject.toml | tr -d '"'); test -n "$$pin" || exit 1; \
+	  $(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation py \
+	    --abi none --platform any --dest $(GPU_WHEELS) "$$pin" || exit 1; \
+	done
+	$(PYTHON) benchmarks/gpu_carry.py check $(GPU_WHEELS)
+
+# The device script's whole path on this CPU (--tiny): a fresh venv holding torch (the local CPU
+# build) and the GPU image's packages at its versions where PyPI has them for this Python, a copy
+# of what travels (tracked and untracked-not-ignored files, $(GPU_WHEELS)), no network.
+GPU_IMAGE_VENV := benchmarks/.venv-gpu-image
+GPU_IMAGE_PACKAGES := torch==2.13.0 transformers==5.17.0 tokenizers==0.23.2 safetensors==0.8.0 accelerate==1.15.0 \
+  huggingface-hub==1.33.0 numpy==2.4.6 peft==0.21.2 pandas==3.1.1 pyarrow==26.0.1 pillow==13.0.0 PyYAML==6.0.4 \
+  pytest==9.2.0
+# The stamp is named by the list's checksum: a changed list rebuilds the venv, nothing else does.
+GPU_IMAGE_STAMP := $(GPU_IMAGE_VENV)/.installed-$(shell echo '$(GPU_IMAGE_PACKAGES)' | cksum | cut -d' ' -f1)
+$(GPU_IMAGE_STAMP):
+	rm -rf $(GPU_IMAGE_VENV) && $(PYTHON) -m venv $(GPU_IMAGE_VENV)
+	$(GPU_IMAGE_VENV)/bin/pip install --quiet $(GPU_IMAGE_PACKAGES)
+	@touch $@
+
+gpu-device-test: gpu-wheels $(GPU_IMAGE_STAMP)
+	bash benchmarks/gpu_device_test.sh $(GPU_IMAGE_VENV)/bin/python $(GPU_WHEELS)
 
 # JupyterLab refuses to start as root unless told (containers and CI machines run as root).
 lab: setup

@@ -13,12 +13,12 @@ from typing import Any, Collection, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from trl.trainer.utils import pad, selective_log_softmax
 
 from aresnb.data.prompts import build_source, strip_solution_prefix
 from aresnb.distributed import autocast
 from aresnb.progress import Progress
 from aresnb.sft_data import gather_features, pad_ids
+from aresnb.tensor_ops import pad, selective_log_softmax
 
 
 def _tokenized_sources(tokenizer: Any, sources: Sequence[str], max_source_length: int) -> list[list[int]]:

@@ -38,7 +38,6 @@ import numpy as np
 import torch
 from accelerate.utils import gather_object
 from torch import nn
-from trl.trainer.utils import disable_dropout_in_model, entropy_from_logits, selective_log_softmax
 
 from aresnb.checkpoints import Checkpoints
 from aresnb.config import PPOConfig
@@ -49,6 +48,7 @@ from aresnb.ppo_buffer import Buffer, OptimizerStep, PPOSample, plan_steps, spli
 from aresnb.ppo_math import (compute_gae, kl_token_estimates, masked_whiten, policy_token_losses, sentence_rewards,
                              value_token_losses)
 from aresnb.ppo_metrics import METRIC_NAMES, SUMS, kl_by_pass, progress_line, step_metrics  # noqa: F401 (METRIC_NAMES: the public name)
+from aresnb.tensor_ops import disable_dropout_in_model, entropy_from_logits, selective_log_softmax
 from aresnb.value_model import Seq2SeqValueModel, decoder_inputs, encode_sources
 
 

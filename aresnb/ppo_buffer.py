@@ -18,7 +18,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-from trl.trainer.utils import pad
+
+from aresnb.tensor_ops import pad
 
 
 @dataclass

@@ -145,14 +145,19 @@ def guarded(fn: Callable[[bool], dict], device: torch.device, checkpointing_fall
     return out
 
 
-def timed(step: Callable[[], Any], device: torch.device, warmup: int, timed_steps: int) -> list[float]:
+def timed(step: Callable[[], Any], device: torch.device, warmup: int, timed_steps: int,
+          deadline: float | None = None) -> list[float]:
+    """Seconds of each of up to ``timed_steps`` steps after ``warmup`` untimed ones; at least one
+    is timed, and no further one starts when it would end past ``deadline`` (perf_counter)."""
     times = []
-    for _ in range(warmup + timed_steps):
+    for i in range(warmup + timed_steps):
         _sync(device)
         t0 = time.perf_counter()
         step()
         _sync(device)
         times.append(time.perf_counter() - t0)
+        if i >= warmup and deadline is not None and time.perf_counter() + times[-1] > deadline:
+            break
     return times[warmup:]
 
 
@@ -187,10 +192,10 @@ def supervised_steps(ctx: dict, batch: int, source: int, target: int, lora: Any 
             optimizer.step()
             optimizer.zero_grad()
 
-        times = timed(one, device, warmup, n_timed)
+        times = timed(one, device, warmup, n_timed, ctx.get("deadline"))
         accelerator.free_memory()
         step_s = statistics.median(times)
-        return {"batch": batch, "source_tokens": source, "target_tokens": target, "timed_steps": n_timed,
+        return {"batch": batch, "source_tokens": source, "target_tokens": target, "timed_steps": len(times),
                 "step_s": round(step_s, 4), "samples_per_s": round(batch / step_s, 2)}
     return run
 
@@ -245,7 +250,8 @@ def ppo_buffer(ctx: dict, sequences: int) -> tuple[list[PPOSample], np.ndarray]:
 
 
 def ppo_steps(ctx: dict) -> Callable:
-    """train_ppo (separate critic) on a buffer of 3 optimizer steps; 2 of them timed, then stopped."""
+    """train_ppo (separate critic) on a buffer of 3 optimizer steps; the first untimed, the second
+    timed, then stopped (before the last step, which would write a final checkpoint: ~20 GB at Large)."""
     def run(checkpointing: bool) -> dict:
         shape, device = ctx["shape"], ctx["device"]
         batch = shape["ppo_sequences"]
@@ -257,7 +263,7 @@ def ppo_steps(ctx: dict) -> Callable:
         value = Seq2SeqValueModel.from_policy(policy)
         rows, started = [], time.perf_counter()
 
-        def on_step(index: int, row: dict) -> None:
+        def on_step(index: int, row: dict) -> None:  # index: 1-based
             rows.append({**row, "at": time.perf_counter() - started})
             if index == 2:
                 raise _Stop
@@ -269,15 +275,19 @@ def ppo_steps(ctx: dict) -> Callable:
             except _Stop:
                 pass
         step_s = rows[1]["time/step_s"]
-        return {"sequences_per_step": batch, "micro_batch": micro, "buffer": len(samples), "step_s": round(step_s, 3),
-                "sequences_per_s": round(batch / step_s, 2), "tokens_per_s": round(rows[1]["throughput/tokens_per_s"], 1),
+        return {"sequences_per_step": batch, "micro_batch": micro, "buffer": len(samples), "timed_steps": 1,
+                "step_s": round(step_s, 3), "sequences_per_s": round(batch / step_s, 2),
+                "tokens_per_s": round(rows[1]["throughput/tokens_per_s"], 1),
                 "rollout_statistics_s_per_sequence": (rows[0]["at"] - rows[0]["time/step_s"]) / len(samples)}
     return run
 
 
+MEASUREMENTS = ("sft", "sft_max_length", "lora_qcm_a", "lora_qcmg_a", "sampling", "greedy", "answers", "ppo")
+
 
 def measurements(ctx: dict) -> dict[str, Callable]:
-    """What is measured, in order: name -> measurement."""
+    """What is measured, in order (MEASUREMENTS): name -> measurement. Each reads ``ctx["deadline"]``
+    (perf_counter; None: no limit) when it runs, to decide how many timed steps fit."""
     shape, recipe = ctx["shape"], ctx["recipe"]
     n, length = shape.get("batches", {}), shape["lengths"]
     lora = dataclasses.replace(recipe.answer, r=shape.get("lora_r", recipe.answer.r),

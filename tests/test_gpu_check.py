@@ -6,6 +6,7 @@ numbers of a tiny CPU run mean nothing; the structure is what a GPU run fills in
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -45,3 +46,32 @@ def test_full_check_refuses_without_a_gpu(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "x.json")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no GPU" in proc.stderr and not (tmp_path / "x.json").exists()
+
+
+def test_a_spent_budget_skips_and_a_failing_model_is_recorded_the_json_keeps_both(tmp_path):
+    out = tmp_path / "check.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--budget-s", "0", "--models", "base,nosuch",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "gpu_check: FAILED at nosuch (setup)" in proc.stdout  # the failing step, named
+    report = json.loads(out.read_text())
+    assert report["status"] == "failed: nosuch (setup)" and "scienceqa_nosuch.yaml" in report["models"]["nosuch"]["error"]
+    skipped = report["models"]["base"]["measurements"]
+    assert set(skipped) == MEASUREMENTS and all("skipped" in m and m["fit"] is None for m in skipped.values())
+    assert report["models"]["base"]["projection"]["total_hours"] is None
+
+
+def test_a_killed_check_leaves_what_it_measured(tmp_path):
+    out = tmp_path / "check.json"
+    proc = subprocess.Popen([sys.executable, "-u", str(SCRIPT), "--tiny", "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for line in proc.stdout:  # the first measurement is written: then the time limit's SIGTERM
+        if line.startswith("base sft:"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    proc.stdout.read()
+    assert proc.wait(timeout=120) == 124
+    report = json.loads(out.read_text())
+    assert report["status"].startswith("stopped (exit 124)") and report["models"]["base"]["measurements"]["sft"]["fit"]

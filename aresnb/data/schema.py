@@ -1,7 +1,7 @@
 """The one problem schema every dataset is converted to, its validation and its categories.
 
 A loader turns raw records (ScienceQA ``problems.json`` entries, A-OKVQA rows, the synthetic
-generator's files) into plain dicts with exactly the :data:`FEATURES` columns; bad input raises a
+generator's files) into plain dicts with exactly the :data:`COLUMNS`; bad input raises a
 :class:`DataError` naming the qid and the file, never a silently wrong row.
 """
 
@@ -11,36 +11,46 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-import datasets
 from PIL import Image
 
 SPLITS = ("train", "val", "test")
 CATEGORY_COLUMNS = ("NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12")
 
-FEATURES = datasets.Features(
-    {
-        "qid": datasets.Value("string"),
-        "question": datasets.Value("string"),
-        "choices": datasets.Sequence(datasets.Value("string")),
-        "answer": datasets.Value("int64"),
-        "hint": datasets.Value("string"),
-        "image": datasets.Value("string"),  # absolute path to the image file, "" if none
-        "has_image": datasets.Value("bool"),
-        "caption": datasets.Value("string"),
-        "lecture": datasets.Value("string"),
-        "solution": datasets.Value("string"),
-        "subject": datasets.Value("string"),
-        "grade": datasets.Value("string"),
-        "category": datasets.Value("string"),
-        "topic": datasets.Value("string"),
-        "skill": datasets.Value("string"),
-        "task": datasets.Value("string"),
-        "split": datasets.Value("string"),
-        "image_record": datasets.Value("string"),  # JSON of what a synthetic image shows; "" for real data
-        "features_zeroed": datasets.Value("bool"),  # referenced image absent, kept with zero features
-    }
-)
-COLUMNS = tuple(FEATURES)
+# Every column and its type (a list: a sequence of that type). Plain data, so that importing the
+# schema -- as the trainers, generation and the GPU check do through aresnb.data.prompts -- does not
+# import ``datasets``: the GPU machine's image has none. Only building a DatasetDict needs it.
+COLUMN_TYPES: dict[str, Any] = {
+    "qid": "string",
+    "question": "string",
+    "choices": ["string"],
+    "answer": "int64",
+    "hint": "string",
+    "image": "string",  # absolute path to the image file, "" if none
+    "has_image": "bool",
+    "caption": "string",
+    "lecture": "string",
+    "solution": "string",
+    "subject": "string",
+    "grade": "string",
+    "category": "string",
+    "topic": "string",
+    "skill": "string",
+    "task": "string",
+    "split": "string",
+    "image_record": "string",  # JSON of what a synthetic image shows; "" for real data
+    "features_zeroed": "bool",  # referenced image absent, kept with zero features
+}
+COLUMNS = tuple(COLUMN_TYPES)
+
+
+def dataset_features() -> Any:
+    """The schema as ``datasets.Features``."""
+    import datasets  # deferred: see COLUMN_TYPES
+
+    def feature(kind: Any) -> Any:
+        return datasets.Sequence(datasets.Value(kind[0])) if isinstance(kind, list) else datasets.Value(kind)
+
+    return datasets.Features({name: feature(kind) for name, kind in COLUMN_TYPES.items()})
 
 
 class DataError(ValueError):
@@ -144,17 +154,17 @@ def apply_missing_image(rows: list[dict], policy: str, file: str | Path) -> tupl
     return kept, skipped, zeroed
 
 
-def to_dataset_dict(rows_by_split: dict[str, list[dict]]) -> datasets.DatasetDict:
-    """Rows -> DatasetDict with the schema's features, splits in train/val/test order."""
+def to_dataset_dict(rows_by_split: dict[str, list[dict]]) -> Any:
+    """Rows -> ``datasets.DatasetDict`` with the schema's features, splits in train/val/test order."""
+    import datasets  # deferred: see COLUMN_TYPES
+
+    features = dataset_features()
     out = {}
     for split in SPLITS:
         rows = rows_by_split.get(split, [])
-        out[split] = datasets.Dataset.from_list(rows, features=FEATURES) if rows else _empty_dataset()
+        out[split] = datasets.Dataset.from_list(rows, features=features) if rows else \
+            datasets.Dataset.from_dict({k: [] for k in COLUMNS}, features=features)
     return datasets.DatasetDict(out)
-
-
-def _empty_dataset() -> datasets.Dataset:
-    return datasets.Dataset.from_dict({k: [] for k in COLUMNS}, features=FEATURES)
 
 
 def grade_number(grade: str) -> int | None:
@@ -186,7 +196,7 @@ def categories(problem: dict) -> list[str]:
     return cats
 
 
-def category_counts(ds: datasets.DatasetDict | dict) -> dict[str, dict[str, int]]:
+def category_counts(ds: Any) -> dict[str, dict[str, int]]:
     """{split: {category: count, ..., "total": n}} over every category column."""
     out = {}
     for split in ds:
