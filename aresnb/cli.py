@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from aresnb import preflight
-from aresnb.config import ConfigError, describe, load_config
+from aresnb.config import ConfigError, describe, file_values, load_config
 from aresnb.paths import EVALUATION, RunPaths
 from aresnb.runner import NOTEBOOKS_DIR, RunError, RunRefused, parse_stage_selection, run_pipeline
 
@@ -103,7 +103,9 @@ def _cmd_params(args: argparse.Namespace) -> int:
     except (ConfigError, RunError) as e:
         print(f"aresnb params: {e}", file=sys.stderr)
         return 2
-    print(f"{args.params}: valid (hash {cfg.hash()})")
+    print(f"{args.params}: valid (hash {cfg.hash()}); what it sets (every other parameter keeps its default):")
+    for key, value in file_values(cfg, args.params, args.set):
+        print(f"  {key:<36} {value!r}")
     problems = preflight.problems(cfg, stages, NOTEBOOKS_DIR)
     if problems:
         which = f"stages {args.stages}" if args.stages else "a full run"

@@ -32,6 +32,7 @@ from aresnb.checkpoints import Checkpoints, fingerprint
 from aresnb.distributed import make_accelerator
 from aresnb.io import append_jsonl, read_jsonl
 from aresnb.models import enable_gradient_checkpointing
+from aresnb.optim import weight_decay_groups
 from aresnb.progress import Progress
 from aresnb.sft_data import (IGNORE_INDEX, Collator, SFTStep, TokenizedExamples, plan_sft_steps, process_rows,
                              steps_per_epoch)
@@ -96,9 +97,12 @@ class _LossWindow:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Any, total_steps: int) -> tuple[Any, Any]:
-    """AdamW on the trainable parameters and the configured schedule (linear or constant) after warm-up."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """AdamW on the trainable parameters and the configured schedule (linear or constant) after warm-up.
+
+    Weight decay spares biases and LayerNorm weights, as Hugging Face's Trainer does (the paper's
+    SFT runs under it): :func:`aresnb.optim.weight_decay_groups`.
+    """
+    optimizer = torch.optim.AdamW(weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr)
     warmup = int(cfg.warmup_ratio * total_steps)
     if cfg.schedule == "linear":
         return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
@@ -190,7 +194,9 @@ def train_seq2seq(
         enable_gradient_checkpointing(model)
     optimizer, scheduler = make_optimizer(model, cfg, total_steps)
     checkpoints = Checkpoints(out_dir / "checkpoints", keep=keep_checkpoints, log=accelerator.print,
-                              fingerprint=recipe_fingerprint(cfg, data, total_steps, model, {"seed": seed}))
+                              fingerprint=recipe_fingerprint(cfg, data, total_steps, model,
+                                                             # a saved optimizer state fits only its own groups
+                                                             {"seed": seed, "param_groups": len(optimizer.param_groups)}))
     # The scheduler is not prepared (accelerate would step it once per process) but checkpointed.
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
