@@ -54,9 +54,13 @@ def lora_target_modules(model: nn.Module, spec: str | list[str], lm_head: bool =
 @contextlib.contextmanager
 def _peft_without_deprecation_notice() -> Iterator[None]:
     """peft 0.21 asks transformers 5 for ``is_gradient_checkpointing``, which warns that it is
-    deprecated (a FutureWarning in every notebook 06): harmless for us, so silenced here only."""
+    deprecated (a FutureWarning in every notebook 06): harmless for us, so silenced here only.
+    With ``answer.lora_lm_head`` peft also warns that lm_head is tied to the embeddings (transformers 5
+    reports every T5 as tied, Flan-T5's untied head included): the adapter changes the head's output
+    only, as the reference's does, so that warning is silenced too."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="Model has `tie_word_embeddings=True` and a tied layer", category=UserWarning)
         yield
 
 

@@ -17,7 +17,8 @@ The computation is the same one: MM-CoT fuses the encoder's output (after its fi
 and dropout) with a one-head ``nn.MultiheadAttention`` over the projected patches and a sigmoid
 gate, which is what :class:`aresnb.models.ImageFusion` does with the encoder's output.
 
-Loading goes through ``from_pretrained`` with a ``key_mapping``, and is strict: a weight of
+Loading renames the checkpoint's weights and hands them to ``from_pretrained`` (as a
+``state_dict``, so the model saves under aresnb's names afterwards), and is strict: a weight of
 aresnb's model that the checkpoint lacks, or a checkpoint weight that lands nowhere, is an error
 naming it (in MM-CoT's terms). The only allowances are transformers' own: names tied to one
 tensor (``shared`` / ``*.embed_tokens``) need one copy, and
@@ -32,7 +33,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors.torch import load_file
 from transformers import T5Config
 
 from aresnb.models import MODEL_TYPE, MultimodalT5Config, MultimodalT5ForConditionalGeneration
@@ -51,9 +52,12 @@ class CheckpointError(ValueError):
     """An MM-CoT checkpoint that cannot become aresnb's model as it is (names the weights)."""
 
 
-def key_mapping() -> dict[str, str]:
-    """The renaming as transformers' ``from_pretrained(key_mapping=...)`` takes it (regex -> replacement)."""
-    return {"^" + mm.replace(".", r"\."): ours for mm, ours in FUSION_PREFIXES.items()}
+def aresnb_name(name: str) -> str:
+    """MM-CoT's name of a weight -> aresnb's."""
+    for mm, ours in FUSION_PREFIXES.items():
+        if name.startswith(mm):
+            return ours + name[len(mm):]
+    return name
 
 
 def mmcot_name(name: str) -> str:
@@ -77,28 +81,28 @@ def weight_files(path: str | Path) -> list[Path]:
     raise CheckpointError(f"{path}: no weights ({' or '.join(WEIGHT_FILES)}, or a sharded index of one)")
 
 
-def checkpoint_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """Every weight name in the checkpoint and its shape, without reading the values where the
-    format allows (safetensors headers; zip-format .bin files memory-mapped)."""
-    shapes: dict[str, tuple[int, ...]] = {}
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every weight of the checkpoint under its own (MM-CoT's) name, memory-mapped where the format
+    allows (safetensors; zip-format .bin files), so a Large checkpoint is not copied into RAM twice."""
+    state: dict[str, torch.Tensor] = {}
     for file in weight_files(path):
         if file.suffix == ".safetensors":
-            with safe_open(str(file), framework="pt") as f:
-                shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+            state.update(load_file(str(file)))
             continue
         try:
-            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            state.update(torch.load(file, map_location="cpu", weights_only=True, mmap=True))
         except RuntimeError:  # a legacy (non-zip) torch.save file cannot be memory-mapped
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        shapes.update({k: tuple(v.shape) for k, v in state.items()})
-    return shapes
+            state.update(torch.load(file, map_location="cpu", weights_only=True))
+    return state
 
 
-def read_mmcot_config(path: str | Path, feature_shape: tuple[int, int]) -> MultimodalT5Config:
+def read_mmcot_config(path: str | Path, shapes: dict[str, tuple[int, ...]],
+                      feature_shape: tuple[int, int]) -> MultimodalT5Config:
     """aresnb's config for an MM-CoT checkpoint: its T5 fields plus the image shape.
 
-    The feature dim is the checkpoint's (``encoder.image_dense`` weight); it must equal the data's.
-    The patch count is the data's: MM-CoT's attention takes any number of patches.
+    ``shapes``: the checkpoint's weight shapes by MM-CoT's names. The feature dim is the
+    checkpoint's (``encoder.image_dense``'s input); it must equal the data's. The patch count is the
+    data's: MM-CoT's attention takes any number of patches.
     """
     path = Path(path)
     raw = T5Config.get_config_dict(str(path))[0]
@@ -106,7 +110,6 @@ def read_mmcot_config(path: str | Path, feature_shape: tuple[int, int]) -> Multi
         raise CheckpointError(f"{path} is an aresnb model already (model_type {MODEL_TYPE!r}): give it as model.base")
     if raw.get("model_type") != "t5":
         raise CheckpointError(f"{path}: model_type {raw.get('model_type')!r}; an MM-CoT checkpoint has a T5 config")
-    shapes = checkpoint_shapes(path)
     if IMAGE_DENSE_WEIGHT not in shapes:
         fusion = sorted(k for k in shapes if any(p in k for p in ("image_dense", "mha_layer", "gate_dense")))
         raise CheckpointError(f"{path}: no {IMAGE_DENSE_WEIGHT} (MM-CoT's image projection); "
@@ -130,11 +133,13 @@ def load_mmcot_rationale_model(path: str | Path, feature_shape: tuple[int, int],
     path = Path(path).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"MM-CoT checkpoint directory not found: {path} (model.init_from)")
-    config = read_mmcot_config(path, feature_shape)
+    state = read_state_dict(path)
+    config = read_mmcot_config(path, {k: tuple(v.shape) for k, v in state.items()}, feature_shape)
     if use_image is not None:
         config.use_image = bool(use_image)
     model, info = MultimodalT5ForConditionalGeneration.from_pretrained(
-        str(path), config=config, key_mapping=key_mapping(), dtype=torch.float32, output_loading_info=True)
+        None, config=config, state_dict={aresnb_name(k): v for k, v in state.items()}, dtype=torch.float32,
+        output_loading_info=True)
     # a mismatched key may come as (name, shape in checkpoint, shape in model)
     problems = {kind: sorted(mmcot_name(k) if isinstance(k, str) else f"{mmcot_name(k[0])} {tuple(k[1:])}"
                              for k in info.get(kind) or ())
