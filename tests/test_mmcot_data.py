@@ -146,3 +146,22 @@ def test_stage_01_fails_before_writing_when_an_image_problem_has_no_row(tmp_path
     with pytest.raises(DataError, match=f"qids {with_image[0]}, {with_image[1]} \\(2\\)"):
         data_stage.run(cfg, paths)
     assert not paths.dataset_dir.exists() and not paths.features_file("train").exists()
+
+
+def test_mmcot_parameters_fail_before_work_starts(tmp_path):
+    from aresnb import preflight
+    from aresnb.config import ConfigError
+
+    with pytest.raises(ConfigError, match="data.features_file and data.name_map go together"):
+        load_config(None, ["data.features_file=vit.pth"])
+    with pytest.raises(ConfigError, match=r"data.features_shape must be \[patches, dim\]"):
+        load_config(None, ["data.features_shape=[145]"])
+    with pytest.raises(ConfigError, match="baseline.train is false but model.init_from is not set"):
+        load_config(None, ["baseline.train=false"])
+    cfg = load_config(None, [f"data.features_file={tmp_path / 'vit.pth'}", f"data.name_map={tmp_path / 'nm.json'}",
+                             f"data.captions_file={tmp_path / 'c.json'}", f"model.init_from={tmp_path / 'mm-cot'}",
+                             "baseline.train=false"])
+    problems = preflight.path_problems(cfg, ["01_data", "02_baseline"], tmp_path)
+    assert [p.split(":")[0] for p in problems] == ["data.features_file", "data.name_map", "data.captions_file",
+                                                   "model.init_from"]
+    assert preflight.path_problems(cfg, ["03_teacher_scores"], tmp_path) == []  # only the stages that read them

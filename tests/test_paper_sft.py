@@ -138,3 +138,14 @@ def test_large_baseline_is_mmcots_large_recipe():
     large = load_config(ROOT / "params" / "scienceqa_large.yaml").baseline
     assert (large.epochs, large.lr, large.batch_size) == (50.0, 5e-5, 8)
     assert (base.epochs, base.lr, base.batch_size) == (20.0, 8e-5, 8)
+
+
+def test_aresnb_params_shows_what_the_paper_file_sets(capsys):
+    from aresnb.cli import main
+
+    main(["params", str(ROOT / "params" / "scienceqa_base.yaml"), "--stages", "02", "--set", "baseline.lr=1e-4"])
+    shown = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()[1:])
+    for section in ("baseline", "correction.sft", "answer.train"):
+        assert (shown[f"{section}.weight_decay"], shown[f"{section}.max_grad_norm"]) == ("0.01", "1.0")
+    assert shown["answer.lora_lm_head"] == "True" and shown["baseline.lr"] == "0.0001"  # --set shows its value
+    assert shown["model.init_from"] == "None" and "run.seed" in shown
