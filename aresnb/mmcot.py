@@ -82,8 +82,8 @@ def weight_files(path: str | Path) -> list[Path]:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every weight of the checkpoint under its own (MM-CoT's) name, memory-mapped where the format
-    allows (safetensors; zip-format .bin files), so a Large checkpoint is not copied into RAM twice."""
+    """Every weight of the checkpoint under its own (MM-CoT's) name; zip-format .bin files are
+    memory-mapped, so a Large checkpoint is not held in RAM twice while the model loads."""
     state: dict[str, torch.Tensor] = {}
     for file in weight_files(path):
         if file.suffix == ".safetensors":

@@ -129,11 +129,27 @@ def test_the_loaded_model_computes_mmcots_fusion(checkpoints):
     assert torch.allclose(got, want, atol=1e-5)
 
 
-def test_safetensors_checkpoint_loads_the_same(checkpoints, tmp_path):
+def test_safetensors_sharded_and_legacy_checkpoints_load_the_same(checkpoints, tmp_path):
     original, native_dir, _ = checkpoints
-    path = write_mmcot_checkpoint(tmp_path / "st", mmcot_state(original), safetensors=True)
-    loaded, native = load_mmcot_rationale_model(path, (P, D)), load_rationale_model(native_dir)
-    assert all(torch.equal(v, native.state_dict()[k]) for k, v in loaded.state_dict().items())
+    state = mmcot_state(original)
+    single = write_mmcot_checkpoint(tmp_path / "st", state, safetensors=True)
+    sharded = tmp_path / "shards"
+    sharded.mkdir()
+    (sharded / "config.json").write_text(json.dumps(T5_CONFIG))
+    names = sorted(k for k in state if "embed_tokens" not in k)
+    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for file, keys in halves.items():
+        save_file({k: state[k].clone().contiguous() for k in keys}, str(sharded / file))
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {k: f for f, keys in halves.items() for k in keys}}))
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "config.json").write_text(json.dumps(T5_CONFIG))
+    torch.save(state, legacy / "pytorch_model.bin", _use_new_zipfile_serialization=False)  # cannot be memory-mapped
+    native = load_rationale_model(native_dir).state_dict()
+    for path in (single, sharded, legacy):
+        loaded = load_mmcot_rationale_model(path, (P, D)).state_dict()
+        assert all(torch.equal(v, native[k]) for k, v in loaded.items()), path.name
 
 
 @pytest.mark.parametrize("change, named", [

@@ -165,3 +165,12 @@ def test_mmcot_parameters_fail_before_work_starts(tmp_path):
     assert [p.split(":")[0] for p in problems] == ["data.features_file", "data.name_map", "data.captions_file",
                                                    "model.init_from"]
     assert preflight.path_problems(cfg, ["03_teacher_scores"], tmp_path) == []  # only the stages that read them
+
+
+def test_a_legacy_torch_features_file_loads_without_memory_mapping(tmp_path):
+    table = torch.randn(3, P, D)
+    torch.save(table, tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    (tmp_path / "name_map.json").write_text(json.dumps({"1": "2"}))
+    feats = PrecomputedFeatures(tmp_path / "old.pth", tmp_path / "name_map.json")
+    out = feats.fill([problem("1", True)], np.zeros((1, P, D), np.float32))
+    assert np.array_equal(out[0], table[2].numpy())
