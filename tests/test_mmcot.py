@@ -14,8 +14,12 @@ from torch import nn
 from transformers import T5ForConditionalGeneration
 
 from aresnb.config import load_config
+from aresnb.io import read_jsonl
 from aresnb.mmcot import CheckpointError, load_mmcot_rationale_model
 from aresnb.models import MultimodalT5Config, MultimodalT5ForConditionalGeneration, build_rationale_model, load_rationale_model
+from aresnb.paths import RunPaths
+from aresnb.report.sections import baseline_body
+from aresnb.stages import baseline, data
 
 P, D, VOCAB = 7, 12, 64  # patches, patch dim (vit would be (145, 1024)), vocabulary
 # MM-CoT's names of the fusion weights (its JointEncoder: image_dense, mha_layer, gate_dense), written
@@ -112,7 +116,7 @@ def test_the_loaded_model_computes_mmcots_fusion(checkpoints):
     t5 = T5ForConditionalGeneration.from_pretrained(mmcot_dir).eval()  # ignores the fusion weights
     image_dense, gate_dense = nn.Linear(D, 16), nn.Linear(32, 16)
     mha = nn.MultiheadAttention(16, num_heads=1, batch_first=True)
-    image_dense.load_state_dict({k.split(".")[-1]: state[f"encoder.image_dense.{k.split('.')[-1]}"] for k in ("weight", "bias")})
+    image_dense.load_state_dict({k: state[f"encoder.image_dense.{k}"] for k in ("weight", "bias")})
     gate_dense.load_state_dict({k: state[f"encoder.gate_dense.{k}"] for k in ("weight", "bias")})
     mha.load_state_dict({k: state[f"encoder.mha_layer.{k}"] for k in mha.state_dict()})
     ids, mask, feats, labels = inputs(2)
@@ -198,10 +202,6 @@ def test_model_init_from_builds_the_run_model_from_the_checkpoint(checkpoints, t
 def test_stage_02_without_training_saves_and_evaluates_the_mmcot_model(tmp_path):
     """baseline.train false: stage 02 saves MM-CoT's model as 02_baseline/model in aresnb's format (what
     every later stage loads) and writes its greedy rationales; nothing trains."""
-    from aresnb.io import read_jsonl
-    from aresnb.report.sections import baseline_body
-    from aresnb.stages import baseline, data
-
     feature_dim, vocab = 16, 300
     config = {**T5_CONFIG, "vocab_size": vocab}
     torch.manual_seed(0)
@@ -212,8 +212,6 @@ def test_stage_02_without_training_saves_and_evaluates_the_mmcot_model(tmp_path)
                              "data.synthetic.n_val=3", "data.synthetic.n_test=3", f"features.tiny_hidden_size={feature_dim}",
                              "features.tiny_layers=1", f"model.vocab_size={vocab}", "baseline.gen_max_new_tokens=8",
                              f"model.init_from={mmcot_dir}", "baseline.train=false"])
-    from aresnb.paths import RunPaths
-
     paths = RunPaths(cfg)
     data.run(cfg, paths)
     summary = baseline.run(cfg, paths)
