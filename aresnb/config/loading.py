@@ -285,7 +285,6 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]
     return rows
 
 
-
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
