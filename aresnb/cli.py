@@ -4,6 +4,7 @@ look after the Teacher cache, write a run's report."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -104,8 +105,9 @@ def _cmd_params(args: argparse.Namespace) -> int:
         print(f"aresnb params: {e}", file=sys.stderr)
         return 2
     print(f"{args.params}: valid (hash {cfg.hash()}); what it sets (every other parameter keeps its default):")
-    for key, value in file_values(cfg, args.params, args.set):
-        print(f"  {key:<36} {value!r}")
+    for key, value, is_default in file_values(cfg, args.params, args.set):
+        shown = value if isinstance(value, str) else json.dumps(value)
+        print(f"  {key}: {shown}" + (" (the default)" if is_default else ""))
     problems = preflight.problems(cfg, stages, NOTEBOOKS_DIR)
     if problems:
         which = f"stages {args.stages}" if args.stages else "a full run"

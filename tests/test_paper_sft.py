@@ -144,8 +144,11 @@ def test_aresnb_params_shows_what_the_paper_file_sets(capsys):
     from aresnb.cli import main
 
     main(["params", str(ROOT / "params" / "scienceqa_base.yaml"), "--stages", "02", "--set", "baseline.lr=1e-4"])
-    shown = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()[1:])
+    lines = capsys.readouterr().out.splitlines()[1:]
+    shown = dict(line.strip().split(": ", 1) for line in lines)
     for section in ("baseline", "correction.sft", "answer.train"):
-        assert (shown[f"{section}.weight_decay"], shown[f"{section}.max_grad_norm"]) == ("0.01", "1.0")
-    assert shown["answer.lora_lm_head"] == "True" and shown["baseline.lr"] == "0.0001"  # --set shows its value
-    assert shown["model.init_from"] == "None" and "run.seed" in shown
+        assert shown[f"{section}.weight_decay"] == "0.01"
+        assert shown[f"{section}.max_grad_norm"] == "1.0 (the default)"  # set by the file, so shown
+    assert shown["answer.lora_lm_head"] == "true" and shown["baseline.lr"] == "0.0001"  # --set shows its value
+    assert shown["model.init_from"] == "null (the default)" and "run.seed" in shown
+    assert "  teacher.model: claude-3-haiku-20240307" in lines

@@ -292,10 +292,11 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def file_values(cfg: Config, path: str | Path, overrides: list[str] | None = None) -> list[tuple[str, Any]]:
-    """(dotted key, resolved value) of every parameter the file (and the ``--set`` overrides) sets,
-    in the file's order: what ``aresnb params FILE`` shows."""
+def file_values(cfg: Config, path: str | Path, overrides: list[str] | None = None) -> list[tuple[str, Any, bool]]:
+    """(dotted key, resolved value, whether it is the default) of every parameter the file (and the
+    ``--set`` overrides) sets, in the file's order: what ``aresnb params FILE`` shows. A value the
+    file sets to its default still counts (e.g. the paper files' gradient clipping at 1.0)."""
     keys = list(_flat(read_yaml(_param_file(path).read_text()) or {}))
     keys += [k for k in (o.partition("=")[0].strip() for o in overrides or []) if k not in keys]
-    resolved = _flat(cfg.to_dict())
-    return [(k, resolved[k]) for k in keys if k in resolved]
+    resolved, defaults = _flat(cfg.to_dict()), _flat(Config().to_dict())
+    return [(k, resolved[k], resolved[k] == defaults.get(k)) for k in keys if k in resolved]
