@@ -41,6 +41,8 @@ from aresnb.tracking import NO_TRACKING, Tracking
 
 # ---- training ----------------------------------------------------------------------------------
 
+OPTIMIZER_GROUPS = "decayed, not decayed"  # in the fingerprint: checkpoints of the one-group optimizer do not resume
+
 
 @dataclass
 class TrainResult:
@@ -71,7 +73,9 @@ def recipe_fingerprint(train_cfg: Any, data: TokenizedExamples, total_steps: int
     """What a checkpoint must match to be resumed: the recipe, the examples themselves (new
     Teacher corrections change the targets) and the trainable parameters' shapes."""
     shapes = [(n, tuple(p.shape)) for n, p in model.named_parameters() if p.requires_grad]
-    return fingerprint(dataclasses.asdict(train_cfg), data.digest, len(data), total_steps, shapes, extra)
+    # A saved optimizer state fits only the optimizer's own parameter groups (aresnb.optim's two).
+    return fingerprint(dataclasses.asdict(train_cfg), data.digest, len(data), total_steps, shapes, extra,
+                       OPTIMIZER_GROUPS)
 
 
 @dataclass
@@ -194,9 +198,7 @@ def train_seq2seq(
         enable_gradient_checkpointing(model)
     optimizer, scheduler = make_optimizer(model, cfg, total_steps)
     checkpoints = Checkpoints(out_dir / "checkpoints", keep=keep_checkpoints, log=accelerator.print,
-                              fingerprint=recipe_fingerprint(cfg, data, total_steps, model,
-                                                             # a saved optimizer state fits only its own groups
-                                                             {"seed": seed, "param_groups": len(optimizer.param_groups)}))
+                              fingerprint=recipe_fingerprint(cfg, data, total_steps, model, {"seed": seed}))
     # The scheduler is not prepared (accelerate would step it once per process) but checkpointed.
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
