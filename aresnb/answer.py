@@ -28,14 +28,18 @@ from aresnb.sft_data import make_examples
 # ---- LoRA --------------------------------------------------------------------------------------
 
 
-def lora_target_modules(model: nn.Module, spec: str | list[str]) -> list[str]:
-    """'all-linear' -> the names of every nn.Linear except the LM head (paper: "every Linear").
+def lora_target_modules(model: nn.Module, spec: str | list[str], lm_head: bool = False) -> list[str]:
+    """'all-linear' -> the names of every nn.Linear except the LM head (paper: "every Linear");
+    ``lm_head`` adds the LM head, as the reference code's own list of Linear names does.
 
     The out_proj inside nn.MultiheadAttention is left out: MultiheadAttention reads its weight
     directly, so a LoRA there would be dead weight (peft would have to re-merge it each call).
     """
     if spec != "all-linear":
-        return list(spec) if not isinstance(spec, str) else [spec]
+        names = list(spec) if not isinstance(spec, str) else [spec]
+        return names + ["lm_head"] if lm_head and "lm_head" not in names else names
+    if lm_head:
+        return sorted(lora_target_modules(model, spec) + ["lm_head"])
     inside_mha = {f"{name}.{child}" for name, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)
                   for child, _ in m.named_children()}
     leaves = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
@@ -50,9 +54,13 @@ def lora_target_modules(model: nn.Module, spec: str | list[str]) -> list[str]:
 @contextlib.contextmanager
 def _peft_without_deprecation_notice() -> Iterator[None]:
     """peft 0.21 asks transformers 5 for ``is_gradient_checkpointing``, which warns that it is
-    deprecated (a FutureWarning in every notebook 06): harmless for us, so silenced here only."""
+    deprecated (a FutureWarning in every notebook 06): harmless for us, so silenced here only.
+    With ``answer.lora_lm_head`` peft also warns that lm_head is tied to the embeddings (transformers 5
+    reports every T5 as tied, Flan-T5's untied head included): the adapter changes the head's output
+    only, as the reference's does, so that warning is silenced too."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="Model has `tie_word_embeddings=True` and a tied layer", category=UserWarning)
         yield
 
 
@@ -62,7 +70,7 @@ def attach_lora(model: nn.Module, answer_cfg: Any) -> Any:
         r=answer_cfg.r,
         lora_alpha=answer_cfg.alpha,
         lora_dropout=answer_cfg.dropout,
-        target_modules=lora_target_modules(model, answer_cfg.target_modules),
+        target_modules=lora_target_modules(model, answer_cfg.target_modules, answer_cfg.lora_lm_head),
         task_type=TaskType.SEQ_2_SEQ_LM,
     )
     with _peft_without_deprecation_notice():

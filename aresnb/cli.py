@@ -8,10 +8,9 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from aresnb import preflight
-from aresnb.config import Config, ConfigError, describe, load_config
+from aresnb.config import ConfigError, describe, file_values, load_config
 from aresnb.paths import EVALUATION, RunPaths
 from aresnb.runner import NOTEBOOKS_DIR, RunError, RunRefused, parse_stage_selection, run_pipeline
 
@@ -94,20 +93,6 @@ def _cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-def _set_away_from_defaults(cfg: Config) -> list[tuple[str, Any]]:
-    """(dotted key, value) of every parameter whose resolved value is not its default: what a file
-    (and its --set) decides, e.g. the paper files' prompt_style and sentence_rules."""
-    def flat(values: dict, prefix: str = ""):
-        for key, value in values.items():
-            if isinstance(value, dict):
-                yield from flat(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}", value
-
-    default = dict(flat(Config().to_dict()))
-    return [(k, v) for k, v in flat(cfg.to_dict()) if default.get(k) != v]
-
-
 def _cmd_params(args: argparse.Namespace) -> int:
     if not args.params:
         for key, default, doc in describe():
@@ -119,9 +104,10 @@ def _cmd_params(args: argparse.Namespace) -> int:
     except (ConfigError, RunError) as e:
         print(f"aresnb params: {e}", file=sys.stderr)
         return 2
-    print(f"{args.params}: valid (hash {cfg.hash()}); set away from the defaults:")
-    for key, value in _set_away_from_defaults(cfg):
-        print(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
+    print(f"{args.params}: valid (hash {cfg.hash()}); what it sets (every other parameter keeps its default):")
+    for key, value, is_default in file_values(cfg, args.params, args.set):
+        shown = value if isinstance(value, str) else json.dumps(value)
+        print(f"  {key}: {shown}" + (" (the default)" if is_default else ""))
     problems = preflight.problems(cfg, stages, NOTEBOOKS_DIR)
     if problems:
         which = f"stages {args.stages}" if args.stages else "a full run"

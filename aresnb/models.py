@@ -210,11 +210,19 @@ def load_rationale_model(
 
 
 def build_rationale_model(cfg: Any, tokenizer: Any, feature_shape: tuple[int, ...]) -> MultimodalT5ForConditionalGeneration:
-    """``model.base == 'tiny'``: a small T5 from config; else load ``model.base`` and add fusion."""
+    """The rationale model a run starts from: ``model.init_from`` (an MM-CoT checkpoint, its
+    fusion weights renamed), else ``model.base`` ('tiny': a small T5 from config; else loaded, and
+    given fresh fusion layers when it has none)."""
     m = cfg.model
     patches, dim = int(feature_shape[-2]), int(feature_shape[-1])
     torch.manual_seed(cfg.run.seed)
-    if m.base == "tiny":
+    if m.init_from:
+        from aresnb.mmcot import load_mmcot_rationale_model  # it builds on this module's classes
+
+        model = load_mmcot_rationale_model(m.init_from, (patches, dim), use_image=m.use_image)
+        if len(tokenizer) > model.config.vocab_size:
+            model.resize_token_embeddings(len(tokenizer))
+    elif m.base == "tiny":
         config = MultimodalT5Config(
             vocab_size=len(tokenizer),
             d_model=m.d_model,

@@ -43,6 +43,7 @@ from aresnb.checkpoints import Checkpoints
 from aresnb.config import PPOConfig
 from aresnb.distributed import make_accelerator
 from aresnb.models import enable_gradient_checkpointing, zero_attention_dropout
+from aresnb.optim import weight_decay_groups
 from aresnb.io import append_jsonl, read_jsonl
 from aresnb.ppo_buffer import Buffer, OptimizerStep, PPOSample, plan_steps, split_dropped
 from aresnb.ppo_math import (compute_gae, kl_token_estimates, masked_whiten, policy_token_losses, sentence_rewards,
@@ -76,21 +77,10 @@ class ActorCritic(nn.Module):
         return self.policy(**inputs).logits.float(), self.value_model(**batch).float()
 
 
-def _is_norm(module: nn.Module) -> bool:
-    """LayerNorm-like modules (T5's is its own class, RMS-style, not nn.LayerNorm)."""
-    return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith(("LayerNorm", "RMSNorm"))
-
-
 def make_optimizer(model: nn.Module, cfg: PPOConfig) -> torch.optim.Optimizer:
-    """AdamW as the reference code: weight decay on every weight but LayerNorm weights and biases."""
-    decay, no_decay, seen = [], [], set()
-    for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad or id(param) in seen:
-                continue
-            seen.add(id(param))
-            (no_decay if name == "bias" or _is_norm(module) else decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW as the reference code: weight decay on every weight but LayerNorm weights and biases
+    (:mod:`aresnb.optim`, the rule every trainer shares)."""
+    groups = weight_decay_groups(model, cfg.weight_decay)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
 
 

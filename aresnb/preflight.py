@@ -93,7 +93,12 @@ def path_problems(cfg: Any, stages: Iterable[str], base_dir: Path) -> list[str]:
             wanted.append(("data.image_dir", d.image_dir, "dir"))
         if _looks_local(cfg.features.model):
             wanted.append(("features.model", cfg.features.model, "any"))
+        # MM-CoT's files (always local paths when given)
+        wanted += [(f"data.{key}", getattr(d, key), "file") for key in ("features_file", "name_map", "captions_file")
+                   if getattr(d, key)]
     if BASELINE in stages:
+        if cfg.model.init_from:
+            wanted.append(("model.init_from", cfg.model.init_from, "dir"))
         for key in ("base", "tokenizer"):
             if _looks_local(getattr(cfg.model, key)):
                 wanted.append((f"model.{key}", getattr(cfg.model, key), "any"))

@@ -32,6 +32,7 @@ from aresnb.checkpoints import Checkpoints, fingerprint
 from aresnb.distributed import make_accelerator
 from aresnb.io import append_jsonl, read_jsonl
 from aresnb.models import enable_gradient_checkpointing
+from aresnb.optim import weight_decay_groups
 from aresnb.progress import Progress
 from aresnb.sft_data import (IGNORE_INDEX, Collator, SFTStep, TokenizedExamples, plan_sft_steps, process_rows,
                              steps_per_epoch)
@@ -39,6 +40,8 @@ from aresnb.tracking import NO_TRACKING, Tracking
 
 
 # ---- training ----------------------------------------------------------------------------------
+
+OPTIMIZER_GROUPS = "decayed, not decayed"  # in the fingerprint: checkpoints of the one-group optimizer do not resume
 
 
 @dataclass
@@ -70,7 +73,9 @@ def recipe_fingerprint(train_cfg: Any, data: TokenizedExamples, total_steps: int
     """What a checkpoint must match to be resumed: the recipe, the examples themselves (new
     Teacher corrections change the targets) and the trainable parameters' shapes."""
     shapes = [(n, tuple(p.shape)) for n, p in model.named_parameters() if p.requires_grad]
-    return fingerprint(dataclasses.asdict(train_cfg), data.digest, len(data), total_steps, shapes, extra)
+    # A saved optimizer state fits only the optimizer's own parameter groups (aresnb.optim's two).
+    return fingerprint(dataclasses.asdict(train_cfg), data.digest, len(data), total_steps, shapes, extra,
+                       OPTIMIZER_GROUPS)
 
 
 @dataclass
@@ -96,9 +101,12 @@ class _LossWindow:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Any, total_steps: int) -> tuple[Any, Any]:
-    """AdamW on the trainable parameters and the configured schedule (linear or constant) after warm-up."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """AdamW on the trainable parameters and the configured schedule (linear or constant) after warm-up.
+
+    Weight decay spares biases and LayerNorm weights, as Hugging Face's Trainer does (the paper's
+    SFT runs under it): :func:`aresnb.optim.weight_decay_groups`.
+    """
+    optimizer = torch.optim.AdamW(weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr)
     warmup = int(cfg.warmup_ratio * total_steps)
     if cfg.schedule == "linear":
         return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from aresnb.config import Config, ConfigError, TrainConfig, describe, load_config, parse_override
+from aresnb.config import BaselineConfig, Config, ConfigError, TrainConfig, describe, load_config, parse_override
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAM_FILES = sorted((ROOT / "params").glob("*.yaml"))
@@ -92,7 +92,7 @@ def test_partial_sections_keep_their_own_defaults(tmp_path):
     cfg = load_config(f)
     assert (cfg.answer.train.epochs, cfg.answer.train.lr) == (3.0, 3e-3)
     assert (cfg.correction.sft.batch_size, cfg.correction.sft.lr, cfg.correction.sft.epochs) == (4, 5e-4, 4.0)
-    assert cfg.answer.r == 16 and cfg.baseline == TrainConfig(epochs=10.0, lr=3e-3)  # untouched sections
+    assert cfg.answer.r == 16 and cfg.baseline == BaselineConfig(epochs=10.0, lr=3e-3)  # untouched sections
 
 
 def test_dotted_overrides_keep_the_sections_own_defaults(tmp_path):

@@ -233,9 +233,12 @@ def test_optimizer_decays_weights_but_not_layer_norms_or_biases():
     opt = make_optimizer(torch.nn.ModuleDict({"p": policy, "v": value}), ppo_cfg(weight_decay=0.01))
     decay, no_decay = (set(map(id, g["params"])) for g in opt.param_groups)
     names = {id(p): n for n, p in torch.nn.ModuleDict({"p": policy, "v": value}).named_parameters()}
-    assert all("layer_norm" in names[i] or names[i].endswith("bias") for i in no_decay)
+    # the reference's rule (Hugging Face's): no decay on norms and on every name containing "bias",
+    # which also spares T5's relative_attention_bias embedding
+    assert all("layer_norm" in names[i] or "bias" in names[i] for i in no_decay)
     assert any(names[i].endswith("bias") for i in no_decay) and any("layer_norm" in names[i] for i in no_decay)
-    assert not any("layer_norm" in names[i] for i in decay)
+    assert any("relative_attention_bias" in names[i] for i in no_decay)
+    assert not any("layer_norm" in names[i] or "bias" in names[i] for i in decay)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
     assert opt.defaults["eps"] == 1e-8 and opt.defaults["betas"] == (0.9, 0.999)
 

@@ -10,17 +10,18 @@ the dataclasses. Secrets never live here: a key is named by the
 environment variable that holds it (``teacher.api_key_env``).
 """
 
-from aresnb.config.loading import FAULT_RATES, ConfigError, describe, load_config, parse_override, read_yaml
+from aresnb.config.loading import (FAULT_RATES, ConfigError, describe, file_values, load_config, parse_override,
+                                   read_yaml)
 from aresnb.config.sections import (
     RunConfig, SyntheticDataConfig, DataConfig, FeaturesConfig, ModelConfig, TrainConfig,
-    RolloutConfig, TeacherFaultsConfig, TeacherConfig, PPOConfig, CorrectionConfig, AresConfig,
+    BaselineConfig, RolloutConfig, TeacherFaultsConfig, TeacherConfig, PPOConfig, CorrectionConfig, AresConfig,
     AnswerConfig, JudgeConfig, EvaluationConfig, Config, PACKAGE_DIR, SMOKE_PARAMS, p,
 )
 
 __all__ = [
-    "FAULT_RATES", "ConfigError", "describe", "load_config", "parse_override", "read_yaml",
+    "FAULT_RATES", "ConfigError", "describe", "file_values", "load_config", "parse_override", "read_yaml",
     "RunConfig", "SyntheticDataConfig", "DataConfig", "FeaturesConfig", "ModelConfig",
-    "TrainConfig", "RolloutConfig", "TeacherFaultsConfig", "TeacherConfig", "PPOConfig",
+    "TrainConfig", "BaselineConfig", "RolloutConfig", "TeacherFaultsConfig", "TeacherConfig", "PPOConfig",
     "CorrectionConfig", "AresConfig", "AnswerConfig", "JudgeConfig", "EvaluationConfig", "Config",
     "PACKAGE_DIR", "SMOKE_PARAMS", "p",
 ]

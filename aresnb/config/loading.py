@@ -160,6 +160,15 @@ def _check_consistency(cfg: Config) -> None:
     """Rules that span keys (the caller adds where the values came from)."""
     if cfg.data.source in ("scienceqa", "aokvqa") and not (cfg.data.path or cfg.data.hub_id):
         raise ConfigError(f"data.source={cfg.data.source!r} needs data.path or data.hub_id")
+    d = cfg.data
+    if bool(d.features_file) != bool(d.name_map):
+        raise ConfigError("data.features_file and data.name_map go together (MM-CoT's feature rows are found through "
+                          f"its name map): got features_file={d.features_file!r}, name_map={d.name_map!r}")
+    if d.features_shape is not None and (len(d.features_shape) != 2 or min(d.features_shape) < 1):
+        raise ConfigError(f"data.features_shape must be [patches, dim] (positive), got {d.features_shape!r}")
+    if not cfg.baseline.train and not cfg.model.init_from:
+        raise ConfigError("baseline.train is false but model.init_from is not set: the baseline to evaluate without "
+                          "training is an MM-CoT rationale checkpoint (e.g. models/mm-cot-base-rationale)")
     if cfg.ppo.micro_batch_size > cfg.ppo.batch_size:
         raise ConfigError(f"ppo.micro_batch_size ({cfg.ppo.micro_batch_size}) exceeds ppo.batch_size ({cfg.ppo.batch_size})")
     for fmt in cfg.answer.formats:
@@ -223,6 +232,14 @@ def _blame(values: dict, overrides: list[tuple[str, dict]], where: str, message:
     return f"{where} with --set {' '.join(t for t, _ in overrides)}"
 
 
+def _param_file(source: str | Path | None) -> Path:
+    """The parameter file's path: relative to the working directory, else to the project root."""
+    path = Path(source) if source is not None else SMOKE_PARAMS
+    if not path.is_absolute() and not path.exists() and (PACKAGE_DIR.parent / path).exists():
+        path = PACKAGE_DIR.parent / path  # notebooks run in notebooks/: a path from the project root
+    return path
+
+
 def load_config(source: str | Path | dict | Config | None = None, overrides: list[str] | None = None) -> Config:
     """Resolve parameters from a YAML path, a dict (as papermill injects it) or None (smoke.yaml).
 
@@ -234,9 +251,7 @@ def load_config(source: str | Path | dict | Config | None = None, overrides: lis
     if isinstance(source, Config):
         values, where = source.to_dict(), "<config>"
     elif source is None or isinstance(source, (str, Path)):
-        path = Path(source) if source is not None else SMOKE_PARAMS
-        if not path.is_absolute() and not path.exists() and (PACKAGE_DIR.parent / path).exists():
-            path = PACKAGE_DIR.parent / path  # notebooks run in notebooks/: a path from the project root
+        path = _param_file(source)
         where = str(path)
         if not path.exists():
             raise ConfigError(f"parameter file not found: {path}")
@@ -279,3 +294,20 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]
         else:
             rows.append((key, getattr(default, f.name), f.metadata.get("doc", "")))
     return rows
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def file_values(cfg: Config, path: str | Path, overrides: list[str] | None = None) -> list[tuple[str, Any, bool]]:
+    """(dotted key, resolved value, whether it is the default) of every parameter the file (and the
+    ``--set`` overrides) sets, in the file's order: what ``aresnb params FILE`` shows. A value the
+    file sets to its default still counts (e.g. the paper files' gradient clipping at 1.0)."""
+    keys = list(_flat(read_yaml(_param_file(path).read_text()) or {}))
+    keys += [k for k in (o.partition("=")[0].strip() for o in overrides or []) if k not in keys]
+    resolved, defaults = _flat(cfg.to_dict()), _flat(Config().to_dict())
+    return [(k, resolved[k], resolved[k] == defaults.get(k)) for k in keys if k in resolved]

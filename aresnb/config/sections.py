@@ -68,6 +68,14 @@ class DataConfig:
     allow_overlap: bool = p(False, "Accept a qid that appears in more than one split (a deliberate overlap); false fails stage 01 naming the qids.")
     use_caption: bool = p(True, "Append the image caption to the context, as the paper's runs do.")
     max_per_split: Optional[int] = p(None, "Keep at most this many problems per split (seeded subsample); None keeps all.", min=1)
+    features_file: Optional[str] = p(None, "MM-CoT's precomputed image features (e.g. vision_features/vit.pth: one (rows, patches, dim) tensor, "
+                                           "or a .npy array) used instead of running features.model; needs data.name_map. None = extract.")
+    name_map: Optional[str] = p(None, "MM-CoT's name_map.json ({qid: row of data.features_file}); a qid absent from it gets zero features "
+                                      "(a problem with an image must have a row).")
+    features_shape: Optional[list[int]] = p(None, "Expected (patches, dim) of each row of data.features_file, e.g. [145, 1024] for MM-CoT's "
+                                                  "vit.pth; None = whatever the file holds.")
+    captions_file: Optional[str] = p(None, "Captions file {\"captions\": {qid: text}} (MM-CoT's instruct_captions.json) used instead of "
+                                           "the dataset's own captions.json; None = the dataset's.")
     synthetic: SyntheticDataConfig = p(SyntheticDataConfig(), "The embedded synthetic dataset's sizes.")
 
 
@@ -86,6 +94,9 @@ class FeaturesConfig:
 @dataclass
 class ModelConfig:
     base: str = p("tiny", "Rationale model: 'tiny' (built from config) or a T5-family hub id / local dir (paper: declare-lab/flan-alpaca-base).")
+    init_from: Optional[str] = p(None, "An MM-CoT rationale checkpoint directory (its T5ForMultimodalGeneration save_pretrained: config.json "
+                                       "+ pytorch_model.bin or model.safetensors, e.g. mm-cot-base-rationale) to start from instead "
+                                       "of model.base; None = model.base.")
     tokenizer: str = p("train", "'train' (train a BPE tokenizer locally on the training text) or a tokenizer hub id / dir.")
     vocab_size: int = p(2000, "Vocabulary size of a locally trained tokenizer.", min=100)
     d_model: int = p(128, "Tiny model: hidden size.", min=8)
@@ -108,14 +119,20 @@ class TrainConfig:
     lr: float = p(1e-3, "AdamW learning rate.", min=0.0)
     batch_size: int = p(16, "Per-device batch size.", min=1)
     grad_accum: int = p(1, "Gradient accumulation steps.", min=1)
-    weight_decay: float = p(0.0, "AdamW weight decay.", min=0.0)
+    weight_decay: float = p(0.0, "AdamW weight decay, not on biases and LayerNorm weights (as Hugging Face's Trainer; paper: 0.01).", min=0.0)
     warmup_ratio: float = p(0.0, "Share of steps with linear warm-up.", min=0.0, max=1.0)
     schedule: Literal["linear", "constant"] = p("linear", "Learning-rate schedule after warm-up.")
-    max_grad_norm: Optional[float] = p(1.0, "Gradient clipping norm; None disables.", min=0.0)
+    max_grad_norm: Optional[float] = p(1.0, "Gradient clipping norm; None disables (paper: 1.0, the Trainer's default).", min=0.0)
     save_every_steps: int = p(200, "Checkpoint every N optimizer steps (and at the end).", min=1)
     log_every_steps: int = p(10, "Metrics line every N optimizer steps.", min=1)
     gen_batch_size: int = p(32, "Batch size for generating rationales after training.", min=1)
     gen_max_new_tokens: int = p(96, "Max new tokens when generating rationales (paper: 512).", min=1)
+
+
+@dataclass
+class BaselineConfig(TrainConfig):
+    train: bool = p(True, "Train the baseline on QCM-E; false evaluates the initial model as it is (model.init_from: "
+                          "MM-CoT's released rationale model, which ARES starts from) and saves it as the baseline.")
 
 
 @dataclass
@@ -236,6 +253,8 @@ class AnswerConfig:
     alpha: int = p(32, "LoRA alpha (paper: 128).", min=1)
     dropout: float = p(0.05, "LoRA dropout (paper: 0.05).", min=0.0, max=1.0)
     target_modules: Union[str, list[str]] = p("all-linear", "peft target modules: 'all-linear' (paper) or a list of module names.")
+    lora_lm_head: bool = p(False, "Also put a LoRA on lm_head (the reference code's target list includes it; peft's "
+                                  "'all-linear' leaves the output layer out).")
     formats: list[str] = p(["QCM-A", "QCMG-A"], "Answer input formats to train and report: QCM-A and/or QCMG-A.")
     image_ablation: bool = p(True, "Also train the QCM-A head with zero image features and report both accuracies.")
     max_new_tokens: int = p(16, "Max new tokens of an answer ('The answer is (B).' is about 8) and max answer target length.", min=1)
@@ -267,7 +286,7 @@ class Config:
     data: DataConfig = p(DataConfig(), "Dataset.")
     features: FeaturesConfig = p(FeaturesConfig(), "Vision features.")
     model: ModelConfig = p(ModelConfig(), "Rationale model.")
-    baseline: TrainConfig = p(TrainConfig(epochs=10.0, lr=3e-3), "Baseline SFT on QCM-E (paper: MM-CoT's recipe).")
+    baseline: BaselineConfig = p(BaselineConfig(epochs=10.0, lr=3e-3), "Baseline SFT on QCM-E (paper: MM-CoT's recipe).")
     rollout: RolloutConfig = p(RolloutConfig(), "Sampling for Teacher scoring (stage 03).")
     teacher: TeacherConfig = p(TeacherConfig(), "The Teacher endpoint, cache and retries.")
     ppo: PPOConfig = p(PPOConfig(), "PPO with sentence-level rewards (stage 04).")

@@ -70,6 +70,11 @@ def data_body(s: dict, paths: RunPaths) -> str:
 
 def baseline_body(s: dict, paths: RunPaths) -> str:
     t, m, v = s.get("train", {}), s.get("model", {}), s.get("val", {})
+    if t.get("trained") is False:  # baseline.train: false (MM-CoT's released model, as ARES starts)
+        return (f"<p>A {m.get('parameters', 0) / 1e6:.1f} M-parameter multimodal T5 loaded from "
+                f"{e(Path(str(t.get('init_from'))).name)} and not trained here (baseline.train: false); held-out (val) "
+                f"teacher-forced token accuracy {pct(v.get('token_accuracy'))}. Greedy rationales of val and test "
+                "are the baseline's.</p>")
     return (f"<p>A {m.get('parameters', 0) / 1e6:.1f} M-parameter multimodal T5 trained for {t.get('steps')} "
             f"optimizer steps on QCM-E (question, context, options → rationale): loss {t.get('first_loss', 0):.2f} "
             f"→ {t.get('last_loss', 0):.2f}; held-out (val) teacher-forced token accuracy "

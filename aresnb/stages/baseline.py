@@ -1,6 +1,8 @@
 """Stage 02: the MM-CoT baseline, SFT of the rationale model on QCM-E; its greedy rationales.
 
-The training is the heavy step (``run.num_processes`` > 1: under ``accelerate launch``,
+With ``baseline.train: false`` nothing trains: the initial model (``model.init_from``, MM-CoT's
+released rationale model, where ARES starts) is saved as the baseline as it is and evaluated the
+same way. The training is the heavy step (``run.num_processes`` > 1: under ``accelerate launch``,
 :mod:`aresnb.stages.launch`); the kernel then reads the model back and writes its rationales.
 Writes ``02_baseline/model/`` (model + tokenizer, save_pretrained), ``checkpoints/``,
 ``metrics.jsonl``, ``rationales_{val,test}.jsonl`` ({"qid", "rationale"}) and ``summary.json``.
@@ -53,7 +55,17 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dic
         gradient_checkpointing=cfg.model.gradient_checkpointing, desc="baseline SFT (QCM-E)",
         tracking=tracking(cfg, paths, STAGE, {"train": vars(cfg.baseline), "model": vars(cfg.model)}),
     )
-    return {**result.summary(), "examples": len(examples)}
+    return {**result.summary(), "examples": len(examples), "trained": True}
+
+
+def save_initial_model(cfg: Any, paths: RunPaths, tokenizer: Any, feature_shape: tuple[int, ...]) -> dict:
+    """``baseline.train: false``: the initial model saved as the baseline, untrained (in the kernel:
+    nothing to launch). Its training summary says so."""
+    model = build_rationale_model(cfg, tokenizer, feature_shape)
+    model.save_pretrained(paths.baseline_model_dir)
+    tokenizer.save_pretrained(paths.baseline_model_dir)
+    return {"trained": False, "init_from": cfg.model.init_from or cfg.model.base, "steps": 0, "total_steps": 0,
+            "first_loss": None, "last_loss": None, "processes": 1, "examples": 0}
 
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
@@ -71,7 +83,10 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     examples = make_examples(train, "QCM-E", use_caption=use_caption)
     lengths = {"source": _token_lengths(tokenizer, [e["source"] for e in examples]),
                "target": _token_lengths(tokenizer, [e["target"] for e in examples])}
-    trained = run_heavy(cfg, paths, STAGE)
+    if cfg.baseline.train:
+        trained = run_heavy(cfg, paths, STAGE)
+    else:
+        trained = save_initial_model(cfg, paths, tokenizer, features["train"].shape[1:])
     model = load_rationale_model(paths.baseline_model_dir).to(default_device())
     model.eval()
 
@@ -110,8 +125,10 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
         "model_dir": str(paths.baseline_model_dir),
     }
     write_json(paths.summary_file(STAGE), summary)
-    say(f"baseline: {summary['model']['parameters'] / 1e6:.1f} M parameters, loss {_fmt(trained['first_loss'])} → "
-        f"{_fmt(trained['last_loss'])}; val token accuracy {val_metrics['token_accuracy']:.1%}")
+    how = (f"loss {_fmt(trained['first_loss'])} → {_fmt(trained['last_loss'])}" if trained["trained"]
+           else f"loaded from {trained['init_from']}, not trained (baseline.train: false)")
+    say(f"baseline: {summary['model']['parameters'] / 1e6:.1f} M parameters, {how}; "
+        f"val token accuracy {val_metrics['token_accuracy']:.1%}")
     return summary
 
 

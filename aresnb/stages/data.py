@@ -19,6 +19,7 @@ import numpy as np
 
 from aresnb.data.aokvqa import load_aokvqa_dir, load_aokvqa_hub
 from aresnb.data.features import open_extractor
+from aresnb.data.mmcot_files import PrecomputedFeatures, apply_captions, read_captions
 from aresnb.data.prompts import build_source, build_target, load_length_tokenizer, token_lengths
 from aresnb.data.schema import SPLITS, DataError, category_counts, to_dataset_dict
 from aresnb.data.scienceqa import load_scienceqa_dir, load_scienceqa_hub
@@ -104,11 +105,18 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     t0 = time.time()
     paths.stage_dir(STAGE)
     rows, stats, source = read_problems(cfg, paths)
+    captions = read_captions(cfg.data.captions_file) if cfg.data.captions_file else None
     for i, split in enumerate(SPLITS):
         rows[split] = subsample(rows.get(split, []), cfg.data.max_per_split, cfg.run.seed + i)
+        if captions is not None:  # MM-CoT's instruct_captions.json instead of the dataset's own
+            rows[split] = apply_captions(rows[split], captions)
         if not cfg.data.use_caption:  # prompts append the caption when present: drop it here, once
             rows[split] = [dict(r, caption="") for r in rows[split]]
     check_splits(rows, allow_overlap=cfg.data.allow_overlap, source=source)
+    precomputed = None
+    if cfg.data.features_file:  # MM-CoT's features: checked against every split before anything is written
+        precomputed = PrecomputedFeatures(cfg.data.features_file, cfg.data.name_map, cfg.data.features_shape)
+        precomputed.check_coverage(rows)
     ds = to_dataset_dict(rows)
     if paths.dataset_dir.exists():
         shutil.rmtree(paths.dataset_dir)
@@ -118,20 +126,23 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
 
     f = cfg.features
     cache_dir = Path(f.cache_dir) if f.cache_dir else paths.feature_cache_dir
-    extractor = open_extractor(f, paths.vision_model_dir, cache_dir, seed=cfg.run.seed)
-    feature_stats = {"images": 0, "cache_hits": 0, "computed": 0}
+    extractor = precomputed or open_extractor(f, paths.vision_model_dir, cache_dir, seed=cfg.run.seed)
+    feature_stats: dict[str, int] = {}  # the extractor's counts (images, cache hits, computed), or the file's rows / zeros
     P, D = extractor.feature_shape
     for split in SPLITS:
         out = paths.features_file(split)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.stem + ".partial.npy")  # renamed when complete: no half-written file
         feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(f.dtype), shape=(len(rows[split]), P, D))
-        extractor.extract([r["image"] for r in rows[split]], out=feats)
+        if precomputed:
+            precomputed.fill(rows[split], out=feats)
+        else:
+            extractor.extract([r["image"] for r in rows[split]], out=feats)
         feats.flush()
         del feats
         tmp.replace(out)
-        for k in feature_stats:
-            feature_stats[k] += extractor.last_stats[k]
+        for k, n in extractor.last_stats.items():
+            feature_stats[k] = feature_stats.get(k, 0) + n
 
     summary = {
         "stage": STAGE,
@@ -143,7 +154,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
         "zero_filled": stats["zero_filled"],
         "missing_image_policy": cfg.data.missing_image,
         "feature_shape": list(extractor.feature_shape),
-        "feature_model": f.model if f.model != "tiny" else f"tiny ViT ({paths.vision_model_dir})",
+        "feature_model": extractor.model_id if precomputed or f.model != "tiny" else f"tiny ViT ({paths.vision_model_dir})",
         "feature_cache": feature_stats,
         "load_time_s": round(t_load, 2),
         "wall_time_s": round(time.time() - t0, 2),
