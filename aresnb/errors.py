@@ -14,5 +14,8 @@ class StageFailed(RuntimeError):
 
 
 # Exception class names (as papermill reports them) whose message needs no traceback: the stage
-# checks, bad input data, bad parameters, and the Teacher client's own clear failures.
-CLEAR_ERRORS = frozenset({"StageFailed", "DataError", "ConfigError", "TeacherUnreachable", "CacheMiss"})
+# checks, bad input data, bad parameters, and the Teacher client's own clear failures (an endpoint
+# it cannot reach, a miss under strict replay, the teacher.max_cost_usd stop, whose message says
+# what was spent and what to raise).
+CLEAR_ERRORS = frozenset({"StageFailed", "DataError", "ConfigError", "TeacherUnreachable", "CacheMiss",
+                          "BudgetExceeded"})

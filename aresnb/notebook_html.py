@@ -9,8 +9,8 @@
   inlined into the page), and every panel also has a static HTML view under it.
 - ``python -m aresnb.notebook_html install`` (``make setup``) brings that manager from the npm
   registry with npm, checks the tarball against the pinned integrity and keeps ``dist/embed.js``
-  (and its licence notices) under ``<venv>/share/aresnb/``. Without it, exported pages still show
-  the static views; widgets then stay blank.
+  (and its licence notices) under ``<venv>/share/aresnb/``; it exits 1 when the bundle is not
+  there afterwards. Without it, exported pages still show the static views; widgets then stay blank.
 """
 
 from __future__ import annotations
@@ -119,11 +119,16 @@ def install_widget_manager(target: Path = ASSET_DIR) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 only when the bundle is installed (now or before): a lost bundle must not pass for a
+    set-up that worked (``make setup`` decides whether to go on without it)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv != ["install"]:
         print("usage: python -m aresnb.notebook_html install", file=sys.stderr)
         return 2
-    message = install_widget_manager()
+    message = install_widget_manager(ASSET_DIR)
+    if not (ASSET_DIR / "embed.js").exists():
+        print(f"aresnb.notebook_html install: {message or 'embed.js was not installed'}", file=sys.stderr)
+        return 1
     if message:
         print(message)
     return 0

@@ -172,8 +172,10 @@ def teacher_speed_table(results_dir: str | Path) -> str | None:
         lines.append(f"| concurrency {lv['concurrency']} | {lv['requests_per_s']:.1f} | {lv['ideal_requests_per_s']:.0f} | "
                      f"{lv['ratio']:.2f} | {lv['cached_rerun_api_calls']} |")
     for rl in b.get("rate_limits", []):
-        lines.append(f"| `teacher.{rl['limit']}` {rl['limit_per_minute']:,.0f} | {rl['achieved_per_minute']:,.0f} per min "
-                     f"| | {rl['ratio']:.3f} | |")
+        busiest = (f"; busiest {rl['window_s']:.0f} s: {rl['busiest_window_sent']:,.0f} ({rl['busiest_window_ratio']:.3f})"
+                   if "busiest_window_sent" in rl else "")  # results written before the window was measured lack it
+        lines.append(f"| `teacher.{rl['limit']}` {rl['limit_per_minute']:,.0f} | {rl['achieved_per_minute']:,.0f} per min"
+                     f"{busiest} | | {rl['ratio']:.3f} | |")
     return "\n".join(lines)
 
 

@@ -87,10 +87,14 @@ STAGE_SECTIONS = {
     EVALUATION: ("evaluation", "teacher", "ares"),  # ares.arms: which comparisons the judge makes
 }
 
-# Throughput-only teacher settings never change a reply (the cache sees to that); the thresholds
-# of the output checks decide whether a stage fails, never what it wrote.
+# Throughput-only teacher settings (concurrency, retries, rate limits) never change a reply (the
+# cache sees to that); the thresholds of the output checks and the budget decide whether a stage
+# fails, never what it wrote (so raising teacher.max_cost_usd after a stop re-runs no finished
+# step); the estimate's assumptions (image_tokens, assumed_latency_s) only size reservations.
+# tests/test_step_key.py holds every teacher field to this decision.
 NOT_IN_STEP_KEY = {
-    "teacher": ("concurrency", "max_retries", "timeout_s", "backoff_base_s", "backoff_max_s", "cassette", "max_drop_share"),
+    "teacher": ("concurrency", "max_retries", "timeout_s", "backoff_base_s", "backoff_max_s", "cassette", "max_drop_share",
+                "max_requests_per_minute", "max_tokens_per_minute", "max_cost_usd", "image_tokens", "assumed_latency_s"),
     "data": ("allow_overlap",),
 }
 

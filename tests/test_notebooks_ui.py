@@ -15,6 +15,7 @@ import pytest
 
 from aresnb.notebook_html import export_html, is_trusted, trust_notebook, widget_manager_js
 
+from conftest import absent
 from test_correction_panel import _fake_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +82,7 @@ def test_a_real_jupyterlab_opens_and_saves_every_notebook_unchanged(tmp_path):
 
     chromium = shutil.which("chromium")
     if chromium is None:
-        pytest.skip("chromium is not installed: cannot drive JupyterLab (the contents-manager test still runs)")
+        absent("chromium is not installed: cannot drive JupyterLab (the contents-manager test still runs)")
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / "notebooks", repo / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
@@ -185,11 +186,11 @@ def test_its_static_view_shows_in_the_nbconvert_export(executed_panel, tmp_path)
     assert WIDGET_STATE in page  # the widgets' saved state travels with the page
     assert not re.search(r"""<script[^>]+src=["']?(https?:)?//""", page)  # nothing fetched from a CDN
     if widget_manager_js() is None:
-        pytest.skip("the html-manager is not bundled (make setup needs npm): widgets cannot be checked offline")
+        absent("the html-manager is not bundled (make setup needs npm): widgets cannot be checked offline")
     assert "data:text/javascript;base64," in page  # the bundled manager, inlined
     chromium = shutil.which("chromium")
     if chromium is None:
-        pytest.skip("chromium is not installed: cannot check that the widgets render offline")
+        absent("chromium is not installed: cannot check that the widgets render offline")
     dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
                           "--dump-dom", (tmp_path / "panel.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert "widget-dropdown" in dom and "q0 — Which is a" in dom  # rendered from the state, offline

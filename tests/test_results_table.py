@@ -56,10 +56,14 @@ def test_teacher_speed_table_has_a_row_per_concurrency_and_limit(tmp_path):
     (tmp_path / "teacher_throughput.json").write_text(json.dumps({
         "latency_ms": 200, "levels": [{**level, "concurrency": c} for c in (1, 8)],
         "rate_limits": [{"limit": "max_requests_per_minute", "limit_per_minute": 1200, "achieved_per_minute": 1230,
-                         "ratio": 1.025}]}))
+                         "ratio": 1.025},
+                        {"limit": "max_tokens_per_minute", "limit_per_minute": 240000, "achieved_per_minute": 239000,
+                         "ratio": 0.996, "window_s": 60.0, "busiest_window_sent": 240000, "busiest_window_ratio": 1.0}]}))
     rows = teacher_speed_table(tmp_path).splitlines()[2:]
-    assert [r.split(" | ")[0] for r in rows] == ["| concurrency 1", "| concurrency 8", "| `teacher.max_requests_per_minute` 1,200"]
-    assert "1.025" in rows[-1]
+    assert [r.split(" | ")[0] for r in rows] == ["| concurrency 1", "| concurrency 8", "| `teacher.max_requests_per_minute` 1,200",
+                                                 "| `teacher.max_tokens_per_minute` 240,000"]
+    assert "1.025" in rows[-2] and "busiest" not in rows[-2]  # written before the window was measured
+    assert "239,000 per min; busiest 60 s: 240,000 (1.000)" in rows[-1]
 
 
 def test_llm_teacher_table_says_when_the_correlation_is_undefined(tmp_path):

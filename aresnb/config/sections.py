@@ -188,7 +188,7 @@ class TeacherConfig:
     price_output_per_mtok: float = p(0.0, "USD per million completion tokens, for the cost estimate.", min=0.0)
     image_tokens: int = p(0, "Prompt tokens the provider bills per image (aresnb estimate and the budget check), e.g. ~width*height/750 for Claude.", min=0)
     max_cost_usd: Optional[float] = p(None, "Stop before the run's Teacher + judge spend would pass this many USD (the request that would cross it is refused); None = no limit.", min=0.0)
-    max_requests_per_minute: Optional[float] = p(None, "Client-side request rate limit (token bucket, one second of burst); None = unlimited.", min=0.001)
+    max_requests_per_minute: Optional[float] = p(None, "Client-side request rate limit: no 60-second window holds more (paced within it, one second of burst); None = unlimited.", min=0.001)
     max_tokens_per_minute: Optional[float] = p(None, "Client-side token rate limit (prompt estimate + max_tokens reserved per request, corrected to the reported usage); None = unlimited.", min=1.0)
     reference_error_rate: float = p(0.0, "The reference Teacher errs on purpose, as an imperfect LLM would: this share of the sentences that make a "
                                          "checkable claim is mis-graded (a true one as false, a false one as true), seeded by run.seed and the "

@@ -31,7 +31,7 @@ import openai
 
 from . import prompts
 from .cache import ReplyCache, cache_key, request_record
-from .limits import Budget, TokenBucket, cost_usd, message_tokens
+from .limits import Budget, Limits, RateLimiter, cost_usd, message_tokens
 from .items import (CacheMiss, CorrectionItem, CorrectionResult, JudgeItem, JudgeResult, ScoreItem, ScoreResult,
                     TeacherAPIError, TeacherUnreachable)
 from .problem import ProblemView
@@ -106,10 +106,9 @@ class AsyncTeacher:
         self.pending_keys = cache.pending_keys()  # replies a killed run paid for and never checked
         self.mode = settings.response_format  # lowered by a 400 fallback
         self.fallbacks: list[dict] = []
-        self.request_limit = (TokenBucket(settings.max_requests_per_minute, clock=clock, sleep=sleep)
-                              if settings.max_requests_per_minute else None)
-        self.token_limit = (TokenBucket(settings.max_tokens_per_minute, clock=clock, sleep=sleep)
-                            if settings.max_tokens_per_minute else None)
+        per_minute = {"requests": settings.max_requests_per_minute, "tokens": settings.max_tokens_per_minute}
+        self.limits = Limits({name: RateLimiter(limit) for name, limit in per_minute.items() if limit},
+                             clock=clock, sleep=sleep)
         self.budget = Budget(settings.max_cost_usd, cache.spend(settings.spend_scope) if settings.spend_scope else 0.0)
         self.spent_before = self.budget.spent
         self.counts: dict[str, Any] = {
@@ -192,12 +191,10 @@ class AsyncTeacher:
                 raise ModeLowered()
             for attempt in range(s.max_retries + 1):
                 reserved = self.budget.reserve(worst_case, kind)
-                paid, tokens_used = 0.0, 0
+                paid, tokens_used, grants = 0.0, 0, {}
                 try:
-                    if self.request_limit is not None:
-                        await self.request_limit.acquire(1)
-                    if self.token_limit is not None:
-                        await self.token_limit.acquire(tokens_reserved)
+                    # both limits at once: the moment they admit it is the moment the request is sent
+                    grants = await self.limits.acquire(requests=1, tokens=tokens_reserved)
                     self.counts["calls"] += 1
                     extra = {"response_format": mode_format} if mode_format is not None else {}
                     resp = await self.client.chat.completions.create(
@@ -232,8 +229,7 @@ class AsyncTeacher:
                     raise TeacherAPIError(f"HTTP {e.status_code}: {e.message}") from None
                 finally:
                     self.budget.settle(reserved, paid)
-                    if self.token_limit is not None:
-                        self.token_limit.adjust(tokens_reserved - tokens_used)
+                    self.limits.adjust(grants, tokens=tokens_reserved - tokens_used)  # nothing if never granted
                 self.counts["ok_calls"] += 1
                 self.counts["prompt_tokens"] += usage["prompt_tokens"]
                 self.counts["completion_tokens"] += usage["completion_tokens"]
@@ -378,5 +374,5 @@ class AsyncTeacher:
         c["response_format_fallbacks"] = list(self.fallbacks)
         c["run_spend_usd"] = self.budget.spent
         c["max_cost_usd"] = self.s.max_cost_usd
-        c["rate_limit_wait_s"] = round(sum(b.waited_s for b in (self.request_limit, self.token_limit) if b), 3)
+        c["rate_limit_wait_s"] = round(self.limits.waited_s, 3)
         return c

@@ -3,11 +3,12 @@
 - ``approx_tokens``: about 4 characters per token, the estimate used wherever no tokenizer of the
   provider is at hand (``aresnb estimate``, the budget check, the rate limiter's reservation, the
   local server's usage). Images count ``image_tokens`` each (``teacher.image_tokens``).
-- ``TokenBucket``: holds a rate of N units per minute. It refills continuously at N/60 per second
-  and holds one second's worth at most, so no stretch of a minute or more gets more than
-  N * (1 + 1/60) units. A request's tokens are reserved before it is sent (prompt estimate plus
-  ``max_tokens``, as providers count them) and corrected to the usage the endpoint reports.
-  Clock and sleep are injectable, so tests run it on a fake clock.
+- ``RateLimiter``: at most N units in any window of a minute (the window is a parameter), wherever
+  it starts, paced by a token bucket holding one second's worth; ``Limits`` takes the requests and
+  tokens limits together, at the moment a request is sent. A request's tokens are reserved before
+  it is sent (prompt estimate plus ``max_tokens``, as providers count them) and corrected to the
+  usage the endpoint reports. Clock and sleep are injectable, so tests run it on a fake clock.
+  ``busiest_window``: what the busiest window held (tests and the benchmark count with it).
 - ``Budget``: the run's spend so far (read from the cache's attempt log, so every stage of a run
   adds to one total) and the requests in flight; refuses a request whose worst case (prompt
   estimate + ``max_tokens`` of completion) would take the spend past ``teacher.max_cost_usd``.
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Awaitable, Callable
+from collections import deque
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Iterable
 
 
 def approx_tokens(text: str) -> int:
@@ -45,44 +48,146 @@ def cost_usd(prompt_tokens: float, completion_tokens: float, price_in: float, pr
     return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
 
 
-class TokenBucket:
-    """``await acquire(n)`` waits until ``n`` units fit in the rate; ``adjust(d)`` returns (or takes) units."""
+@dataclass
+class Grant:
+    """What one admission put in a limiter's window: when, and how many units (corrected by ``adjust``)."""
 
-    def __init__(self, per_minute: float, burst_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
-        if per_minute <= 0:
-            raise ValueError(f"a rate limit must be positive, got {per_minute}")
-        self.rate = per_minute / 60.0
+    time: float
+    units: float
+
+
+class RateLimiter:
+    """One limit: at most ``limit`` units in any ``window_s`` seconds, wherever the window starts.
+
+    Two rules; a request goes when both let it:
+    - the window (the guarantee): a log of what went in the last ``window_s`` seconds; a request
+      waits until it fits under ``limit``. A bucket alone cannot promise this: a full bucket plus a
+      window's refill is limit + burst (the benchmark measured 1,232 requests a minute under 1,200).
+      A request larger than the whole limit waits for an empty window and goes alone.
+    - pacing: a token bucket refilled at limit / window_s per second that holds ``burst_s`` of it,
+      so requests go out evenly instead of a window's worth at once (providers enforce per-minute
+      limits over shorter spans too). A request larger than the bucket waits for a full bucket and
+      owes the rest. Over a long run the rate is the limit's.
+    The methods take the time; :class:`Limits` drives them on its clock.
+    """
+
+    def __init__(self, limit: float, window_s: float = 60.0, burst_s: float = 1.0):
+        if limit <= 0:
+            raise ValueError(f"a rate limit must be positive, got {limit}")
+        self.limit, self.window_s = float(limit), float(window_s)
+        self.rate = self.limit / self.window_s
         self.capacity = max(1.0, self.rate * burst_s)
-        self.level = self.capacity
-        self.clock, self.sleep = clock, sleep
-        self.updated = clock()
+        self.level, self.updated = self.capacity, None
+        self.log: deque[Grant] = deque()  # what the window holds, oldest first
+        self.in_window = 0.0
+
+    def _advance(self, now: float) -> None:
+        """Refill the bucket and drop what has left the window (now - window_s, now]."""
+        if self.updated is not None:
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+        while self.log and self.log[0].time + self.window_s <= now:
+            self.in_window -= self.log.popleft().units
+        if not self.log:
+            self.in_window = 0.0  # no float residue from many corrections
+
+    def wait_s(self, units: float, now: float) -> float:
+        """Seconds before ``units`` may go (0: now)."""
+        self._advance(now)
+        need = min(units, self.capacity)
+        bucket = max(0.0, (need - self.level) / self.rate)
+        excess = self.in_window + units - self.limit
+        if excess <= 0 or not self.log:
+            return bucket
+        freed = 0.0
+        for g in self.log:  # the oldest leave first
+            freed += g.units
+            if freed >= excess:
+                break
+        return max(bucket, g.time + self.window_s - now)  # the last one when units > limit: an empty window
+
+    def take(self, units: float, now: float) -> Grant:
+        self._advance(now)
+        self.level -= units
+        grant = Grant(now, units)
+        self.log.append(grant)
+        self.in_window += units
+        return grant
+
+    def adjust(self, grant: Grant, units: float, now: float) -> None:
+        """Give back ``units`` of a grant not used (negative: it used more, e.g. a longer prompt than
+        estimated; windows already past cannot be undone, so later requests wait for it)."""
+        self._advance(now)
+        self.level = min(self.capacity, self.level + units)
+        grant.units -= units
+        if grant.time + self.window_s > now:  # still in the window
+            self.in_window -= units
+
+
+class Limits:
+    """The client's rate limits (requests, tokens), taken together: one admission time for all of
+    them, the moment the request is sent, first come first served. A request that must wait sleeps
+    until the limits would let it go, or until a reply gives reserved units back, whichever is
+    first (a waiter that slept through refunds would leave the bucket full and idle). Clock and
+    sleep are injectable, so tests run it on a fake clock."""
+
+    def __init__(self, limiters: dict[str, RateLimiter], clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self.limiters, self.clock, self.sleep = limiters, clock, sleep
         self.waited_s = 0.0
         self._lock: asyncio.Lock | None = None
+        self._refunded: asyncio.Event | None = None
 
-    def _refill(self) -> None:
-        now = self.clock()
-        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-        self.updated = now
-
-    async def acquire(self, n: float = 1.0) -> None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:  # first come, first served
+    async def acquire(self, **units: float) -> dict[str, Grant]:
+        """Wait until every configured limit lets ``units[name]`` go; its grants (limits not set are skipped)."""
+        wanted = {name: n for name, n in units.items() if name in self.limiters}
+        if not wanted:
+            return {}
+        if self._lock is None:  # made on the loop that uses them
+            self._lock, self._refunded = asyncio.Lock(), asyncio.Event()
+        async with self._lock:
             while True:
-                self._refill()
-                need = min(n, self.capacity)  # larger than the bucket: wait for a full one, then owe the rest
-                if self.level >= need:
-                    self.level -= n
-                    return
-                wait = (need - self.level) / self.rate
-                self.waited_s += wait
-                await self.sleep(wait)
+                now = self.clock()
+                wait = max(self.limiters[name].wait_s(n, now) for name, n in wanted.items())
+                if wait <= 0:
+                    return {name: self.limiters[name].take(n, now) for name, n in wanted.items()}
+                # a wait of under a microsecond is float residue (a refill a hair short): added to a
+                # clock reading it may not move it, and this loop would spin on the same instant
+                await self._pause(max(wait, 1e-6))
+                self.waited_s += self.clock() - now
 
-    def adjust(self, units: float) -> None:
-        """Give back ``units`` reserved but not used (negative: take more, e.g. a reply longer than reserved)."""
-        self._refill()
-        self.level = min(self.capacity, self.level + units)
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a refund comes first."""
+        self._refunded.clear()
+        tasks = [asyncio.ensure_future(self.sleep(seconds)), asyncio.ensure_future(self._refunded.wait())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    def adjust(self, grants: dict[str, Grant], **units: float) -> None:
+        now = self.clock()
+        for name, n in units.items():
+            if name in grants:
+                self.limiters[name].adjust(grants[name], n, now)
+                if n > 0 and self._refunded is not None:
+                    self._refunded.set()
+
+
+def busiest_window(events: Iterable[tuple[float, float]], window_s: float) -> tuple[float, float | None]:
+    """(units, start) of the busiest window [start, start + window_s) over (time, units) events.
+    Some busiest window starts at an event, so only those starts are tried."""
+    ev = sorted(events)
+    best, best_start, total, j = 0.0, None, 0.0, 0
+    for i, (start, _) in enumerate(ev):
+        while j < len(ev) and ev[j][0] < start + window_s:
+            total += ev[j][1]
+            j += 1
+        if total > best:
+            best, best_start = total, start
+        total -= ev[i][1]
+    return best, best_start
 
 
 class BudgetExceeded(RuntimeError):
