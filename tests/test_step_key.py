@@ -28,6 +28,7 @@ IN_THE_KEY = {
     "base_url", "model", "api_key_env", "serve_local", "local_backend", "vision", "response_format", "temperature",
     "max_tokens", "cache_path", "replay_only", "price_input_per_mtok", "price_output_per_mtok",
     "faults",
+    "reference_error_rate", "prompt_style", "sentence_rules",  # each changes the replies or what is asked
 }
 
 
