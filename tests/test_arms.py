@@ -14,6 +14,8 @@ from aresnb.config import load_config
 from aresnb.io import read_json, read_jsonl
 from aresnb.models import load_rationale_model
 from aresnb.paths import CORRECTION_ONLY, RunPaths
+from aresnb.report.page import render_report
+from aresnb.runner import mirror_round_summary
 from aresnb.stages import MODULES, answer_lora, evaluation
 from aresnb.steps import Step, build_schedule, run_schedule, upstream_of
 from aresnb.teacher import start_local_server
@@ -65,6 +67,8 @@ def arms_run(tmp_path_factory):
         if step.stage == "04_ppo":
             kwargs["log"] = lambda line: None
         summaries[step.label] = module.run(cfg, paths, step.round_index, **kwargs)
+        if step.round_index is not None and step.arm is None:
+            mirror_round_summary(paths, step)  # as the runner does after a round step
     yield cfg, paths, summaries
     server.stop()
     mp.undo()
@@ -146,3 +150,16 @@ def test_stage07_judges_every_comparison_and_says_what_each_win_rate_is(arms_run
     table = pd.read_csv(s7["tables"]["comparisons"]["csv"])
     assert len(table) == len(s7["comparisons"]) and {"tie_rate", "decisive_win_rate", "win_rate"} <= set(table)
     assert set(s7["rationale_metrics"]) >= {"baseline", "round_1", "round_2", "rl_only", "correction_only"}
+
+
+def test_the_report_shows_each_round_and_every_comparison(arms_run):
+    cfg, paths, s = arms_run
+    html = render_report(paths.run_dir)
+    for stage in ("03", "04", "05"):
+        section = html[html.index(f'id="stage-{stage}"'):]
+        assert "round 2 of 2" in section[:400]  # the latest round, of two
+    mirror = read_json(paths.summary_file("04_ppo"))
+    assert set(mirror["rounds"]) == {"1", "2"} and mirror["latest_round"] == 2
+    evaluation = html[html.index('id="stage-07"'):]
+    assert "Every comparison" in evaluation and "ares vs correction_only" in evaluation
+    assert "The models compared" in evaluation and "correction SFT only" in evaluation
