@@ -43,13 +43,18 @@ chromium:
 	      || echo "chromium could not be installed: the report rendering test will skip (fail under ARESNB_STRICT=1)"; \
 	  else echo "chromium absent and not installable here: the report rendering test will skip (fail under ARESNB_STRICT=1)"; fi; }
 
+# Tiny models: one thread each is many times faster than threads spinning against each other, and
+# two pytest workers keep both cores busy. --dist loadfile keeps a file's tests on one worker, so a
+# module's fixture (the end-to-end smoke run, a tiny run) is built once; --durations shows what costs.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
+
 test: setup chromium
-	# Tiny models: one thread each is many times faster than threads spinning against each other.
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	$(PYTEST) --durations=25 $(PYTEST_ARGS)
 
 # No end-to-end pipeline runs (tests marked slow); every stage's run() still runs, on a tiny run.
 test-fast: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # TRL 0.11.4 (the last TRL with seq2seq PPO) is the PPO benchmark's peer; it conflicts with the
 # project's TRL, so it gets a venv of its own, used by the benchmark only.

@@ -20,18 +20,23 @@ from aresnb.paths import RunPaths
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-# The end-to-end test runs smoke.yaml on a quarter of its world, so `make test` stays near 10 minutes
-# on 2 cores: it checks that every piece works and accounts for everything, not the effect (that is
-# benchmarks/ares_effect.py, on the full smoke.yaml). Every test that touches the run uses these.
-SMOKE_TEST_SET = ["data.synthetic.n_train=240", "data.synthetic.n_val=48", "data.synthetic.n_test=48",
-                  "baseline.epochs=10", "rollout.max_problems=240", "ppo.ppo_epochs=2",
-                  "correction.max_problems=120"]
+# The end-to-end test runs smoke.yaml on a sixth of its train world and a fifth of its test world, so
+# `make test` stays under 10 minutes on 2 cores: it checks that every piece works and accounts for
+# everything, not the effect (that is benchmarks/ares_effect.py, on the full smoke.yaml). Every test
+# that touches the run uses these.
+SMOKE_TEST_SET = ["data.synthetic.n_train=160", "data.synthetic.n_val=48", "data.synthetic.n_test=48",
+                  "baseline.epochs=10", "rollout.max_problems=160", "ppo.ppo_epochs=2",
+                  "correction.max_problems=80"]
 
 
 def smoke_test_args() -> list[str]:
     """``--set KEY=VALUE`` arguments of SMOKE_TEST_SET."""
     return [a for kv in SMOKE_TEST_SET for a in ("--set", kv)]
 
+
+# pytest-timeout's limit (pyproject.toml, 900 s a test) covers a fixture's set-up too, so a subprocess
+# a test waits on must time out well before it: then what a hung run reports is its own output.
+SUBPROCESS_TIMEOUT_S = 600
 
 # A distinctive key: tests grep every output for it (API keys must never reach a file).
 SMOKE_SECRET = "sk-aresnb-test-SECRET-4c1d7e"
@@ -102,7 +107,10 @@ def smoke_run(tmp_path_factory) -> RunPaths:
     env = {**os.environ, "ARESNB_TEACHER_KEY": SMOKE_SECRET, "JUPYTER_DATA_DIR": str(out / "jupyter")}
     cmd = [sys.executable, "-m", "aresnb.cli", "run", str(ROOT / "params" / "smoke.yaml"), *smoke_test_args(),
            "--set", f"run.output_dir={out}"]
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    try:
+        result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"smoke pipeline still running after {SUBPROCESS_TIMEOUT_S} s:\n{str(e.stdout or '')[-4000:]}")
     (out / "aresnb_run.stdout").write_text(result.stdout)
     (out / "aresnb_run.stderr").write_text(result.stderr)
     log = out / "aresnb_run.stdout"

@@ -1,11 +1,18 @@
 """The real ScienceQA loader on the real sample (../shared/data/scienceqa-mini) and the hub path."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from aresnb.data.schema import DataError, category_counts, to_dataset_dict
 from aresnb.data.scienceqa import load_hub_dataset, load_scienceqa_dir
+from aresnb.io import read_json
 
 from conftest import shared_path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +67,16 @@ def test_hub_rows_go_through_the_schema(monkeypatch, tmp_path):
     rows, _ = load_scienceqa_hub("derek-thomas/ScienceQA", tmp_path)
     assert [r["qid"] for r in rows["val"]] == ["val-0", "val-1"]
     assert rows["val"][0]["image"].endswith("val/val-0/image.png") and not rows["val"][1]["has_image"]
+
+
+@pytest.mark.slow
+def test_runner_loads_any_directory_in_the_scienceqa_layout(shared_dir, tmp_path):
+    """`aresnb run` with data.source=scienceqa and data.path on the real 150-problem sample."""
+    cmd = [sys.executable, "-m", "aresnb.cli", "run", str(ROOT / "params" / "smoke.yaml"), "--stages", "01",
+           "--set", f"run.output_dir={tmp_path}", "--set", "data.source=scienceqa",
+           "--set", f"data.path={shared_dir / 'data' / 'scienceqa-mini'}", "--set", "data.missing_image=zeros", "--quiet"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = read_json(tmp_path / "smoke" / "01_data" / "summary.json")
+    assert s["problems"] == {"train": 50, "val": 50, "test": 50}
+    assert s["zero_filled"] == 43

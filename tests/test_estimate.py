@@ -21,15 +21,15 @@ def test_smoke_counts_follow_the_parameters_and_the_synthetic_data():
     result = estimate(cfg)
     rows = _by_stage(result)
     assert result["data"].startswith("the synthetic generator")
-    # SMOKE_TEST_SET: 240 train problems x 4 samples; 48 val x 2 (before/after PPO); 120 corrections; 48 test x 2 orders
+    # SMOKE_TEST_SET: 160 train problems x 4 samples; 48 val x 2 (before/after PPO); 80 corrections; 48 test x 2 orders
     assert [rows[s].requests for s in ("03_teacher_scores", "04_ppo", "05_correction_sft", "07_evaluation")] == \
-        [960, 96, 120, 96]
+        [640, 96, 80, 96]
     r03 = rows["03_teacher_scores"]
     assert 0 < r03.images < r03.requests  # some synthetic problems have an image, not all
     assert r03.prompt_tokens > 100 * r03.images and r03.completion_tokens > 0
     assert r03.cost_usd == pytest.approx(cost_usd(r03.prompt_tokens, r03.completion_tokens, 1.0, 2.0))
-    assert r03.wall_s == pytest.approx(960 * 1.0 / 4)
-    assert result["total"].requests == 960 + 96 + 120 + 96
+    assert r03.wall_s == pytest.approx(640 * 1.0 / 4)
+    assert result["total"].requests == 640 + 96 + 80 + 96
     assert result["total"].cost_usd == pytest.approx(sum(r.cost_usd for r in result["rows"]))
     # images cost prompt tokens only when the Teacher is sent them
     no_vision = _by_stage(estimate(load_config(cfg, ["teacher.vision=false"])))["03_teacher_scores"]

@@ -273,15 +273,3 @@ def test_evaluation_reports_win_rate_with_interval_and_both_accuracies(smoke_run
     assert abs(sum(claims[f"{g}_share"] for g in ("true", "false", "neutral", "unverifiable")) - 1) < 1e-9
     assert set(s["degeneration"]) == {"baseline", "after_rl", "after_sft"}
     assert {"baseline/QCM-A", "ares/QCM-A"} <= set(s["accuracy"])
-
-
-def test_runner_loads_any_directory_in_the_scienceqa_layout(shared_dir, tmp_path):
-    """`aresnb run` with data.source=scienceqa and data.path on the real 150-problem sample."""
-    cmd = [sys.executable, "-m", "aresnb.cli", "run", str(ROOT / "params" / "smoke.yaml"), "--stages", "01",
-           "--set", f"run.output_dir={tmp_path}", "--set", "data.source=scienceqa",
-           "--set", f"data.path={shared_dir / 'data' / 'scienceqa-mini'}", "--set", "data.missing_image=zeros", "--quiet"]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
-    s = read_json(tmp_path / "smoke" / "01_data" / "summary.json")
-    assert s["problems"] == {"train": 50, "val": 50, "test": 50}
-    assert s["zero_filled"] == 43

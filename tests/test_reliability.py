@@ -32,7 +32,7 @@ from aresnb.runner import RunError, RunRefused, run_pipeline
 from aresnb.stages import data as data_stage
 from aresnb.stages import teacher_scores
 
-from conftest import ROOT, SMOKE_SECRET, sample_row, stub_sampling, write_stage_notebooks
+from conftest import ROOT, SMOKE_SECRET, SUBPROCESS_TIMEOUT_S, sample_row, stub_sampling, write_stage_notebooks
 
 SMOKE = ROOT / "params" / "smoke.yaml"
 DEADLINE_S = 300  # only so that a broken build fails instead of hanging
@@ -418,7 +418,7 @@ def tiny_upstream(tmp_path_factory):
     """Stages 01-02 of a tiny real run, done once; tests copy its outputs folder."""
     out = tmp_path_factory.mktemp("tiny") / "outputs"
     r = subprocess.run(_tiny_cmd(out) + ["--stages", "01-02", "--quiet"], cwd=ROOT, env=ENV, capture_output=True,
-                       text=True, timeout=1200)
+                       text=True, timeout=SUBPROCESS_TIMEOUT_S)
     assert r.returncode == 0, r.stdout + r.stderr
     return out
 
@@ -433,7 +433,7 @@ def _copy(tiny_upstream, tmp_path):
 def test_every_reply_malformed_fails_stage_03_in_one_line_and_a_rerun_retries_it(tiny_upstream, tmp_path):
     out = _copy(tiny_upstream, tmp_path)
     cmd = _tiny_cmd(out, "teacher.faults.rate_malformed=1.0") + ["--stages", "01-03", "--quiet"]
-    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=1200)
+    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stdout.count("skipped") == 2  # 01 and 02 came from before
     [line] = [ln for ln in r.stderr.splitlines() if "failed" in ln]
@@ -441,7 +441,7 @@ def test_every_reply_malformed_fails_stage_03_in_one_line_and_a_rerun_retries_it
     assert "invalid_reply" in line and "failing cell" not in r.stderr and "Traceback" not in r.stderr
     entry = read_json(out / "smoke" / "manifest.json")["stages"]["round_1/03_teacher_scores"]
     assert entry["status"] == "failed"
-    again = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=1200)
+    again = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     assert "round_1/03_teacher_scores: running" in again.stdout  # failed is retried, never skipped
 
 
@@ -461,7 +461,7 @@ def test_kill_9_of_a_real_run_then_the_same_command_resumes(tiny_upstream, tmp_p
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (out / "smoke" / "run.lock").read_text().split("\n")[0] == str(proc.pid)  # its PID is still written
-    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=1200)
+    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     assert r.returncode == 0, r.stdout + r.stderr  # the killed run's lock did not outlive it
     assert r.stdout.count("skipped") == 2 and "round_1/03_teacher_scores: running" in r.stdout
     stages = read_json(manifest)["stages"]

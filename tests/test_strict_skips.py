@@ -2,6 +2,7 @@
 by-design absent dependency is missing skips; under ARESNB_STRICT=1, which .ci/run sets, it fails."""
 
 import ast
+import re
 
 import pytest
 
@@ -72,3 +73,21 @@ def test_no_test_skips_except_through_absent():
     assert len(found.pop("tests/conftest.py")) == 1  # absent()'s own pytest.skip, the only one
     offenders = {name: lines for name, lines in found.items() if lines}
     assert not offenders, f"skips that ARESNB_STRICT=1 cannot turn into failures (use conftest.absent): {offenders}"
+
+
+def test_a_subprocess_times_out_before_pytest_does():
+    """pytest-timeout stops a test (fixture set-up included) at pyproject's limit; the subprocesses the
+    tests wait on must stop first, or their own time-outs could never fire and a hang would report
+    nothing of what the run printed."""
+    import tomllib
+
+    from conftest import ROOT, SUBPROCESS_TIMEOUT_S
+
+    limit = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["timeout"]
+    assert SUBPROCESS_TIMEOUT_S < limit
+    too_long = []
+    for f in sorted((ROOT / "tests").glob("*.py")):
+        for n in re.findall(r"timeout=(\d+)", f.read_text()):
+            if int(n) >= limit:
+                too_long.append(f"{f.name}: timeout={n}")
+    assert not too_long, too_long

@@ -42,6 +42,11 @@ def dataset_dir(tmp_path_factory):
     return d
 
 
+# A stalled request never answers, so it always times out; a normal reply takes milliseconds. The
+# gap between the two is the margin against a loaded machine (make test runs workers side by side).
+STALL_TIMEOUT_S = 4.0
+
+
 def _settings(base_url, **kw):
     base = dict(base_url=base_url, model="reference", api_key="test-key", concurrency=8, max_retries=8,
                 timeout_s=5.0, backoff_base_s=0.02, backoff_max_s=0.2)
@@ -52,13 +57,13 @@ def test_faults_30_percent_every_reply_accounted_for(dataset_dir, tmp_path):
     # Which request gets which fault is the seeded plan's (a hash of the body and its repeat
     # count). A stalled request never answers within the test (slow_s far above timeout_s), so
     # every stall is a client time-out whatever the machine's speed; a normal reply takes
-    # milliseconds against the 2 s time-out.
+    # milliseconds against the 4 s time-out (room for a machine loaded by parallel test workers).
     faults = SimpleNamespace(rate_429=0.10, rate_500=0.10, rate_slow=0.04, rate_malformed=0.03, rate_truncated=0.03,
                              latency_ms=0.0, seed=3, slow_s=3600.0)
     rows = _rows()
     with start_local_server(dataset_dir, faults=faults, log_path=tmp_path / "server.log") as server:
         cache = ReplyCache(tmp_path / "cache.sqlite")
-        with Teacher(_settings(server.base_url, timeout_s=2.0, concurrency=4), cache) as teacher:
+        with Teacher(_settings(server.base_url, timeout_s=STALL_TIMEOUT_S, concurrency=4), cache) as teacher:
             results = teacher.score_sentences(_items(rows))
             usage = teacher.usage()
         stats = server.stats()
@@ -92,7 +97,7 @@ def test_a_stalled_request_times_out_and_is_retried(dataset_dir, tmp_path):
                              seed=0, slow_s=3600.0, plan=["1:slow", "4:slow"])
     items = _items(_rows(4))
     with start_local_server(dataset_dir, faults=faults) as server:
-        with Teacher(_settings(server.base_url, timeout_s=2.0, concurrency=1), ReplyCache(tmp_path / "c.sqlite")) as t:
+        with Teacher(_settings(server.base_url, timeout_s=STALL_TIMEOUT_S, concurrency=1), ReplyCache(tmp_path / "c.sqlite")) as t:
             results = t.score_sentences(items)
             usage = t.usage()
         stats = server.stats()
