@@ -44,8 +44,9 @@ chromium:
 	  else echo "chromium absent and not installable here: the report rendering test will skip (fail under ARESNB_STRICT=1)"; fi; }
 
 # Tiny models: one thread each is many times faster than threads spinning against each other, and
-# three pytest workers keep both cores busy (tests often wait on kernels and servers). --dist loadfile keeps a file's tests on one worker, so a
-# module's fixture (the end-to-end smoke run, a tiny run) is built once; --durations shows what costs.
+# three pytest workers keep both cores busy (tests often wait on kernels and servers). --dist
+# loadfile keeps a file's tests on one worker, so a module's fixture (the end-to-end smoke run, a
+# tiny run) is built once; --durations shows what costs.
 TEST_WORKERS ?= 3
 PYTEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
 
