@@ -133,11 +133,12 @@ def ablation_table(ablation: dict[str, Any]) -> str:
                 f"{_f(acc['qcm_a'], 1)} | {_f(acc['qcmg_a'], 1)} | {_pct(p['true_claim_share'], 0)} / "
                 f"{_pct(p['false_claim_share'], 0)} | {_pct(p['repeated_rate'])} / {_pct(p['unfinished_rate'])} / "
                 f"{_pct(p['empty_rate'])} | {_f(p['sentences_per_rationale'], 2)}, {_f(p['words_per_sentence'], 1)} |")
-        vs = result["arms"].get("ares", {}).get("pooled", {}).get("vs_correction_only")
-        if vs and vs.get("win_rate") is not None:
-            parts += ["", f"ARES against `correction_only` (what RL adds to the label cleaning): forced choice "
-                      f"{100 * vs['win_rate']:.1f} % ({_ci_pct(vs['win_rate_ci95'])}), {vs['wins']} / {vs['ties']} / "
-                      f"{vs['losses']} over both orders, decisive {_pct(vs['decisive_win_rate'])}."]
+        for arm, a in result["arms"].items():
+            vs = a["pooled"].get("vs_correction_only")
+            if vs and vs.get("win_rate") is not None:
+                parts += ["", f"`{arm}` against `correction_only` (what RL adds to the label cleaning): forced choice "
+                          f"{100 * vs['win_rate']:.1f} % ({_ci_pct(vs['win_rate_ci95'])}), {vs['wins']} / {vs['ties']} / "
+                          f"{vs['losses']} over both orders, decisive {_pct(vs['decisive_win_rate'])}."]
     parts += ["", "| outcome | reached | figures |", "|---|---|---|"]
     parts += [f"| {v['outcome']} | {'yes' if v['pass'] else '**no**'} | {v['detail']} |" for v in ablation["verdicts"]]
     return "\n".join(parts)

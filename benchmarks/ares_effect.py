@@ -34,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from aresnb.evaluation.intervals import hierarchical_bootstrap  # noqa: E402
 from aresnb.io import read_json, read_jsonl  # noqa: E402
 from aresnb.paths import RunPaths  # noqa: E402
 
@@ -95,24 +96,26 @@ def _point(p: str) -> str:
     return "baseline" if p == "before_rl" else p
 
 
-def _bootstrap_mean(x: np.ndarray, n: int = 5000, seed: int = 0) -> list[float]:
-    draws = x[np.random.default_rng(seed).integers(0, len(x), size=(n, len(x)))].mean(axis=1)
-    return [float(v) for v in np.quantile(draws, [0.025, 0.975])]
+def _seed_level_interval(groups: list[np.ndarray]) -> list[float]:
+    """95% interval of the pooled mean resampling seeds, then problems (one array per seed)."""
+    return list(hierarchical_bootstrap([(g, np.ones_like(g)) for g in groups], 5000, 0))
 
 
 def pooled_result(runs: list[Path], per_seed: list[dict], rounds: int) -> dict:
-    """Win rate over every judged problem of every seed; held-out score over every val problem."""
-    picks = np.array([1.0 if r["sides"][0] == "ares" else 0.0
-                      for run in runs for r in read_jsonl(RunPaths.from_dir(run).judgments_file)])
+    """Win rate over every judged problem of every seed; held-out score over every val problem;
+    both intervals resample seeds, then problems."""
+    picks = [np.array([1.0 if r["sides"][0] == "ares" else 0.0
+                       for r in read_jsonl(RunPaths.from_dir(run).judgments_file)]) for run in runs]
     before, after = [], []
     for run in runs:
         paths = RunPaths.from_dir(run)
         b = {r["qid"]: r["score"] for r in read_json(paths.ppo_eval_file(rounds, "before"))["rows"]}
         a = {r["qid"]: r["score"] for r in read_json(paths.ppo_eval_file(rounds, "after"))["rows"]}
         both = [q for q in b if b[q] is not None and a.get(q) is not None]
-        before += [b[q] for q in both]
-        after += [a[q] for q in both]
-    delta = np.array(after) - np.array(before)
+        before.append(np.array([b[q] for q in both]))
+        after.append(np.array([a[q] for q in both]))
+    deltas = [a - b for a, b in zip(after, before)]
+    delta, all_picks = np.concatenate(deltas), np.concatenate(picks)
 
     def mean(key, *sub):
         vals = [_get(s, key, *sub) for s in per_seed]
@@ -120,11 +123,13 @@ def pooled_result(runs: list[Path], per_seed: list[dict], rounds: int) -> dict:
         return statistics.fmean(vals) if vals else None
 
     return {
-        "teacher_score_before": float(np.mean(before)), "teacher_score_after": float(np.mean(after)),
-        "teacher_score_delta": float(delta.mean()), "teacher_score_delta_ci95": _bootstrap_mean(delta),
+        "teacher_score_before": float(np.concatenate(before).mean()),
+        "teacher_score_after": float(np.concatenate(after).mean()),
+        "teacher_score_delta": float(delta.mean()), "teacher_score_delta_ci95": _seed_level_interval(deltas),
         "repeated_rate": {p: mean("repeated_rate", p) for p in POINTS},
         "unfinished_rate": {p: mean("unfinished_rate", p) for p in POINTS},
-        "win_rate": float(picks.mean()), "win_rate_ci95": _bootstrap_mean(picks), "judged_problems": int(len(picks)),
+        "win_rate": float(all_picks.mean()), "win_rate_ci95": _seed_level_interval(picks),
+        "judged_problems": int(len(all_picks)),
         "decisive_win_rate": mean("decisive_win_rate"),
         "accuracy": {m: {f: mean("accuracy", m, f) for f in ("qcm_a", "qcmg_a")} for m in ("baseline", "ares")},
         "true_claim_share": {m: mean("true_claim_share", m) for m in ("baseline", "ares")},
@@ -161,7 +166,7 @@ def verdicts(per_seed: list[dict], pooled: dict, benchmark_s: float, jobs: int =
     out = [line("held-out Teacher score after PPO above before",
                 pooled["teacher_score_delta"] > 0 and all(seeds_up),
                 f"pooled {pooled['teacher_score_before']:.3f} -> {pooled['teacher_score_after']:.3f} (change "
-                f"{pooled['teacher_score_delta']:+.3f}, 95% CI {pooled['teacher_score_delta_ci95'][0]:+.3f} to "
+                f"{pooled['teacher_score_delta']:+.3f}, 95% CI seeds then problems {pooled['teacher_score_delta_ci95'][0]:+.3f} to "
                 f"{pooled['teacher_score_delta_ci95'][1]:+.3f}); per seed "
                 + " ".join(f"{s['teacher_score_after'] - s['teacher_score_before']:+.3f}" for s in per_seed))]
     for rate in ("repeated_rate", "unfinished_rate"):
@@ -173,9 +178,9 @@ def verdicts(per_seed: list[dict], pooled: dict, benchmark_s: float, jobs: int =
                         "after SFT " + " ".join(f"{_rate(s[rate].get('after_rl'))}->{_rate(s[rate].get('after_sft'))}"
                                                 for s in per_seed)))
     lo = pooled["win_rate_ci95"][0]
-    out.append(line(f"win rate (paper protocol) >= {TARGETS['win_rate']:.0%}, 95% CI above 50%",
+    out.append(line(f"win rate (paper protocol) >= {TARGETS['win_rate']:.0%}, seed-level 95% CI above 50%",
                     pooled["win_rate"] >= TARGETS["win_rate"] and lo > 0.5 and all(s["win_rate"] > 0.5 for s in per_seed),
-                    f"pooled {pooled['win_rate']:.1%} (95% CI {lo:.1%} to {pooled['win_rate_ci95'][1]:.1%}, "
+                    f"pooled {pooled['win_rate']:.1%} (95% CI seeds then problems {lo:.1%} to {pooled['win_rate_ci95'][1]:.1%}, "
                     f"{pooled['judged_problems']} problems); per seed " + " ".join(f"{s['win_rate']:.1%}" for s in per_seed)))
     acc = pooled["accuracy"]
     out.append(line("QCMG-A accuracy of ARES >= the baseline's",
