@@ -4,8 +4,11 @@ look after the Teacher cache, write a run's report."""
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -15,7 +18,20 @@ from aresnb.paths import EVALUATION, RunPaths
 from aresnb.runner import NOTEBOOKS_DIR, RunError, RunRefused, parse_stage_selection, run_pipeline
 
 
+def _stacks_on_sigusr1() -> None:
+    """``kill -USR1 <pid>`` prints every thread's stack: where a run that does not stop is waiting.
+    Written to a copy of the terminal's stderr, since fd 2 points at a kernel log while a step runs."""
+    global _STACKS_OUT
+    if _STACKS_OUT is None and hasattr(signal, "SIGUSR1"):
+        _STACKS_OUT = os.fdopen(os.dup(2), "w")
+        faulthandler.register(signal.SIGUSR1, file=_STACKS_OUT, all_threads=True)
+
+
+_STACKS_OUT = None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    _stacks_on_sigusr1()
     try:
         cfg = load_config(args.params, args.set)  # validation happens before any work starts
         stages = parse_stage_selection(args.stages)
