@@ -19,13 +19,14 @@ How the numbers are made:
   asks for (scores echo every sentence key; a correction echoes the rationale; a verdict is a
   few tokens).
 - when the data cannot be read here (a hub id, a folder that is not there), the per-problem
-  lengths fall back to ``FALLBACK`` below (ScienceQA: means measured on the 150 real problems of
+  lengths fall back to the dataset record's ``fallback`` (ScienceQA: means measured on the 150 real problems of
   ``../shared/data/scienceqa-mini``; A-OKVQA: rough guesses, no sample at hand), with the papers'
   split sizes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .data import registry as dataset_registry
+from .data.registry import FallbackLengths, Folders
 from .sentences import sentence_texts
 from .teacher import prompts
 from .teacher.facade import endpoint_config
@@ -40,19 +43,6 @@ from .teacher.limits import approx_tokens, cost_usd, message_tokens
 from .teacher.problem import ProblemView
 
 IMAGE_PLACEHOLDER = "data:image/png;base64,"  # stands for an image: counted at image_tokens
-
-# Per-problem lengths in characters when the data cannot be read (see the module doc).
-FALLBACK = {
-    # means over scienceqa-mini: question 75, hint 135 + caption 21, 2.6 choices of 24, solution 254,
-    # 45 % with an image
-    "scienceqa": {"splits": {"train": 12726, "val": 4241, "test": 4241}, "question": 75, "hint": 156,
-                  "choices": [24, 24, 24], "solution": 254, "image_share": 0.45},
-    # A-OKVQA (not measured here: no sample at hand): short questions, 4 one-word choices, three
-    # one-sentence rationales joined, always an image; our val split is a hold-out of train
-    "aokvqa": {"splits": {"train": 17056 - 1145, "val": 1145, "test": 1145}, "question": 45, "hint": 0,
-               "choices": [8, 8, 8, 8], "solution": 200, "image_share": 1.0},
-}
-
 
 @dataclass
 class Row:
@@ -74,41 +64,29 @@ class Row:
 def read_rows(cfg: Any) -> tuple[dict[str, list[dict]], str]:
     """({split: problem rows}, where they came from); {} when the data is not readable here."""
     d = cfg.data
+    record = dataset_registry.dataset(d)
+    if not (record.generated or (d.path and Path(d.path).is_dir())):
+        return {}, (f"fallback lengths ({d.source} data at {d.path or d.hub_id} not readable here: "
+                    "per-problem lengths of its dataset record's fallback)")
     try:
-        if d.source == "synthetic":
-            from .data.scienceqa import load_scienceqa_dir
-            from .data.synthetic import write_synthetic_scienceqa
-
-            s = d.synthetic
-            with tempfile.TemporaryDirectory(prefix="aresnb-estimate-") as tmp:
-                raw = write_synthetic_scienceqa(tmp, s.n_train, s.n_val, s.n_test, s.image_size, seed=cfg.run.seed)
-                rows, _ = load_scienceqa_dir(raw, "zeros")
-            return rows, f"the synthetic generator (seed {cfg.run.seed})"
-        if d.path and Path(d.path).is_dir():
-            if d.source == "scienceqa":
-                from .data.scienceqa import load_scienceqa_dir
-
-                rows, _ = load_scienceqa_dir(d.path, "zeros")
-            else:
-                from .data.aokvqa import load_aokvqa_dir
-
-                rows, _ = load_aokvqa_dir(d.path, d.image_dir, "zeros", seed=cfg.run.seed)
-            return rows, f"{d.source} folder {d.path}"
+        with tempfile.TemporaryDirectory(prefix="aresnb-estimate-") as tmp:
+            folders = Folders(generated=Path(tmp) / "generated", downloads=Path(tmp) / "downloads")
+            rows, _, _ = record.read(dataclasses.replace(d, missing_image="zeros"), cfg.run.seed, folders)
     except (OSError, ValueError) as e:  # a DataError is a ValueError
         return {}, f"fallback lengths ({d.source} data not readable: {e})"
-    return {}, (f"fallback lengths ({d.source} data at {d.path or d.hub_id} not readable here: "
-                "per-problem lengths of aresnb.estimate.FALLBACK)")
+    if record.generated:
+        return rows, f"the {d.source} generator (seed {cfg.run.seed})"
+    return rows, f"{d.source} folder {d.path}"
 
 
-def fallback_rows(source: str) -> dict[str, list[dict]]:
-    """One stand-in problem per split, of the FALLBACK lengths, repeated to the split's size."""
-    f = FALLBACK[source]
+def fallback_rows(lengths: FallbackLengths) -> dict[str, list[dict]]:
+    """One stand-in problem per split, of the record's fallback lengths, repeated to the split's size."""
     rows = {}
-    for split, n in f["splits"].items():
-        with_image = round(n * f["image_share"])
-        base = dict(qid="fallback", question="x" * f["question"], hint="x" * f["hint"],
-                    choices=["x" * c for c in f["choices"]], answer=0,
-                    solution=" ".join(["x" * 54 + "."] * max(1, f["solution"] // 55)))
+    for split, n in lengths.splits.items():
+        with_image = round(n * lengths.image_share)
+        base = dict(qid="fallback", question="x" * lengths.question, hint="x" * lengths.hint,
+                    choices=["x" * c for c in lengths.choices], answer=0,
+                    solution=" ".join(["x" * 54 + "."] * max(1, lengths.solution // 55)))
         rows[split] = [dict(base, has_image=i < with_image) for i in range(n)]
     return rows
 
@@ -170,7 +148,9 @@ def estimate(cfg: Any) -> dict:
     """{"data": where the lengths came from, "rows": [Row], "total": Row, "max_cost_usd": ...}."""
     rows_by_split, where = read_rows(cfg)
     if not rows_by_split:
-        rows_by_split = fallback_rows(cfg.data.source if cfg.data.source in FALLBACK else "scienceqa")
+        # a dataset without fallback lengths is estimated with ScienceQA's
+        lengths = dataset_registry.dataset(cfg.data).fallback or dataset_registry.find("scienceqa").fallback
+        rows_by_split = fallback_rows(lengths)
     if cfg.data.max_per_split is not None:
         rows_by_split = {s: r[: cfg.data.max_per_split] for s, r in rows_by_split.items()}
     train, val, test = (rows_by_split.get(s, []) for s in ("train", "val", "test"))

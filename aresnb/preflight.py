@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from aresnb.data import registry as dataset_registry
+from aresnb.data.registry import Dataset
+from aresnb.data.schema import DataError
 from aresnb.paths import ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, TEACHER_SCORES
 from aresnb.teacher.facade import cache_path, endpoint_config
 from aresnb.tracking import missing_trackers
@@ -80,6 +83,14 @@ def _resolve(value: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
+def _dataset_or_none(d: Any) -> Dataset | None:
+    """The data section's record; None when its file is missing (reported as a missing path)."""
+    try:
+        return dataset_registry.dataset(d)
+    except DataError:
+        return None
+
+
 def path_problems(cfg: Any, stages: Iterable[str], base_dir: Path) -> list[str]:
     """Paths the selected stages read that do not exist. Relative paths are resolved from
     ``base_dir``: the folder the stage notebooks run in."""
@@ -87,10 +98,12 @@ def path_problems(cfg: Any, stages: Iterable[str], base_dir: Path) -> list[str]:
     wanted: list[tuple[str, str | None, str]] = []  # (key, value, "dir" | "file" | "any")
     d = cfg.data
     if DATA in stages:
-        if d.source != "synthetic" and d.path:
+        if d.dataset_file:
+            wanted.append(("data.dataset_file", d.dataset_file, "file"))
+        record = _dataset_or_none(d)
+        if record is not None and not record.generated and d.path:
             wanted.append(("data.path", d.path, "dir"))
-        if d.source == "aokvqa" and d.path:
-            wanted.append(("data.image_dir", d.image_dir, "dir"))
+            wanted += [(f"data.{key}", getattr(d, key), "dir") for key in record.local_dirs]
         if _looks_local(cfg.features.model):
             wanted.append(("features.model", cfg.features.model, "any"))
         # MM-CoT's files (always local paths when given)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from aresnb.data import registry as dataset_registry
 from aresnb.io import read_json
 from aresnb.paths import (ANSWER_LORA, BASELINE, CORRECTION_ONLY, CORRECTION_SFT, DATA, EVALUATION, PPO,
                           ROUND_STAGES, TEACHER_SCORES, RunPaths)
@@ -126,6 +127,8 @@ def step_key(cfg: Any, step: Step, stages: Mapping[str, dict], schedule: list[St
             values[section].pop(k, None)
     relevant = {s: values[s] for s in STAGE_SECTIONS[step.stage]}
     relevant["seed"] = cfg.run.seed
+    if "data" in relevant and cfg.data.dataset_file:  # a dataset's code outside aresnb counts as parameters
+        relevant["dataset_file_digest"] = dataset_registry.file_digest(cfg.data)
     upstream = [stages.get(s.label, {}).get("completion_id", "missing") for s in upstream_of(step, schedule)]
     return sha(json.dumps(relevant, sort_keys=True, default=str), notebook_source_hash(notebook),
                step.label, *upstream)

@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from aresnb.config import load_config
-from aresnb.estimate import FALLBACK, estimate, format_table
+from aresnb.data.registry import find
+from aresnb.estimate import estimate, format_table
 from aresnb.teacher.limits import cost_usd
 from conftest import SMOKE_TEST_SET
 
@@ -63,7 +64,7 @@ def test_unreadable_data_falls_back_to_documented_lengths_and_prints_the_table()
     cfg = load_config("params/scienceqa_base.yaml", ["data.path=/nonexistent/ScienceQA"])
     result = estimate(cfg)
     assert result["data"].startswith("fallback lengths")
-    assert _by_stage(result)["03_teacher_scores"].requests == FALLBACK["scienceqa"]["splits"]["train"] * 4
+    assert _by_stage(result)["03_teacher_scores"].requests == find("scienceqa").fallback.splits["train"] * 4
     table = format_table(result)
     for text in ("03_teacher_scores", "07_evaluation", "requests", "prompt tok", "USD", "total", "claude-3-haiku",
                  "gpt-4o", "teacher.max_cost_usd: none"):

@@ -9,6 +9,7 @@ import pytest
 
 from aresnb.evaluation import accuracy, tables, text_metrics, winrate
 from aresnb import paper_numbers
+from aresnb.data import registry
 
 V = winrate.PairVerdict
 
@@ -194,7 +195,8 @@ def test_accuracy_table_orders_models_and_converts_fractions():
 
 def test_accuracy_table_adds_the_paper_for_scienceqa():
     summary = {"accuracy": {"baseline": {"QCMG-A": _acc(70.0)}, "ares": {"QCMG-A": _acc(72.5)}}}
-    df = accuracy.accuracy_table(summary, rounds=2, source="scienceqa", base_model="declare-lab/flan-alpaca-base")
+    rows = registry.find("scienceqa").reference_accuracy(paper_numbers.model_size("declare-lab/flan-alpaca-base"))
+    df = accuracy.accuracy_table(summary, rounds=2, paper_rows=rows)
     paper = df[df["source"] == "paper"]
     assert list(paper["model"]) == ["MM-CoT Base (paper)"]
     assert paper.iloc[0]["Avg"] == 84.91
@@ -208,11 +210,15 @@ def test_accuracy_table_bad_input_names_the_key():
         accuracy.accuracy_table({"accuracy": {"baseline": 0.5}}, rounds=1)
 
 
-def test_paper_numbers_lookup():
-    assert paper_numbers.reference_win_rate("scienceqa", "declare-lab/flan-alpaca-large") == 73.76
-    assert paper_numbers.reference_win_rate("aokvqa", "declare-lab/flan-alpaca-base") == 69.11
-    assert paper_numbers.reference_win_rate("synthetic", "tiny") is None
-    assert paper_numbers.model_size("tiny") is None
+def test_paper_numbers_are_the_dataset_records():
+    size = paper_numbers.model_size
+    assert registry.find("scienceqa").reference_win_rate(size("declare-lab/flan-alpaca-large")) == 73.76
+    assert registry.find("aokvqa").reference_win_rate(size("declare-lab/flan-alpaca-base")) == 69.11
+    assert registry.find("synthetic").reference_win_rate(size("tiny")) is None
+    assert size("tiny") is None
+    # a tiny model on ScienceQA is shown beside both sizes; A-OKVQA has no MM-CoT accuracy rows
+    assert list(registry.find("scienceqa").reference_accuracy(None)) == ["MM-CoT Base (paper)", "MM-CoT Large (paper)"]
+    assert registry.find("aokvqa").reference_accuracy("base") == {}
 
 
 # ---- rationale metrics -------------------------------------------------------------------------

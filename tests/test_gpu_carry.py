@@ -40,6 +40,9 @@ for name in BLOCKED:
     raise SystemExit(f"the blocker let {name} through")
 sys.path.insert(0, "benchmarks")
 import gpu_check, aresnb.ppo, aresnb.sft, aresnb.generation  # noqa: E401,F401
+from aresnb.config import load_config
+for recipe in ("scienceqa_base", "scienceqa_large", "aokvqa_base"):  # gpu_check reads them; config checks each dataset
+    load_config(f"params/{recipe}.yaml")
 print("imported; blocked modules loaded:", sorted(m for m in sys.modules if m.partition(".")[0] in BLOCKED))
 """
 

@@ -19,6 +19,8 @@ from typing import Any, Literal, Union
 import yaml
 
 from aresnb.config.sections import PACKAGE_DIR, SMOKE_PARAMS, Config
+from aresnb.data import registry as dataset_registry
+from aresnb.data.schema import DataError
 
 
 class ConfigError(ValueError):
@@ -158,8 +160,10 @@ FAULT_RATES = ("rate_429", "rate_500", "rate_slow", "rate_malformed", "rate_trun
 
 def _check_consistency(cfg: Config) -> None:
     """Rules that span keys (the caller adds where the values came from)."""
-    if cfg.data.source in ("scienceqa", "aokvqa") and not (cfg.data.path or cfg.data.hub_id):
-        raise ConfigError(f"data.source={cfg.data.source!r} needs data.path or data.hub_id")
+    try:
+        dataset_registry.check(cfg.data)
+    except DataError as e:
+        raise ConfigError(str(e)) from None
     d = cfg.data
     if bool(d.features_file) != bool(d.name_map):
         raise ConfigError("data.features_file and data.name_map go together (MM-CoT's feature rows are found through "

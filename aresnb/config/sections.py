@@ -60,7 +60,10 @@ class SyntheticDataConfig:
 
 @dataclass
 class DataConfig:
-    source: Literal["synthetic", "scienceqa", "aokvqa"] = p("synthetic", "Which dataset to load.")
+    source: str = p("synthetic", "Which dataset to load: a record of aresnb/data/datasets/ (synthetic, scienceqa, aokvqa) "
+                                 "or the one data.dataset_file defines.")
+    dataset_file: Optional[str] = p(None, "A Python file defining a dataset record (DATASET, see aresnb/data/registry.py) "
+                                          "that data.source names: a dataset kept outside aresnb. None = the built-ins.")
     path: Optional[str] = p(None, "Local directory in the dataset's original layout (wins over hub_id).")
     hub_id: Optional[str] = p(None, "Hugging Face dataset id, e.g. derek-thomas/ScienceQA or HuggingFaceM4/A-OKVQA.")
     image_dir: Optional[str] = p(None, "A-OKVQA only: folder of COCO 2017 images (<image_dir>/<split>2017/<id>.jpg).")

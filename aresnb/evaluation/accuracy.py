@@ -11,7 +11,6 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from aresnb import paper_numbers
 from aresnb.paper_numbers import ACCURACY_COLUMNS, CATEGORIES
 
 
@@ -51,9 +50,10 @@ def model_label(name: str, rounds: int) -> str:
     return f"Round {m.group(1)}" if m else name
 
 
-def accuracy_table(summary06: Mapping[str, Any], rounds: int, source: str = "synthetic",
-                   base_model: str = "tiny") -> pd.DataFrame:
-    """Rows (model, format) x columns NAT..G7-12, Avg in percent; the paper's rows for ScienceQA."""
+def accuracy_table(summary06: Mapping[str, Any], rounds: int,
+                   paper_rows: Mapping[str, Mapping[str, float]] | None = None) -> pd.DataFrame:
+    """Rows (model, format) x columns NAT..G7-12, Avg in percent; then ``paper_rows`` ({label:
+    {category: %}}, the dataset record's ``reference_accuracy``), if any, as QCMG-A rows."""
     acc = summary06.get("accuracy")
     if not isinstance(acc, Mapping) or not acc:
         raise ValueError("06_answer_lora/summary.json: no 'accuracy' mapping {model: {format: {NAT..Avg}}}")
@@ -76,10 +76,9 @@ def accuracy_table(summary06: Mapping[str, Any], rounds: int, source: str = "syn
     df["_o"] = [order.get(k, 1 if k in ("ares", f"round_{rounds}") else 2) for k in df["key"]]
     df = df.sort_values(["_o", "key", "format"], kind="stable").drop(columns="_o")
     df["source"] = "this run"
-    ref = paper_numbers.reference_accuracy(source, base_model)
-    if ref:
+    if paper_rows:
         paper = pd.DataFrame([{"model": label, "key": "paper", "format": "QCMG-A", "source": "paper", **cats}
-                              for label, cats in ref.items()])
+                              for label, cats in paper_rows.items()])
         df = pd.concat([df, paper], ignore_index=True)
     return df.reset_index(drop=True)[["model", "format", "source", *ACCURACY_COLUMNS, "key"]]
 

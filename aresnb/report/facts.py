@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from aresnb.data import registry as dataset_registry
+from aresnb.data.registry import Dataset
+from aresnb.data.schema import DataError
 from aresnb.io import read_json
 from aresnb.paths import ANSWER_LORA, CORRECTION_SFT, DATA, EVALUATION, PPO, RunPaths
 from aresnb.report.parts import pct
@@ -121,6 +124,14 @@ def headline_lines(run_dir) -> list[str]:
     return lines or ["no headline figures yet (stage 07 has not run)"]
 
 
+def _dataset_record(data: dict) -> Dataset | None:
+    """The record of the run's dataset; None when it cannot be found here (the banner then says its name)."""
+    try:
+        return dataset_registry.find(data.get("source", "?"), data.get("dataset_file"))
+    except DataError:
+        return None
+
+
 def run_banner(paths: RunPaths, params: dict) -> tuple[str, str]:
     """('smoke' | 'paper', text): what data, model size and Teacher this run used."""
     data, model, teacher = params.get("data", {}), params.get("model", {}), params.get("teacher", {})
@@ -128,15 +139,15 @@ def run_banner(paths: RunPaths, params: dict) -> tuple[str, str]:
     sizes = " / ".join(f"{problems[s]}" for s in ("train", "val", "test") if s in problems)
     params_m = ((summary_of(paths, "02_baseline").get("model") or {}).get("parameters") or 0) / 1e6
     source = data.get("source", "?")
-    what_data = {"synthetic": "synthetic ScienceQA-format problems (answers depend on the images)",
-                 "scienceqa": "ScienceQA", "aokvqa": "A-OKVQA"}.get(source, source)
+    record = _dataset_record(data)
+    what_data = record.title if record is not None else source
     model_name = "a tiny multimodal T5 built from config" if model.get("base") == "tiny" else model.get("base", "?")
     local_ref = teacher.get("serve_local") and teacher.get("local_backend", "reference") == "reference"
     teacher_name = ("the local reference Teacher (deterministic rules, no LLM)" if local_ref
                     else f"Teacher {teacher.get('model', '?')}")
     text = (f"{what_data} ({sizes} train / val / test problems) · {model_name} "
             f"({params_m:.1f} M parameters) · {teacher_name}")
-    smoke = source == "synthetic" or model.get("base") == "tiny" or local_ref
+    smoke = (record is not None and record.generated) or model.get("base") == "tiny" or local_ref
     if smoke:
         return "smoke", ("Smoke check, not the paper's scale: " + text + ". It shows that every piece works and "
                          "moves the right way; the paper's numbers need its data, models and Teacher.")

@@ -33,6 +33,7 @@ import torch
 
 from aresnb.answer import attach_lora, load_answer_model, predict_answers, trainable_fraction
 from aresnb.checkpoints import dir_signature, fingerprint
+from aresnb.data import registry as dataset_registry
 from aresnb.distributed import default_device
 from aresnb.evaluation.accuracy import accuracy_by_category, heads_table
 from aresnb.evaluation.tables import write_table
@@ -213,7 +214,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
         "stage": STAGE,
         "wall_time_s": time.time() - t0,
         "processes": trained["processes"],
-        "metric": "multiple-choice accuracy (%)" if cfg.data.source == "aokvqa" else "accuracy (%) by ScienceQA category",
+        "metric": dataset_registry.dataset(cfg.data).metric,
         "accuracy": accuracy,
         "n_test": len(data["test"]),
         "extraction_failures": {m: {f: h["extraction_failures"] for f, h in by_fmt.items()} for m, by_fmt in heads.items()},

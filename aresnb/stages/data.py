@@ -17,14 +17,13 @@ from typing import Any
 import datasets
 import numpy as np
 
-from aresnb.data.aokvqa import load_aokvqa_dir, load_aokvqa_hub
+from aresnb.data import registry as dataset_registry
 from aresnb.data.features import open_extractor
 from aresnb.data.mmcot_files import PrecomputedFeatures, apply_captions, read_captions
 from aresnb.data.prompts import build_source, build_target, load_length_tokenizer, token_lengths
-from aresnb.data.schema import SPLITS, DataError, category_counts, to_dataset_dict
-from aresnb.data.scienceqa import load_scienceqa_dir, load_scienceqa_hub
+from aresnb.data.schema import SPLITS, category_counts, to_dataset_dict
+from aresnb.data.registry import Folders
 from aresnb.data.splits import check_splits
-from aresnb.data.synthetic import write_synthetic_scienceqa
 from aresnb.io import read_json, write_json
 from aresnb.paths import DATA, RunPaths
 from aresnb.progress import say
@@ -55,27 +54,9 @@ def load_features(paths: RunPaths, split: str) -> np.ndarray:
 
 
 def read_problems(cfg: Any, paths: RunPaths) -> tuple[dict[str, list[dict]], dict, str]:
-    """Rows per split from the configured source -> (rows, {"skipped", "zero_filled"}, source description)."""
-    d = cfg.data
-    if d.source == "synthetic":
-        s = d.synthetic
-        raw_dir = write_synthetic_scienceqa(paths.synthetic_raw_dir, s.n_train, s.n_val, s.n_test,
-                                            s.image_size, seed=cfg.run.seed, wrong_fact_rate=s.wrong_fact_rate)
-        rows, stats = load_scienceqa_dir(raw_dir, d.missing_image)
-        return rows, stats, f"synthetic (seed {cfg.run.seed}) at {raw_dir}"
-    if d.source == "scienceqa":
-        if d.path:
-            rows, stats = load_scienceqa_dir(d.path, d.missing_image)
-            return rows, stats, f"scienceqa dir {d.path}"
-        rows, stats = load_scienceqa_hub(d.hub_id, paths.hub_images_dir, d.missing_image)
-        return rows, stats, f"scienceqa hub {d.hub_id}"
-    if d.source == "aokvqa":
-        if d.path:
-            rows, stats = load_aokvqa_dir(d.path, d.image_dir, d.missing_image, seed=cfg.run.seed)
-            return rows, stats, f"aokvqa dir {d.path} (images {d.image_dir})"
-        rows, stats = load_aokvqa_hub(d.hub_id, paths.hub_images_dir, d.missing_image, seed=cfg.run.seed)
-        return rows, stats, f"aokvqa hub {d.hub_id}"
-    raise DataError(f"unknown data.source {d.source!r}")
+    """Rows per split from the configured dataset's record -> (rows, {"skipped", "zero_filled"}, source description)."""
+    folders = Folders(generated=paths.synthetic_raw_dir, downloads=paths.hub_images_dir)
+    return dataset_registry.dataset(cfg.data).read(cfg.data, cfg.run.seed, folders)
 
 
 def subsample(rows: list[dict], n: int | None, seed: int) -> list[dict]:

@@ -21,8 +21,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from aresnb import paper_numbers
 from aresnb.data import categories
+from aresnb.data import registry as dataset_registry
 from aresnb.evaluation.accuracy import accuracy_gain, accuracy_table, model_label
 from aresnb.evaluation.claims import claim_shares
 from aresnb.evaluation.tables import write_table
@@ -30,7 +30,7 @@ from aresnb.evaluation.text_metrics import gold_metrics, load_similarity_model, 
 from aresnb.evaluation.winrate import (OUTCOME_CODE, bootstrap_interval, judge_both_orders, judge_subset,
                                       single_order_codes, tally, teacher_judge, win_rate_table, win_statistics)
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
-from aresnb.paper_numbers import ACCURACY_COLUMNS
+from aresnb.paper_numbers import ACCURACY_COLUMNS, model_size
 from aresnb.paths import ANSWER_LORA, ARES_MODEL, BASELINE_MODEL, EVALUATION, RunPaths, round_model
 from aresnb.progress import Progress, say
 from aresnb.rationale_metrics import rationale_quality
@@ -173,7 +173,7 @@ def win_rate_summary(cfg: Any, verdicts: list, cats: Mapping[str, list[str]], ba
                     "ares_mean_words": float(np.mean([w[1] for w in words.values()])),
                     "over": "the judged problems"},
         "win_rate_by_category": table.to_dict(orient="records"),
-        "paper_win_rate": paper_numbers.reference_win_rate(cfg.data.source, cfg.model.base),
+        "paper_win_rate": dataset_registry.dataset(cfg.data).reference_win_rate(model_size(cfg.model.base)),
         "bootstrap": {"samples": ev.bootstrap_samples, "seed": seed, "level": 0.95},
     }, table
 
@@ -185,14 +185,14 @@ def accuracy_summary(cfg: Any, paths: RunPaths) -> tuple[dict, pd.DataFrame | No
         log.warning("%s is missing: no accuracy table (run stage 06 first)", summary06)
         return {"accuracy": None, "accuracy_gain_pts": None, "paper_accuracy_gain_pts": None}, None
     rounds = cfg.ares.rounds
-    table = accuracy_table(read_json(summary06), rounds, cfg.data.source, cfg.model.base)
+    record = dataset_registry.dataset(cfg.data)
+    table = accuracy_table(read_json(summary06), rounds, record.reference_accuracy(model_size(cfg.model.base)))
     return {
         "accuracy": {f"{r['key']}/{r['format']}": {"model": r["model"], "source": r["source"],
                                                   **{c: r[c] for c in ACCURACY_COLUMNS}}
                      for r in table.to_dict(orient="records")},
         "accuracy_gain_pts": accuracy_gain(table, rounds),
-        "paper_accuracy_gain_pts": (paper_numbers.ARES_MEAN_ACCURACY_GAIN
-                                    if cfg.data.source in ("scienceqa", "aokvqa") else None),
+        "paper_accuracy_gain_pts": record.paper_accuracy_gain_pts,
     }, table
 
 

@@ -51,7 +51,7 @@ from aresnb.stages import stored_summary
 from aresnb.stages.data import load_features, load_problems
 from aresnb.stages.launch import run_heavy
 from aresnb.tokenizer import load_tokenizer
-from aresnb.teacher import PROMPT_VERSION, ProblemView, ScoreItem, open_teacher, prompt_preview
+from aresnb.teacher import PROMPT_VERSION, ProblemView, ScoreItem, endpoint_label, open_teacher, prompt_preview
 
 STAGE = TEACHER_SCORES
 SCORE_BINS = [round(0.1 * i, 1) for i in range(11)]
@@ -332,7 +332,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
         "samples_per_problem": cfg.rollout.samples_per_problem, **score_summary(df), "signal": sample_signal(df),
         "teacher": {"model": cfg.teacher.model, "prompt_version": PROMPT_VERSION, "prompt_style": cfg.teacher.prompt_style,
                     "sentence_rules": cfg.teacher.sentence_rules,
-                    "endpoint": "local:" + cfg.teacher.local_backend if cfg.teacher.serve_local else cfg.teacher.base_url,
+                    "endpoint": endpoint_label(cfg),
                     **{k: v for k, v in usage.items() if k != "model"}},
         "rollouts_reused": gen["sampled_batches"] == 0, "processes": gen["processes"], "rollout_batches": {"reused": gen["reused_batches"],
                                                                            "sampled": gen["sampled_batches"]},

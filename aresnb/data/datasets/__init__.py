@@ -1,0 +1,6 @@
+"""The built-in datasets, one record (``DATASET``) per module; the module's name is ``data.source``.
+
+Adding a dataset here is one file like these (a loader into the problem schema and its record, see
+:mod:`aresnb.data.registry`) plus a parameter file; a dataset kept elsewhere is the same file named by
+``data.dataset_file``.
+"""
