@@ -12,6 +12,7 @@ from aresnb.paper_numbers import ACCURACY_COLUMNS
 from aresnb.paths import RunPaths
 from aresnb.report import write_report
 from aresnb.stages import evaluation as stage
+from aresnb.stages.results import read_run
 
 from conftest import BagOfWords, ppo_metric_rows
 
@@ -67,7 +68,7 @@ def stage_result(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(stage, "load_similarity_model", lambda name: (BagOfWords(), "bag-of-words stand-in"))
         summary = stage.run(cfg, paths)
-    figures = plots.write_all_figures(paths, cfg.ares.rounds)  # what notebook 07 does after the stage
+    figures = plots.write_all_figures(read_run(paths, cfg.ares.rounds), paths.figures_dir)  # as notebook 07 does
     return cfg, paths, summary, figures
 
 

@@ -17,6 +17,7 @@ from aresnb.io import write_json, write_jsonl
 from aresnb.paper_numbers import ACCURACY_COLUMNS
 from aresnb.paths import RunPaths
 from aresnb.report import SECTION_IDS, choose_examples, headline_lines, render_report, write_report
+from aresnb.stages.results import read_run
 
 from conftest import absent
 
@@ -119,7 +120,7 @@ def make_run(root: Path) -> Path:
     paths = RunPaths(run_dir=run_dir)
     _upstream_stages(paths, run_dir)
     _evaluation(paths)
-    plots.write_all_figures(paths, rounds=1)
+    plots.write_all_figures(read_run(paths, rounds=1), paths.figures_dir)
     write_json(run_dir / "manifest.json", {
         "run": "demo", "run_dir": str(run_dir), "params_hash": "abc123", "git": {"commit": "deadbeef", "dirty": False},
         "rounds": 1, "params": {"run": {"seed": 0}, "evaluation": {"n_examples": 3}, "data": {"source": "synthetic"},

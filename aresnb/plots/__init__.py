@@ -1,6 +1,7 @@
 """Figures of a run, fit for a paper: titles and axes in words, legends outside the data, n and 95%
 intervals on shares, values on bars. Every builder returns a ``matplotlib.figure.Figure`` (or None
-when the run has nothing to plot yet) and reads only the run's files.
+when the run has nothing to plot yet) and is a function of the run's results
+(:class:`aresnb.stages.results.RunResults`, read once by ``read_run``): no figure knows a run folder.
 
 ``FIGURES`` names each figure, the stage it belongs to, its title and caption (the report shows
 them); ``write_stage_figures`` saves one stage's figures and ``write_all_figures`` every figure
@@ -16,13 +17,13 @@ from typing import Callable
 import pandas as pd
 from matplotlib.figure import Figure
 
-from aresnb.paths import (ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, TEACHER_SCORES,
-                          RunPaths)
+from aresnb.paths import ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, TEACHER_SCORES
 from aresnb.plots.results import (accuracy_figure, claims_figure, degeneration_figure, image_ablation_figure,
                                   win_rate_figure)
-from aresnb.plots.style import read_if_exists, save_figure
+from aresnb.plots.style import save_figure
 from aresnb.plots.teacher import teacher_scores_figure
 from aresnb.plots.training import ppo_figure, sft_loss_figure
+from aresnb.stages.results import RunResults
 
 __all__ = ["FIGURES", "show", "test_counts", "accuracy_figure", "claims_figure", "degeneration_figure", "image_ablation_figure",
            "ppo_figure", "save_figure", "sft_loss_figure", "teacher_scores_figure", "win_rate_figure",
@@ -34,30 +35,23 @@ class FigureSpec:
     stage: str
     title: str
     caption: str
-    build: Callable[[RunPaths, int], Figure | None]
+    build: Callable[[RunResults], Figure | None]
 
 
-def test_counts(paths: RunPaths) -> dict[str, int] | None:
+def test_counts(run: RunResults) -> dict[str, int] | None:
     """Test problems per category (stage 01's counts; 'Avg' = all of them)."""
-    counts = read_if_exists(paths.summary_file(DATA)).get("categories", {}).get("test")
+    counts = run.summary(DATA).get("categories", {}).get("test")
     return None if not counts else {**{k: v for k, v in counts.items() if k != "total"}, "Avg": counts["total"]}
 
 
-def _evaluation_table(paths: RunPaths, name: str) -> pd.DataFrame | None:
-    """A table stage 07 wrote, read from this run folder (the summary's path may be another machine's)."""
-    files = read_if_exists(paths.summary_file(EVALUATION)).get("tables", {}).get(name)
-    csv = paths.tables_dir / Path(files["csv"]).name if files else None
-    return pd.read_csv(csv) if csv is not None and csv.exists() else None
-
-
-def _win_rate(paths: RunPaths, rounds: int) -> Figure | None:
-    table, ev = _evaluation_table(paths, "win_rate"), read_if_exists(paths.summary_file(EVALUATION))
+def _win_rate(run: RunResults) -> Figure | None:
+    table, ev = run.tables.get("win_rate"), run.summary(EVALUATION)
     return None if table is None else win_rate_figure(table, ev.get("paper_win_rate"), ev.get("judge_model", ""))
 
 
-def _accuracy(paths: RunPaths, rounds: int) -> Figure | None:
-    table = _evaluation_table(paths, "accuracy")
-    return None if table is None else accuracy_figure(table, test_counts(paths))
+def _accuracy(run: RunResults) -> Figure | None:
+    table = run.tables.get("accuracy")
+    return None if table is None else accuracy_figure(table, test_counts(run))
 
 
 FIGURES: dict[str, FigureSpec] = {
@@ -79,7 +73,7 @@ FIGURES: dict[str, FigureSpec] = {
         CORRECTION_SFT, "What RL breaks and SFT on corrections repairs",
         "Repetition and unfinished-sentence rates of greedy val rationales of the model entering the round "
         "(before RL), the PPO policy (after RL) and the model after SFT on the Teacher's corrections.",
-        lambda paths, rounds: degeneration_figure(read_if_exists(paths.summary_file(CORRECTION_SFT)).get("val_rates"))),
+        lambda run: degeneration_figure(run.summary(CORRECTION_SFT).get("val_rates"))),
     "accuracy_by_category": FigureSpec(
         ANSWER_LORA, "Answer accuracy by category",
         "LoRA answer heads of the baseline and of ARES on the test split, by ScienceQA category; error bars are "
@@ -88,8 +82,7 @@ FIGURES: dict[str, FigureSpec] = {
         ANSWER_LORA, "Image ablation",
         "The same answer head trained and tested with the image features zeroed: what the answers owe to the "
         "image; 95% Wilson intervals.",
-        lambda paths, rounds: image_ablation_figure(read_if_exists(paths.summary_file(ANSWER_LORA)).get("image_ablation"),
-                                                    test_counts(paths))),
+        lambda run: image_ablation_figure(run.summary(ANSWER_LORA).get("image_ablation"), test_counts(run))),
     "win_rate": FigureSpec(
         EVALUATION, "Win rate of ARES over the baseline",
         "Left: the share of test problems whose rationale the judge prefers from ARES, asked once in a seeded "
@@ -98,7 +91,7 @@ FIGURES: dict[str, FigureSpec] = {
     "claims": FigureSpec(
         EVALUATION, "What the rationales claim",
         "Sentences of the test rationales checked against what each synthetic problem's image and hint hold.",
-        lambda paths, rounds: claims_figure(read_if_exists(paths.summary_file(EVALUATION)).get("claims"))),
+        lambda run: claims_figure(run.summary(EVALUATION).get("claims"))),
 }
 
 
@@ -115,20 +108,20 @@ def show(*figures: Figure | None) -> None:
             display(Image(data=buf.getvalue(), format="png"))
 
 
-def write_stage_figures(paths: RunPaths, rounds: int, stage: str) -> dict[str, dict[str, str]]:
-    """The figures of one stage the run has data for, as PNG and PDF; {name: {png, pdf}}."""
+def write_stage_figures(run: RunResults, stage: str, folder: Path) -> dict[str, dict[str, str]]:
+    """The figures of one stage the run has data for, as PNG and PDF in ``folder``; {name: {png, pdf}}."""
     out = {}
     for name, spec in FIGURES.items():
         if spec.stage == stage:
-            fig = spec.build(paths, rounds)
+            fig = spec.build(run)
             if fig is not None:
-                out[name] = save_figure(fig, paths.figures_dir, name)
+                out[name] = save_figure(fig, folder, name)
     return out
 
 
-def write_all_figures(paths: RunPaths, rounds: int) -> dict[str, dict[str, str]]:
-    """Every figure the run has data for (read from its files), as PNG and PDF; {name: {png, pdf}}."""
+def write_all_figures(run: RunResults, folder: Path) -> dict[str, dict[str, str]]:
+    """Every figure the run has data for, as PNG and PDF in ``folder``; {name: {png, pdf}}."""
     out = {}
     for stage in dict.fromkeys(spec.stage for spec in FIGURES.values()):
-        out.update(write_stage_figures(paths, rounds, stage))
+        out.update(write_stage_figures(run, stage, folder))
     return out

@@ -13,7 +13,6 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from aresnb.io import read_json
 
 PALETTE = {"Baseline": "#7f7f7f", "ARES": "#d62728", "paper": "#1f77b4"}
 OUTCOME_COLORS = {"wins": "#2ca02c", "ties": "#c7c7c7", "losses": "#d62728"}
@@ -78,8 +77,3 @@ def save_figure(fig: Figure, figures_dir: str | Path, name: str) -> dict[str, st
         fig.savefig(path, dpi=150, bbox_inches="tight")
         out[ext] = str(path)
     return out
-
-
-def read_if_exists(path: Path) -> dict:
-    """A JSON file's contents, or {} when it is not there (yet)."""
-    return read_json(path) if Path(path).exists() else {}

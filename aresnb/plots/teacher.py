@@ -10,29 +10,26 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from aresnb.evaluation.intervals import bootstrap_mean_interval
-from aresnb.paths import PPO, RunPaths
-from aresnb.plots.style import PALETTE, legend_right, new_figure, read_if_exists
+from aresnb.paths import PPO
+from aresnb.plots.style import PALETTE, legend_right, new_figure
+from aresnb.stages.results import RunResults
 
 
-def sentence_scores(paths: RunPaths, rounds: int) -> pd.DataFrame:
+def sentence_scores(run: RunResults) -> pd.DataFrame:
     """Long frame (round, score) of every scored sentence in the stage-03 samples."""
     rows = []
-    for i in range(1, rounds + 1):
-        f = paths.samples_file(i)
-        if not f.exists():
-            continue
-        df = pd.read_parquet(f, columns=["scores", "dropped"])
+    for i, df in sorted(run.samples.items()):
         for scores, dropped in zip(df["scores"], df["dropped"]):
             if scores is not None and not dropped:
                 rows += [{"round": i, "score": round(float(s), 1)} for s in scores]
     return pd.DataFrame(rows, columns=["round", "score"])
 
 
-def paired_scores(paths: RunPaths, round_index: int) -> pd.DataFrame:
+def paired_scores(run: RunResults, round_index: int) -> pd.DataFrame:
     """(qid, before, after): the problems the Teacher scored both before and after PPO."""
     per = {}
     for when in ("before", "after"):
-        rows = read_if_exists(paths.ppo_eval_file(round_index, when)).get("rows", [])
+        rows = run.ppo_eval.get((round_index, when), ())
         per[when] = {r["qid"]: float(r["score"]) for r in rows if r.get("score") is not None}
     both = [q for q in per["before"] if q in per["after"]]
     return pd.DataFrame({"qid": both, "before": [per["before"][q] for q in both],
@@ -83,11 +80,12 @@ def _paired_panel(ax: Any, pairs: pd.DataFrame, summary: dict, round_index: int,
     legend_right(ax)
 
 
-def teacher_scores_figure(paths: RunPaths, rounds: int) -> Figure | None:
+def teacher_scores_figure(run: RunResults) -> Figure | None:
     """Left: sentence scores of the sampled rationales; right: held-out scores before/after PPO, paired."""
-    scores = sentence_scores(paths, rounds)
-    last = max((i for i in range(1, rounds + 1) if paths.ppo_eval_file(i, "after").exists()), default=None)
-    pairs = paired_scores(paths, last) if last is not None else pd.DataFrame()
+    rounds = run.rounds
+    scores = sentence_scores(run)
+    last = max((i for i in range(1, rounds + 1) if (i, "after") in run.ppo_eval), default=None)
+    pairs = paired_scores(run, last) if last is not None else pd.DataFrame()
     if scores.empty and pairs.empty:
         return None
     n = int(not scores.empty) + int(not pairs.empty)
@@ -96,6 +94,6 @@ def teacher_scores_figure(paths: RunPaths, rounds: int) -> Figure | None:
     if not scores.empty:
         _distribution_panel(axes.pop(0), scores, rounds)
     if not pairs.empty:
-        _paired_panel(axes.pop(0), pairs, read_if_exists(paths.summary_file(PPO, last)), last, rounds)
+        _paired_panel(axes.pop(0), pairs, run.summary(PPO, last), last, rounds)
     return fig
 

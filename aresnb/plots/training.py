@@ -15,9 +15,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from aresnb.evaluation.intervals import bootstrap_mean_interval
-from aresnb.io import read_jsonl
-from aresnb.paths import BASELINE, CORRECTION_SFT, PPO, RunPaths
-from aresnb.plots.style import PALETTE, legend_right, new_figure, read_if_exists
+from aresnb.paths import BASELINE, CORRECTION_SFT, PPO
+from aresnb.plots.style import PALETTE, legend_right, new_figure
+from aresnb.stages.results import RunResults
 
 # PPO panels: (metric names, y label, title)
 PPO_PANELS = (
@@ -32,12 +32,13 @@ def _round_label(i: int, rounds: int) -> str:
     return "" if rounds == 1 else f"round {i}"
 
 
-def sft_loss_figure(paths: RunPaths, rounds: int) -> Figure | None:
+def sft_loss_figure(run: RunResults) -> Figure | None:
     """The training loss of the baseline SFT and of each round's SFT on corrections, per optimizer step."""
-    runs = [("baseline SFT on the dataset's rationales", paths.metrics_file(BASELINE))]
-    runs += [(f"round {i} SFT on Teacher corrections" if rounds > 1 else "SFT on Teacher corrections",
-              paths.metrics_file(CORRECTION_SFT, i)) for i in range(1, rounds + 1)]
-    frames = [(label, pd.DataFrame(read_jsonl(f))) for label, f in runs if f.exists()]
+    rounds = run.rounds
+    logs = [("baseline SFT on the dataset's rationales", (BASELINE, None))]
+    logs += [(f"round {i} SFT on Teacher corrections" if rounds > 1 else "SFT on Teacher corrections",
+              (CORRECTION_SFT, i)) for i in range(1, rounds + 1)]
+    frames = [(label, pd.DataFrame(list(run.metrics[key]))) for label, key in logs if key in run.metrics]
     frames = [(label, df) for label, df in frames if {"step", "loss"} <= set(df.columns)]
     if not frames:
         return None
@@ -54,21 +55,21 @@ def sft_loss_figure(paths: RunPaths, rounds: int) -> Figure | None:
     return fig
 
 
-def ppo_logs(paths: RunPaths, rounds: int) -> list[tuple[int, pd.DataFrame]]:
+def ppo_logs(run: RunResults) -> list[tuple[int, pd.DataFrame]]:
     """(round, per-step metrics) for every round that has a PPO log."""
     out = []
-    for i in range(1, rounds + 1):
-        df = pd.DataFrame(read_jsonl(paths.metrics_file(PPO, i)))
+    for i in range(1, run.rounds + 1):
+        df = pd.DataFrame(list(run.metrics.get((PPO, i), ())))
         if not df.empty and "step" in df.columns:  # aresnb.ppo.METRIC_NAMES: one row per optimizer step
             out.append((i, df))
     return out
 
 
-def held_out_scores(paths: RunPaths, round_index: int) -> dict[str, list[float]]:
+def held_out_scores(run: RunResults, round_index: int) -> dict[str, list[float]]:
     """The Teacher's per-problem scores of greedy val rationales, ``before`` and ``after`` PPO."""
     out = {}
     for when in ("before", "after"):
-        rows = read_if_exists(paths.ppo_eval_file(round_index, when)).get("rows", [])
+        rows = run.ppo_eval.get((round_index, when), ())
         out[when] = [float(r["score"]) for r in rows if r.get("score") is not None]
     return out
 
@@ -83,14 +84,15 @@ def _mark_passes(ax: Any, df: pd.DataFrame) -> None:
                     textcoords="offset points", fontsize=7, color="#555")
 
 
-def _score_panel(ax: Any, logs: Sequence[tuple[int, pd.DataFrame]], paths: RunPaths, rounds: int) -> None:
+def _score_panel(ax: Any, logs: Sequence[tuple[int, pd.DataFrame]], run: RunResults) -> None:
     """Buffer scores per step, and the held-out score before (at step 0) and after (last step)."""
+    rounds = run.rounds
     for i, df in logs:
         color = f"C{i - 1}" if rounds > 1 else PALETTE["Baseline"]
         suffix = f" (round {i})" if rounds > 1 else ""
         if "objective/scores" in df.columns:
             ax.plot(df["step"], df["objective/scores"], lw=1.2, color=color, label=f"buffer sequences of the step{suffix}")
-        held = held_out_scores(paths, i)
+        held = held_out_scores(run, i)
         if not (held["before"] and held["after"]):
             continue
         xs = [0, int(df["step"].max())]
@@ -106,14 +108,15 @@ def _score_panel(ax: Any, logs: Sequence[tuple[int, pd.DataFrame]], paths: RunPa
     ax.set_title("Teacher score: buffer and held-out problems")
 
 
-def ppo_figure(paths: RunPaths, rounds: int) -> Figure | None:
+def ppo_figure(run: RunResults) -> Figure | None:
     """PPO per optimizer step: Teacher scores (with the held-out score), KL, clipping, losses."""
-    logs = ppo_logs(paths, rounds)
+    rounds = run.rounds
+    logs = ppo_logs(run)
     if not logs:
         return None
     fig = new_figure(11.0, 6.2)
     axes = fig.subplots(2, 2).ravel()
-    _score_panel(axes[0], logs, paths, rounds)
+    _score_panel(axes[0], logs, run)
     for ax, (keys, ylabel, title) in zip(axes[1:], PPO_PANELS):
         for i, df in logs:
             for k, key in enumerate(keys):

@@ -13,6 +13,7 @@ from aresnb.report.examples import examples_html
 from aresnb.report.facts import headline_facts, run_banner
 from aresnb.report.parts import CSS, card_html, e
 from aresnb.report.sections import run_section, stage_sections
+from aresnb.stages.results import read_run
 
 
 def headline_html(paths_or_dir) -> str:
@@ -75,7 +76,8 @@ def write_report(run_dir: str | Path, refresh_figures: bool = False) -> Path:
         raise FileNotFoundError(f"run directory not found: {paths.run_dir}")
     if refresh_figures:
         manifest = _manifest(paths) or {}
-        plots.write_all_figures(paths, int(manifest.get("rounds") or max(paths.rounds_present(), default=1)))
+        rounds = int(manifest.get("rounds") or max(paths.rounds_present(), default=1))
+        plots.write_all_figures(read_run(paths, rounds), paths.figures_dir)
     out = paths.report_file
     tmp = out.with_suffix(".html.tmp")
     tmp.write_text(render_report(paths.run_dir), encoding="utf-8")
