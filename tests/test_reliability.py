@@ -334,7 +334,10 @@ write_json(paths.summary_file("{stage}", round_index if "{stage}" in ROUND_STAGE
 def _gated_cli(tmp_path, *args):
     """The real `aresnb` CLI in a child process, on stand-in notebooks that wait for a gate file."""
     nb_dir = write_stage_notebooks(tmp_path / "nb", GATED_BODY)
-    code = ("import pathlib, sys; import aresnb.runner as r; r.NOTEBOOKS_DIR = pathlib.Path(sys.argv[1]); "
+    # SIGINT as a terminal's foreground program has it: a process started in the background of a
+    # non-interactive shell (`make test &`, nohup) inherits SIGINT *ignored*, and Ctrl-C tests would hang
+    code = ("import pathlib, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "import aresnb.runner as r; r.NOTEBOOKS_DIR = pathlib.Path(sys.argv[1]); "
             "from aresnb.cli import main; sys.exit(main(sys.argv[2:]))")
     return [sys.executable, "-c", code, str(nb_dir), "run", str(SMOKE), "--set", f"run.output_dir={tmp_path / 'out'}", *args]
 
