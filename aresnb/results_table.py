@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from aresnb.io import read_json
-from aresnb.paths import (ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, STAGES, TEACHER_SCORES,
-                          RunPaths)
+from aresnb.paths import ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, STAGES, TEACHER_SCORES
+from aresnb.stages.results import RunResults, read_run_dir
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -29,14 +29,9 @@ def _f(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def _summary(paths: RunPaths, stage: str) -> dict:
-    f = paths.summary_file(stage)
-    return read_json(f) if f.exists() else {}
-
-
-def stage_figures(paths: RunPaths) -> dict[str, str]:
+def stage_figures(run: RunResults) -> dict[str, str]:
     """One sentence of evidence per stage, from its summary."""
-    s = {stage: _summary(paths, stage) for stage in STAGES}
+    s = {stage: run.summary(stage) for stage in STAGES}
     out = {}
     if s[DATA]:
         p = s[DATA]["problems"]
@@ -78,9 +73,11 @@ def stage_figures(paths: RunPaths) -> dict[str, str]:
 
 def run_table(run_dir: str | Path) -> str:
     """The stages of one run: wall time (from the manifest) and the figure of each."""
-    paths = RunPaths.from_dir(run_dir)
-    manifest = read_json(paths.manifest)
-    figures = stage_figures(paths)
+    run = read_run_dir(run_dir)
+    if run.manifest is None:
+        raise FileNotFoundError(f"no readable manifest.json in {run_dir}: not a finished run")
+    manifest = run.manifest
+    figures = stage_figures(run)
     walls = {}
     for label, entry in manifest["stages"].items():
         walls[entry["stage"]] = walls.get(entry["stage"], 0.0) + float(entry.get("wall_time_s") or 0.0)

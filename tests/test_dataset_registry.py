@@ -14,6 +14,7 @@ from aresnb.preflight import path_problems
 from aresnb.report.facts import run_banner
 from aresnb.stages import answer_lora, baseline, correction_sft, data, evaluation, ppo, teacher_scores
 from aresnb.stages.data import load_problems
+from aresnb.stages.results import read_run
 from aresnb.steps import Step, build_schedule, step_key
 from aresnb.teacher import start_local_server
 
@@ -107,5 +108,5 @@ def test_a_dataset_from_one_file_runs_through_every_stage(toy_run):
     assert set(done["06"]["accuracy"]) == {"baseline", "ares"}
     assert done["07"]["counts"]["n"] == 4
     assert done["07"]["paper_win_rate"] is None and done["07"]["paper_accuracy_gain_pts"] is None
-    kind, text = run_banner(paths, cfg.to_dict())
+    kind, text = run_banner(read_run(paths), cfg.to_dict())
     assert kind == "smoke" and text.startswith("Smoke check, not the paper's scale: toy sums in words (12 / 4 / 4")

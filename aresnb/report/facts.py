@@ -10,9 +10,9 @@ from typing import Any
 from aresnb.data import registry as dataset_registry
 from aresnb.data.registry import Dataset
 from aresnb.data.schema import DataError
-from aresnb.io import read_json
-from aresnb.paths import ANSWER_LORA, CORRECTION_SFT, DATA, EVALUATION, PPO, RunPaths
+from aresnb.paths import ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO
 from aresnb.report.parts import pct
+from aresnb.stages.results import RunResults, read_run_dir
 
 
 @dataclass(frozen=True)
@@ -22,14 +22,6 @@ class Fact:
     detail: str
     line: str  # the terminal's sentence
     regression: bool | None = None  # None: no direction to judge
-
-
-def summary_of(paths: RunPaths, stage: str, round_index: int | None = None) -> dict:
-    f = paths.summary_file(stage, round_index)
-    try:
-        return read_json(f) if f.exists() else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def _ci(lo_hi: Any, fmt=pct) -> str:
@@ -109,18 +101,17 @@ def image_fact(answers: dict) -> Fact | None:
                 regression=None)
 
 
-def headline_facts(paths: RunPaths) -> list[Fact]:
+def headline_facts(run: RunResults) -> list[Fact]:
     """The five headline figures, those the run has so far."""
-    ev = summary_of(paths, EVALUATION)
-    found = [win_rate_fact(ev), accuracy_fact(ev), teacher_score_fact(summary_of(paths, PPO)),
-             degeneration_fact(summary_of(paths, CORRECTION_SFT)), image_fact(summary_of(paths, ANSWER_LORA))]
+    ev = dict(run.summary(EVALUATION))
+    found = [win_rate_fact(ev), accuracy_fact(ev), teacher_score_fact(dict(run.summary(PPO))),
+             degeneration_fact(dict(run.summary(CORRECTION_SFT))), image_fact(dict(run.summary(ANSWER_LORA)))]
     return [f for f in found if f is not None]
 
 
 def headline_lines(run_dir) -> list[str]:
     """The headline figures as terminal lines (a regression says so)."""
-    paths = RunPaths.from_dir(run_dir)
-    lines = [f.line + ("  [regression]" if f.regression else "") for f in headline_facts(paths)]
+    lines = [f.line + ("  [regression]" if f.regression else "") for f in headline_facts(read_run_dir(run_dir))]
     return lines or ["no headline figures yet (stage 07 has not run)"]
 
 
@@ -132,12 +123,12 @@ def _dataset_record(data: dict) -> Dataset | None:
         return None
 
 
-def run_banner(paths: RunPaths, params: dict) -> tuple[str, str]:
+def run_banner(run: RunResults, params: dict) -> tuple[str, str]:
     """('smoke' | 'paper', text): what data, model size and Teacher this run used."""
     data, model, teacher = params.get("data", {}), params.get("model", {}), params.get("teacher", {})
-    problems = summary_of(paths, DATA).get("problems") or {}
+    problems = run.summary(DATA).get("problems") or {}
     sizes = " / ".join(f"{problems[s]}" for s in ("train", "val", "test") if s in problems)
-    params_m = ((summary_of(paths, "02_baseline").get("model") or {}).get("parameters") or 0) / 1e6
+    params_m = ((run.summary(BASELINE).get("model") or {}).get("parameters") or 0) / 1e6
     source = data.get("source", "?")
     record = _dataset_record(data)
     what_data = record.title if record is not None else source

@@ -7,29 +7,20 @@ import os
 from pathlib import Path
 
 from aresnb import plots
-from aresnb.io import read_json, read_jsonl
-from aresnb.paths import STAGE_TITLES, STAGES, RunPaths
+from aresnb.paths import STAGE_TITLES, STAGES
 from aresnb.report.examples import examples_html
 from aresnb.report.facts import headline_facts, run_banner
 from aresnb.report.parts import CSS, card_html, e
 from aresnb.report.sections import run_section, stage_sections
-from aresnb.stages.results import read_run
+from aresnb.stages.results import RunResults, read_run_dir
 
 
-def headline_html(paths_or_dir) -> str:
-    """The headline cards of a run (a regression is framed red and flagged)."""
-    paths = paths_or_dir if isinstance(paths_or_dir, RunPaths) else RunPaths.from_dir(paths_or_dir)
-    facts = headline_facts(paths)
+def headline_html(run: RunResults | str | Path) -> str:
+    """The headline cards of a run (its results, or its folder); a regression is framed red and flagged."""
+    facts = headline_facts(run if isinstance(run, RunResults) else read_run_dir(run))
     if not facts:
         return '<p class="muted">Stage 07 (evaluation) has not run: no win rate yet.</p>'
     return '<div class="headline">' + "".join(card_html(f.title, f.value, f.detail, f.regression) for f in facts) + "</div>"
-
-
-def _manifest(paths: RunPaths) -> dict | None:
-    try:
-        return read_json(paths.manifest) if paths.manifest.exists() else None
-    except (OSError, ValueError):
-        return None
 
 
 def _nav() -> str:
@@ -37,19 +28,19 @@ def _nav() -> str:
     return "<nav>" + "".join(f'<a href="#{i}">{e(t)}</a>' for i, t in links + [("run", "The run")]) + "</nav>"
 
 
-def render_report(run_dir: str | Path) -> str:
-    """The report's HTML text."""
-    paths = RunPaths.from_dir(run_dir)
-    manifest = _manifest(paths)
+def render_report(run: RunResults | str | Path) -> str:
+    """The report's HTML text, of a run's results (or of its folder, read now)."""
+    run = run if isinstance(run, RunResults) else read_run_dir(run)
+    manifest = None if run.manifest is None else dict(run.manifest)
     params = (manifest or {}).get("params", {})
     n_examples = int(params.get("evaluation", {}).get("n_examples", 4))
     seed = int(params.get("run", {}).get("seed", 0))
-    name = (manifest or {}).get("run", paths.run_dir.name)
+    name = (manifest or {}).get("run", run.outputs.run_dir.name)
     git = (manifest or {}).get("git", {})
     commit = (git.get("commit") if isinstance(git, dict) else git) or "–"
-    kind, banner = run_banner(paths, params)
+    kind, banner = run_banner(run, params)
     examples = ('<p class="muted">Judged test problems, alternating ARES wins, losses and ties (seed '
-                f'{seed}).</p>' + examples_html(read_jsonl(paths.judgments_file), n_examples, seed))
+                f'{seed}).</p>' + examples_html([dict(r) for r in run.judgments], n_examples, seed))
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     rounds = (manifest or {}).get("rounds", params.get("ares", {}).get("rounds", "–"))
     return f"""<!DOCTYPE html>
@@ -61,9 +52,9 @@ def render_report(run_dir: str | Path) -> str:
  · report written {e(now)}</p>
 <div class="banner {kind}" id="banner">{e(banner)}</div>
 {_nav()}
-<section id="headline"><h2>Headline</h2>{headline_html(paths)}</section>
-{"".join(stage_sections(paths, examples))}
-{run_section(paths, manifest)}
+<section id="headline"><h2>Headline</h2>{headline_html(run)}</section>
+{"".join(stage_sections(run, examples))}
+{run_section(run)}
 </body></html>
 """
 
@@ -71,15 +62,14 @@ def render_report(run_dir: str | Path) -> str:
 def write_report(run_dir: str | Path, refresh_figures: bool = False) -> Path:
     """Write ``<run_dir>/report.html`` (atomically) and return its path; ``refresh_figures`` redraws
     every figure from the run's files first (after a code change, say)."""
-    paths = RunPaths.from_dir(run_dir)
-    if not paths.run_dir.is_dir():
-        raise FileNotFoundError(f"run directory not found: {paths.run_dir}")
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run directory not found: {Path(run_dir)}")
+    run = read_run_dir(run_dir)
     if refresh_figures:
-        manifest = _manifest(paths) or {}
-        rounds = int(manifest.get("rounds") or max(paths.rounds_present(), default=1))
-        plots.write_all_figures(read_run(paths, rounds), paths.figures_dir)
-    out = paths.report_file
+        plots.write_all_figures(run, run.outputs.figures_dir)
+        run = read_run_dir(run_dir)  # with the figures just drawn
+    out = run.outputs.report_file
     tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(render_report(paths.run_dir), encoding="utf-8")
+    tmp.write_text(render_report(run), encoding="utf-8")
     os.replace(tmp, out)
     return out

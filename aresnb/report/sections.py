@@ -13,10 +13,9 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from aresnb import plots
-from aresnb.paths import (ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, STAGE_TITLES,
-                          TEACHER_SCORES, RunPaths)
-from aresnb.report.facts import summary_of
+from aresnb.paths import ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, STAGE_TITLES, TEACHER_SCORES
 from aresnb.report.parts import e, figure_html, frame_html, json_block, pct, table_html
+from aresnb.stages.results import RunResults
 
 RATE_WORDS = {"repeated_sentence_rate": "repeated sentences", "unfinished_sentence_rate": "unfinished last sentence",
               "repeated_word_rate": "repeated words", "empty_rate": "empty rationales", "mean_words": "mean words",
@@ -26,29 +25,30 @@ POINT_WORDS = {"before_rl": "before RL", "baseline": "baseline (before RL)", "af
                "after_sft": "after SFT (ARES)"}
 
 
-def _figures(paths: RunPaths, stage: str) -> str:
+def _figures(run: RunResults, stage: str) -> str:
     out = []
     for name, spec in plots.FIGURES.items():
-        png = paths.figures_dir / f"{name}.png"
-        if spec.stage == stage and png.exists():
+        png = run.figure_files.get(name)
+        if spec.stage == stage and png is not None:
             out.append(figure_html(png, spec.title, spec.caption))
     return "".join(out)
 
 
-def _csv_link(paths: RunPaths, name: str) -> str:
-    f = paths.tables_dir / f"{name}.csv"
-    return f' (full table: <a href="tables/{e(f.name)}">tables/{e(f.name)}</a>)' if f.exists() else ""
+def _csv_link(run: RunResults, table: str) -> str:
+    """A link to stage 07's table ``table`` (its summary's name), when its CSV is there."""
+    name = run.table_files.get(table)
+    return f' (full table: <a href="tables/{e(name)}">tables/{e(name)}</a>)' if name else ""
 
 
-def _section(stage: str, paths: RunPaths, body_of: Callable[[dict, RunPaths], str]) -> str:
-    """A stage's section: its title, ``body_of(summary, paths)``, its figures, its summary.json."""
-    summary = summary_of(paths, stage)
+def _section(stage: str, run: RunResults, body_of: Callable[[dict, RunResults], str]) -> str:
+    """A stage's section: its title, ``body_of(summary, run)``, its figures, its summary.json."""
+    summary = dict(run.summary(stage))
     label = _round_label(summary)
     title = f"{stage[:2]} · {STAGE_TITLES[stage]}{f' ({label})' if label else ''}"
     if not summary:
         return f'<section id="stage-{stage[:2]}"><h2>{e(title)}</h2><p class="muted">This stage has not run yet.</p></section>'
-    details = json_block(f"{stage}/summary.json", summary, paths.run_dir)
-    return (f'<section id="stage-{stage[:2]}"><h2>{e(title)}</h2>{body_of(summary, paths)}{_figures(paths, stage)}'
+    details = json_block(f"{stage}/summary.json", summary, run.outputs.run_dir)
+    return (f'<section id="stage-{stage[:2]}"><h2>{e(title)}</h2>{body_of(summary, run)}{_figures(run, stage)}'
             f"{details}</section>")
 
 
@@ -59,7 +59,7 @@ def _rates_table(rates: dict, points: Sequence[str], metrics: Sequence[str]) -> 
     return table_html(rows, ["measure"] + [POINT_WORDS[p] for p in points])
 
 
-def data_body(s: dict, paths: RunPaths) -> str:
+def data_body(s: dict, run: RunResults) -> str:
     cats = pd.DataFrame(s.get("categories", {})).T.reset_index(names="split")
     return (f"<p>{e(' · '.join(f'{n} {k}' for k, n in s.get('problems', {}).items()))} problems; "
             f"image features of shape {e(tuple(s.get('feature_shape', [])))} per problem; "
@@ -68,7 +68,7 @@ def data_body(s: dict, paths: RunPaths) -> str:
             f"<h3>Problems per split and ScienceQA category</h3>{frame_html(cats)}")
 
 
-def baseline_body(s: dict, paths: RunPaths) -> str:
+def baseline_body(s: dict, run: RunResults) -> str:
     t, m, v = s.get("train", {}), s.get("model", {}), s.get("val", {})
     if t.get("trained") is False:  # baseline.train: false (MM-CoT's released model, as ARES starts)
         return (f"<p>A {m.get('parameters', 0) / 1e6:.1f} M-parameter multimodal T5 loaded from "
@@ -81,7 +81,7 @@ def baseline_body(s: dict, paths: RunPaths) -> str:
             f"{pct(v.get('token_accuracy'))}. Greedy rationales of val and test are the baseline's.</p>")
 
 
-def teacher_scores_body(s: dict, paths: RunPaths) -> str:
+def teacher_scores_body(s: dict, run: RunResults) -> str:
     return (f"<p>{s.get('samples_per_problem')} sampled rationales for each of {s.get('problems')} train problems: "
             f"{s.get('sentences')} sentences scored by the Teacher (mean {s.get('score_mean', 0):.3f}; "
             f"{pct(s.get('share_zero'))} scored 0, {pct(s.get('share_one'))} scored 1); "
@@ -92,7 +92,7 @@ def _round_label(s: dict) -> str:
     return f"round {s['latest_round']} of {len(s.get('rounds', {}))}" if len(s.get("rounds", {})) > 1 else ""
 
 
-def ppo_body(s: dict, paths: RunPaths) -> str:
+def ppo_body(s: dict, run: RunResults) -> str:
     before, after, delta = s.get("teacher_score_before"), s.get("teacher_score_after"), s.get("teacher_score_delta")
     lo, hi = (s.get("teacher_score_delta_ci95") or [None, None])[:2]
     if None in (before, after, delta, lo, hi):
@@ -115,7 +115,7 @@ def ppo_body(s: dict, paths: RunPaths) -> str:
     return body
 
 
-def correction_body(s: dict, paths: RunPaths) -> str:
+def correction_body(s: dict, run: RunResults) -> str:
     body = (f"<p>The PPO policy's greedy rationales of {s.get('n_problems')} train problems, repeated sentences "
             f"removed, went to the Teacher: {s.get('corrected')} corrected, {s.get('unchanged')} left unchanged, "
             f"{s.get('fallback')} without a usable reply (kept as they were). SFT on them starts from the PPO "
@@ -129,13 +129,13 @@ def correction_body(s: dict, paths: RunPaths) -> str:
                 if regress else "")
         body += (f"<h3>Degeneration of greedy val rationales at three points{flag}</h3>"
                  + _rates_table(rates, points, list(RATE_WORDS)))
-    return body + examples_page(paths)
+    return body + examples_page(run)
 
 
-def examples_page(paths: RunPaths) -> str:
+def examples_page(run: RunResults) -> str:
     """The Figure-3 page (baseline vs ARES on test) embedded, and its file linked."""
-    page = paths.figure3_file
-    if not page.exists():
+    page = run.figure3_file
+    if page is None:
         return ""
     return ('<h3 id="rationale-examples">Rationales side by side: baseline vs ARES (in the manner of the paper\'s '
             f'Figure 3)</h3><p class="muted">Also as a page of its own: <a href="figures/{e(page.name)}">figures/'
@@ -143,11 +143,10 @@ def examples_page(paths: RunPaths) -> str:
             f'srcdoc="{html.escape(page.read_text(encoding="utf-8"), quote=True)}"></iframe>')
 
 
-def _accuracy_table(paths: RunPaths) -> str:
-    f = paths.tables_dir / "accuracy_evaluation.csv"
-    if not f.exists():
+def _accuracy_table(run: RunResults) -> str:
+    if "accuracy" not in run.tables:
         return ""
-    df = pd.read_csv(f)
+    df = run.tables["accuracy"]
     if "source" in df.columns and set(df["source"]) == {"this run"}:
         df = df.drop(columns="source")
     cols = list(df.columns)
@@ -163,10 +162,10 @@ def _accuracy_table(paths: RunPaths) -> str:
         return "neg" if len(base) and row[cols[j]] < base.iloc[0] - 1e-9 else ""
 
     return ("<h3>Answer accuracy (%) by category</h3><p class=\"muted\">A red cell: ARES below the baseline."
-            f"{_csv_link(paths, 'accuracy_evaluation')}</p>{frame_html(df, 1, worse)}")
+            f"{_csv_link(run, 'accuracy')}</p>{frame_html(df, 1, worse)}")
 
 
-def answer_body(s: dict, paths: RunPaths) -> str:
+def answer_body(s: dict, run: RunResults) -> str:
     ab = s.get("image_ablation")
     body = (f"<p>A LoRA adapter ({pct(s.get('trainable_fraction'))} of the weights) on each rationale model "
             f"answers the {s.get('n_test')} test problems, from QCM-A (question, context, options) and QCMG-A "
@@ -174,29 +173,27 @@ def answer_body(s: dict, paths: RunPaths) -> str:
     if ab:
         body += (f"<p><b>Image ablation:</b> the same head with the image features zeroed reaches "
                  f"{ab['accuracy_without_image']:.1f}% against {ab['accuracy_with_image']:.1f}% with them.</p>")
-    body += _accuracy_table(paths)
+    body += _accuracy_table(run)
     return body
 
 
-def _win_rate_table(paths: RunPaths) -> str:
-    f = paths.tables_dir / "win_rate.csv"
-    if not f.exists():
+def _win_rate_table(run: RunResults) -> str:
+    if "win_rate" not in run.tables:
         return ""
-    df = pd.read_csv(f)
+    df = run.tables["win_rate"]
     rows = [[r.group, r.n, f"{100 * r.win_rate:.1f}% [{100 * r.win_rate_lo:.1f}, {100 * r.win_rate_hi:.1f}]",
              f"{r.wins} / {r.ties} / {r.losses}", pct(r.decisive_win_rate) if pd.notna(r.decisive_win_rate) else "–"]
             for r in df.itertuples(index=False)]
     header = ["group", "n", "win rate [95% CI]", "both orders: wins / ties / losses", "decisive win rate"]
-    return (f"<h3>Win rate by category</h3><p class=\"muted\">Key columns{_csv_link(paths, 'win_rate')}.</p>"
+    return (f"<h3>Win rate by category</h3><p class=\"muted\">Key columns{_csv_link(run, 'win_rate')}.</p>"
             + table_html(rows, header))
 
 
-def _comparisons_table(paths: RunPaths) -> str:
+def _comparisons_table(run: RunResults) -> str:
     """Every comparison the judge made, each win rate with what it is made of."""
-    f = paths.tables_dir / "comparisons.csv"
-    if not f.exists():
+    if "comparisons" not in run.tables:
         return ""
-    df = pd.read_csv(f)
+    df = run.tables["comparisons"]
     rows = [[f"{r.subject} vs {r.reference}", r.n, f"{r.wins} / {r.ties} / {r.losses}", pct(r.tie_rate),
              "–" if pd.isna(r.decisive_win_rate) else f"{pct(r.decisive_win_rate)} [{pct(r.decisive_lo)}, {pct(r.decisive_hi)}]",
              f"{pct(r.win_rate)} [{pct(r.win_rate_lo)}, {pct(r.win_rate_hi)}]", r.identical]
@@ -204,7 +201,7 @@ def _comparisons_table(paths: RunPaths) -> str:
     header = ["comparison", "n", "both orders: wins / ties / losses", "tie rate", "decisive win rate [95% CI]",
               "forced choice (paper) [95% CI]", "identical texts"]
     return ("<h3>Every comparison</h3><p class=\"muted\">With many ties the forced choice is about 50% plus half the "
-            f"decisive margin: read the three together{_csv_link(paths, 'comparisons')}.</p>" + table_html(rows, header))
+            f"decisive margin: read the three together{_csv_link(run, 'comparisons')}.</p>" + table_html(rows, header))
 
 
 def _arms_table(s: dict) -> str:
@@ -224,17 +221,16 @@ def _arms_table(s: dict) -> str:
     return "<h3>The models compared (test)</h3>" + table_html(rows, header)
 
 
-def _metrics_table(paths: RunPaths) -> str:
-    f = paths.tables_dir / "rationale_metrics.csv"
-    if not f.exists():
+def _metrics_table(run: RunResults) -> str:
+    if "rationale_metrics" not in run.tables:
         return ""
-    df = pd.read_csv(f).rename(columns={"bleu1": "BLEU-1", "bleu4": "BLEU-4", "rougeL": "ROUGE-L",
+    df = run.tables["rationale_metrics"].rename(columns={"bleu1": "BLEU-1", "bleu4": "BLEU-4", "rougeL": "ROUGE-L",
                                         "similarity": "similarity (MiniLM)", "mean_words": "mean words"})
     return (f"<h3>Rationales against the gold solutions (test)</h3><p class=\"muted\">"
-            f"{_csv_link(paths, 'rationale_metrics').strip()}</p>{frame_html(df, 3)}")
+            f"{_csv_link(run, 'rationale_metrics').strip()}</p>{frame_html(df, 3)}")
 
 
-def evaluation_body(s: dict, paths: RunPaths, examples: str = "") -> str:
+def evaluation_body(s: dict, run: RunResults, examples: str = "") -> str:
     c = s.get("counts", {})
     body = (f"<p>The judge ({e(s.get('judge_model'))}) compared the baseline's and ARES's rationale for "
             f"{s.get('judged_problems')} test problems. {e(s.get('win_rate_definition', ''))}. Both orders: "
@@ -243,7 +239,7 @@ def evaluation_body(s: dict, paths: RunPaths, examples: str = "") -> str:
             f"{pct(s.get('consistency_rate'))} of the problems. Mean length: "
             f"{s.get('lengths', {}).get('baseline_mean_words', 0):.1f} words (baseline) vs "
             f"{s.get('lengths', {}).get('ares_mean_words', 0):.1f} (ARES); judges favour longer answers.</p>")
-    body += _comparisons_table(paths) + _win_rate_table(paths) + _arms_table(s) + _metrics_table(paths)
+    body += _comparisons_table(run) + _win_rate_table(run) + _arms_table(s) + _metrics_table(run)
     degeneration = s.get("degeneration") or {}
     if degeneration:
         points = [p for p in ("baseline", "after_rl", "after_sft") if p in degeneration]
@@ -253,20 +249,21 @@ def evaluation_body(s: dict, paths: RunPaths, examples: str = "") -> str:
     return body
 
 
-def run_section(paths: RunPaths, manifest: dict | None) -> str:
+def run_section(run: RunResults) -> str:
     """Each step's status and wall time, its executed notebook, the manifest."""
+    manifest = None if run.manifest is None else dict(run.manifest)
     entries = (manifest or {}).get("stages", {})
     rows = []
     for label, m in entries.items():
-        html_page = paths.executed_notebook_html(Path(m.get("notebook", label)).name)
-        link = f'<a href="notebooks/{e(html_page.name)}">{e(html_page.name)}</a>' if html_page.exists() else "–"
+        page = run.notebook_pages.get(Path(m.get("notebook", label)).name)
+        link = f'<a href="notebooks/{e(page)}">{e(page)}</a>' if page else "–"
         wall = m.get("wall_time_s")
         rows.append(f'<tr><td class="t">{e(label)}</td><td class="t">{e(m.get("status", "–"))}</td>'
                     f'<td>{"–" if wall is None else f"{float(wall):.1f}"}</td><td class="t">{link}</td></tr>')
     table = ('<table><thead><tr><th class="t">step</th><th class="t">status</th><th>wall time (s)</th>'
              f'<th class="t">executed notebook</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
              if rows else '<p class="muted">No stage has run.</p>')
-    manifest_block = (json_block("manifest.json", manifest, paths.run_dir) if manifest
+    manifest_block = (json_block("manifest.json", manifest, run.outputs.run_dir) if manifest
                       else '<p class="muted">no manifest.json</p>')
     return f'<section id="run"><h2>The run</h2>{table}{manifest_block}</section>'
 
@@ -274,9 +271,9 @@ def run_section(paths: RunPaths, manifest: dict | None) -> str:
 SECTION_IDS = ("headline", "stage-01", "stage-02", "stage-03", "stage-04", "stage-05", "stage-06", "stage-07", "run")
 
 
-def stage_sections(paths: RunPaths, examples: str) -> list[str]:
+def stage_sections(run: RunResults, examples: str) -> list[str]:
     """The seven stage sections, in pipeline order."""
     bodies = {DATA: data_body, BASELINE: baseline_body, TEACHER_SCORES: teacher_scores_body, PPO: ppo_body,
               CORRECTION_SFT: correction_body, ANSWER_LORA: answer_body,
               EVALUATION: lambda s, p: evaluation_body(s, p, examples)}
-    return [_section(stage, paths, body) for stage, body in bodies.items()]
+    return [_section(stage, run, body) for stage, body in bodies.items()]

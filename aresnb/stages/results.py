@@ -1,9 +1,10 @@
-"""A run's results as the figures read them: :func:`read_run` reads the files once, into a frozen
-:class:`RunResults`; every figure builder in :mod:`aresnb.plots` is a function of it and knows no
-run folder.
+"""A run's results as people look at them: :func:`read_run` reads the run's files once, into a
+frozen :class:`RunResults`; the figures (:mod:`aresnb.plots`) and the report (:mod:`aresnb.report`)
+are functions of it and know no run folder.
 
 What is not there yet (a stage that has not run) is simply absent: ``summary`` gives ``{}``, the
-mappings lack the key, and a figure without data returns None.
+mappings lack the key, and a figure or a table without data is left out. A file that cannot be
+parsed reads as absent too: a report of a half-written run still renders.
 """
 
 from __future__ import annotations
@@ -22,35 +23,65 @@ StepKey = tuple[str, "int | None"]  # (stage, round index; None: a stage without
 
 
 @dataclass(frozen=True)
+class RunOutputs:
+    """Where what is drawn from the results goes (paths.py builds these; the readers only write there)."""
+
+    run_dir: Path
+    figures_dir: Path
+    report_file: Path
+
+
+@dataclass(frozen=True)
 class RunResults:
     rounds: int
+    outputs: RunOutputs
+    manifest: Mapping[str, Any] | None  # None: no (readable) manifest.json
     summaries: Mapping[StepKey, Mapping[str, Any]]
     tables: Mapping[str, pd.DataFrame]  # stage 07's tables by name (its summary's "tables")
+    table_files: Mapping[str, str]  # the same names -> their CSV's file name under tables/
     metrics: Mapping[StepKey, tuple[Mapping[str, Any], ...]]  # the trainers' rows, one per optimizer step
     ppo_eval: Mapping[tuple[int, str], tuple[Mapping[str, Any], ...]]  # (round, "before"|"after") -> scored val rows
     samples: Mapping[int, pd.DataFrame]  # round -> stage 03's samples (columns scores, dropped)
+    judgments: tuple[Mapping[str, Any], ...]  # the judge's verdicts of ARES against the baseline
+    figure_files: Mapping[str, Path]  # figure name -> its PNG, for the figures drawn so far
+    figure3_file: Path | None  # the Figure-3 page (HTML), once stage 07 wrote it
+    notebook_pages: Mapping[str, str]  # executed notebook's file name -> its HTML export's file name
 
     def summary(self, stage: str, round_index: int | None = None) -> Mapping[str, Any]:
         """A stage's summary ({} when it has not run); a round stage without a round: the latest round's."""
         return self.summaries.get((stage, round_index), {})
 
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return (self.manifest or {}).get("params", {})
+
 
 def _json_or_none(path: Path) -> Any:
-    return read_json(path) if path.exists() else None
+    try:
+        return read_json(path) if path.exists() else None
+    except (OSError, ValueError):
+        return None
 
 
-def _evaluation_tables(paths: RunPaths, summary07: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
-    """The tables stage 07 lists, read from this run folder (the summary's paths may be another machine's)."""
+def _evaluation_tables(paths: RunPaths, summary07: Mapping[str, Any]) -> dict[str, Path]:
+    """The CSVs of the tables stage 07 lists, in this run folder (the summary's paths may be another machine's)."""
     out = {}
     for name, files in (summary07.get("tables") or {}).items():
-        csv = paths.tables_dir / Path(files["csv"]).name if isinstance(files, Mapping) and files.get("csv") else None
-        if csv is not None and csv.exists():
-            out[name] = pd.read_csv(csv)
+        if isinstance(files, Mapping) and files.get("csv"):
+            if (csv := paths.tables_dir / Path(files["csv"]).name).exists():
+                out[name] = csv
     return out
 
 
-def read_run(paths: RunPaths, rounds: int) -> RunResults:
-    """Everything the figures show of the run at ``paths`` with ``rounds`` ARES rounds, read now."""
+def _rounds(paths: RunPaths, manifest: Mapping[str, Any] | None) -> int:
+    return int((manifest or {}).get("rounds") or max(paths.rounds_present(), default=1))
+
+
+def read_run(paths: RunPaths, rounds: int | None = None) -> RunResults:
+    """What the run at ``paths`` has written so far, read now; ``rounds``: its ARES rounds (None:
+    the manifest's, else the round folders present)."""
+    manifest = _json_or_none(paths.manifest)
+    rounds = _rounds(paths, manifest) if rounds is None else rounds
     summaries: dict[StepKey, Mapping[str, Any]] = {}
     for stage in STAGES:
         for i in [None, *range(1, rounds + 1)] if stage in ROUND_STAGES else [None]:
@@ -65,7 +96,22 @@ def read_run(paths: RunPaths, rounds: int) -> RunResults:
                 if (found := _json_or_none(paths.ppo_eval_file(i, when))) is not None}
     samples = {i: pd.read_parquet(paths.samples_file(i), columns=["scores", "dropped"])
                for i in range(1, rounds + 1) if paths.samples_file(i).exists()}
-    return RunResults(rounds=rounds, summaries=MappingProxyType(summaries),
-                      tables=MappingProxyType(_evaluation_tables(paths, summaries.get((EVALUATION, None), {}))),
-                      metrics=MappingProxyType(metrics), ppo_eval=MappingProxyType(ppo_eval),
-                      samples=MappingProxyType(samples))
+    csvs = _evaluation_tables(paths, summaries.get((EVALUATION, None), {}))
+    notebooks = [Path(m.get("notebook", label)).name for label, m in ((manifest or {}).get("stages") or {}).items()]
+    return RunResults(
+        rounds=rounds, outputs=RunOutputs(paths.run_dir, paths.figures_dir, paths.report_file),
+        manifest=None if manifest is None else MappingProxyType(manifest),
+        summaries=MappingProxyType(summaries),
+        tables=MappingProxyType({name: pd.read_csv(csv) for name, csv in csvs.items()}),
+        table_files=MappingProxyType({name: csv.name for name, csv in csvs.items()}),
+        metrics=MappingProxyType(metrics), ppo_eval=MappingProxyType(ppo_eval), samples=MappingProxyType(samples),
+        judgments=tuple(read_jsonl(paths.judgments_file)) if paths.judgments_file.exists() else (),
+        figure_files=MappingProxyType({p.stem: p for p in sorted(paths.figures_dir.glob("*.png"))}),
+        figure3_file=paths.figure3_file if paths.figure3_file.exists() else None,
+        notebook_pages=MappingProxyType({name: paths.executed_notebook_html(name).name for name in notebooks
+                                         if paths.executed_notebook_html(name).exists()}))
+
+
+def read_run_dir(run_dir: str | Path, rounds: int | None = None) -> RunResults:
+    """:func:`read_run` of the run folder ``run_dir`` (the CLI's and the report's way in)."""
+    return read_run(RunPaths.from_dir(run_dir), rounds)
