@@ -151,3 +151,25 @@ def ppo_metric_rows(n_steps: int) -> list[dict]:
     from aresnb.ppo import METRIC_NAMES
 
     return [{**dict.fromkeys(METRIC_NAMES, 0.1 * step), "step": step, "pass": 1} for step in range(1, n_steps + 1)]
+
+
+def run_every_stage(cfg) -> tuple[RunPaths, dict]:
+    """Every stage's ``run``, 01 to 07 in order, on ``cfg``: the Teacher's stages against the local
+    reference Teacher over HTTP, stage 07 with BagOfWords for MiniLM -> (paths, {"01": summary, ...})."""
+    from aresnb.config import load_config  # deferred: the stage modules import torch
+    from aresnb.stages import answer_lora, baseline, correction_sft, data, evaluation, ppo, teacher_scores
+    from aresnb.teacher import start_local_server
+
+    paths = RunPaths(cfg)
+    done = {"01": data.run(cfg, paths), "02": baseline.run(cfg, paths)}
+    with start_local_server(paths.dataset_dir) as server, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ARESNB_TINY_KEY", "tiny-key")
+        t_cfg = load_config(cfg.to_dict(), ["teacher.serve_local=false", f"teacher.base_url={server.base_url}",
+                                            "teacher.api_key_env=ARESNB_TINY_KEY"])
+        done["03"] = teacher_scores.run(t_cfg, paths, 1)
+        done["04"] = ppo.run(t_cfg, paths, 1, log=lambda line: None)
+        done["05"] = correction_sft.run(t_cfg, paths, 1)
+        done["06"] = answer_lora.run(cfg, paths)
+        mp.setattr(evaluation, "load_similarity_model", lambda name: (BagOfWords(), "bag-of-words stand-in"))
+        done["07"] = evaluation.run(t_cfg, paths)
+    return paths, done

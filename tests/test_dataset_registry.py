@@ -9,16 +9,13 @@ import pytest
 from aresnb.config import ConfigError, load_config
 from aresnb.data import registry
 from aresnb.estimate import estimate
-from aresnb.paths import RunPaths
 from aresnb.preflight import path_problems
 from aresnb.report.facts import run_banner
-from aresnb.stages import answer_lora, baseline, correction_sft, data, evaluation, ppo, teacher_scores
 from aresnb.stages.data import load_problems
 from aresnb.stages.results import read_run
 from aresnb.steps import Step, build_schedule, step_key
-from aresnb.teacher import start_local_server
 
-from conftest import BagOfWords
+from conftest import run_every_stage
 from test_stages import TINY
 
 TOY_FILE = Path(__file__).with_name("toy_dataset.py")
@@ -78,18 +75,7 @@ def toy_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy_run")
     cfg = load_config(None, [f"run.output_dir={out}", "run.name=toy", f"teacher.cache_path={out / 'cache.sqlite'}",
                              *TINY, *TOY])
-    paths = RunPaths(cfg)
-    done = {"01": data.run(cfg, paths), "02": baseline.run(cfg, paths)}
-    with start_local_server(paths.dataset_dir) as server, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ARESNB_TINY_KEY", "tiny-key")
-        t_cfg = load_config(cfg.to_dict(), ["teacher.serve_local=false", f"teacher.base_url={server.base_url}",
-                                            "teacher.api_key_env=ARESNB_TINY_KEY"])
-        done["03"] = teacher_scores.run(t_cfg, paths, 1)
-        done["04"] = ppo.run(t_cfg, paths, 1, log=lambda line: None)
-        done["05"] = correction_sft.run(t_cfg, paths, 1)
-        done["06"] = answer_lora.run(cfg, paths)
-        mp.setattr(evaluation, "load_similarity_model", lambda name: (BagOfWords(), "bag-of-words stand-in"))
-        done["07"] = evaluation.run(t_cfg, paths)
+    paths, done = run_every_stage(cfg)
     return cfg, paths, done
 
 

@@ -10,13 +10,11 @@ import pytest
 
 from aresnb.config import load_config
 from aresnb.paper_sentences import T5Pieces
-from aresnb.paths import RunPaths
-from aresnb.stages import answer_lora, baseline, correction_sft, data, evaluation, ppo, teacher_scores
 from aresnb.stages.teacher_scores import sentence_layout
-from aresnb.teacher import paper_rubric, prompts, start_local_server
+from aresnb.teacher import paper_rubric, prompts
 from aresnb.tokenizer import load_tokenizer
 
-from conftest import BagOfWords, shared_path
+from conftest import run_every_stage, shared_path
 from test_stages import N_TEST, TINY
 
 
@@ -31,18 +29,7 @@ def paper_run(tmp_path_factory):
                              # 32,100 pieces: the tiny model needs more steps before its samples end sentences
                              "baseline.epochs=40", "baseline.lr=1e-2", "rollout.temperature=0.7",
                              "rollout.max_new_tokens=32"])
-    paths = RunPaths(cfg)
-    done = {"01": data.run(cfg, paths), "02": baseline.run(cfg, paths)}
-    with start_local_server(paths.dataset_dir) as server, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ARESNB_TINY_KEY", "tiny-key")
-        t_cfg = load_config(cfg.to_dict(), ["teacher.serve_local=false", f"teacher.base_url={server.base_url}",
-                                            "teacher.api_key_env=ARESNB_TINY_KEY"])
-        done["03"] = teacher_scores.run(t_cfg, paths, 1)
-        done["04"] = ppo.run(t_cfg, paths, 1, log=lambda line: None)
-        done["05"] = correction_sft.run(t_cfg, paths, 1)
-        done["06"] = answer_lora.run(cfg, paths)
-        mp.setattr(evaluation, "load_similarity_model", lambda name: (BagOfWords(), "bag-of-words stand-in"))
-        done["07"] = evaluation.run(t_cfg, paths)
+    paths, done = run_every_stage(cfg)
     return cfg, paths, done
 
 
