@@ -44,6 +44,7 @@ from .teacher.problem import ProblemView
 
 IMAGE_PLACEHOLDER = "data:image/png;base64,"  # stands for an image: counted at image_tokens
 
+
 @dataclass
 class Row:
     stage: str
@@ -67,7 +68,7 @@ def read_rows(cfg: Any) -> tuple[dict[str, list[dict]], str]:
     record = dataset_registry.dataset(d)
     if not (record.generated or (d.path and Path(d.path).is_dir())):
         return {}, (f"fallback lengths ({d.source} data at {d.path or d.hub_id} not readable here: "
-                    "per-problem lengths of its dataset record's fallback)")
+                    "per-problem lengths of its dataset record's fallback, else ScienceQA's)")
     try:
         with tempfile.TemporaryDirectory(prefix="aresnb-estimate-") as tmp:
             folders = Folders(generated=Path(tmp) / "generated", downloads=Path(tmp) / "downloads")

@@ -127,8 +127,11 @@ def step_key(cfg: Any, step: Step, stages: Mapping[str, dict], schedule: list[St
             values[section].pop(k, None)
     relevant = {s: values[s] for s in STAGE_SECTIONS[step.stage]}
     relevant["seed"] = cfg.run.seed
-    if "data" in relevant and cfg.data.dataset_file:  # a dataset's code outside aresnb counts as parameters
-        relevant["dataset_file_digest"] = dataset_registry.file_digest(cfg.data)
+    if "data" in relevant:
+        if cfg.data.dataset_file:  # a dataset's code outside aresnb counts as parameters
+            relevant["dataset_file_digest"] = dataset_registry.file_digest(cfg.data)
+        else:  # unset, it leaves the key as it was before the field existed: finished runs stay reusable
+            relevant["data"].pop("dataset_file", None)
     upstream = [stages.get(s.label, {}).get("completion_id", "missing") for s in upstream_of(step, schedule)]
     return sha(json.dumps(relevant, sort_keys=True, default=str), notebook_source_hash(notebook),
                step.label, *upstream)

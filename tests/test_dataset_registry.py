@@ -44,7 +44,24 @@ def test_config_checks_data_source_against_the_registry(tmp_path):
     empty.write_text("x = 1\n")
     with pytest.raises(ConfigError, match="defines no DATASET"):
         load_config(None, ["data.source=toy", f"data.dataset_file={empty}"])
+    broken = tmp_path / "broken.py"
+    broken.write_text("import no_such_module_here\n")
+    with pytest.raises(ConfigError, match="broken.py: ModuleNotFoundError: No module named 'no_such_module_here'"):
+        load_config(None, ["data.source=toy", f"data.dataset_file={broken}"])
     assert load_config(None, TOY).data.source == "toy"
+
+
+def test_a_dataset_file_is_imported_as_a_module_is(tmp_path):
+    """Dataclasses (and pickle) look a module up in sys.modules: a record file may define them."""
+    file = tmp_path / "with_dataclass.py"
+    file.write_text("from __future__ import annotations\n"
+                    "import dataclasses\n"
+                    "from toy_dataset import DATASET as TOY\n\n\n"
+                    "@dataclasses.dataclass\n"
+                    "class Sizes:\n"
+                    "    train: int = 12\n\n\n"
+                    "DATASET = dataclasses.replace(TOY, name='toy2')\n")
+    assert load_config(None, ["data.source=toy2", f"data.dataset_file={file}"]).data.source == "toy2"
 
 
 def test_the_dataset_file_is_part_of_the_step_key_of_what_reads_data(tmp_path):

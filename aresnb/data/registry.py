@@ -23,6 +23,7 @@ import hashlib
 import importlib
 import importlib.util
 import pkgutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -98,7 +99,12 @@ def _record_of_file(path: str) -> Dataset:
     if spec is None or spec.loader is None:
         raise DataError(f"data.dataset_file {path}: not a Python file")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[spec.name] = module  # as an import does: dataclasses and pickle look the module up there
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - whatever the file raises, the parameter that named it is the news
+        del sys.modules[spec.name]
+        raise DataError(f"data.dataset_file {path}: {type(e).__name__}: {e}") from e
     return _record_in(module, f"data.dataset_file {path}")
 
 
@@ -114,7 +120,7 @@ def find(name: str, dataset_file: str | Path | None = None) -> Dataset:
     if dataset_file:
         path = resolve_file(dataset_file)
         if not path.is_file():
-            raise DataError(f"data.dataset_file: file not found: {path}")
+            raise DataError(f"data.dataset_file: file not found: {path} (a relative path is read from notebooks/)")
         record = _record_of_file(str(path))
         if record.name != name:
             raise DataError(f"data.dataset_file {path} defines dataset {record.name!r}, but data.source is {name!r}")

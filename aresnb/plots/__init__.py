@@ -5,7 +5,7 @@ when the run has nothing to plot yet) and is a function of the run's results
 
 ``FIGURES`` names each figure, the stage it belongs to, its title and caption (the report shows
 them); ``write_stage_figures`` saves one stage's figures and ``write_all_figures`` every figure
-the run has data for, as PNG and PDF under ``figures/``.
+the run has data for, as PNG and PDF in the folder they are given (a run's ``figures/``).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@ frozen :class:`RunResults`; the figures (:mod:`aresnb.plots`) and the report (:m
 are functions of it and know no run folder.
 
 What is not there yet (a stage that has not run) is simply absent: ``summary`` gives ``{}``, the
-mappings lack the key, and a figure or a table without data is left out. A file that cannot be
-parsed reads as absent too: a report of a half-written run still renders.
+mappings lack the key, and a figure or a table without data is left out. A JSON file that cannot
+be parsed reads as absent too, and a training log's half-written last line is dropped: a report of
+a half-written run still renders.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ StepKey = tuple[str, "int | None"]  # (stage, round index; None: a stage without
 
 @dataclass(frozen=True)
 class RunOutputs:
-    """Where what is drawn from the results goes (paths.py builds these; the readers only write there)."""
+    """Where what is drawn from the results goes (read_run takes them from paths.RunPaths; the
+    figures and the report only write there)."""
 
     run_dir: Path
     figures_dir: Path
@@ -50,10 +52,6 @@ class RunResults:
     def summary(self, stage: str, round_index: int | None = None) -> Mapping[str, Any]:
         """A stage's summary ({} when it has not run); a round stage without a round: the latest round's."""
         return self.summaries.get((stage, round_index), {})
-
-    @property
-    def params(self) -> Mapping[str, Any]:
-        return (self.manifest or {}).get("params", {})
 
 
 def _json_or_none(path: Path) -> Any:
@@ -90,7 +88,7 @@ def read_run(paths: RunPaths, rounds: int | None = None) -> RunResults:
     metrics: dict[StepKey, tuple] = {}
     for key in [(BASELINE, None), *[(s, i) for s in (PPO, CORRECTION_SFT) for i in range(1, rounds + 1)]]:
         if (file := paths.metrics_file(*key)).exists():
-            metrics[key] = tuple(read_jsonl(file))
+            metrics[key] = tuple(read_jsonl(file, tolerate_partial_last_line=True))  # a killed trainer's last line
     ppo_eval = {(i, when): tuple(found.get("rows", []))
                 for i in range(1, rounds + 1) for when in ("before", "after")
                 if (found := _json_or_none(paths.ppo_eval_file(i, when))) is not None}
