@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import registry as dataset_registry
-from .data.registry import FallbackLengths, Folders
+from .data.registry import Dataset, FallbackLengths, Folders
 from .sentences import sentence_texts
 from .teacher import prompts
 from .teacher.facade import endpoint_config
@@ -62,10 +62,10 @@ class Row:
 # ---- the data -----------------------------------------------------------------------------
 
 
-def read_rows(cfg: Any) -> tuple[dict[str, list[dict]], str]:
-    """({split: problem rows}, where they came from); {} when the data is not readable here."""
+def read_rows(cfg: Any, record: Dataset) -> tuple[dict[str, list[dict]], str]:
+    """({split: problem rows}, where they came from) of ``record``, the data section's dataset; {}
+    when the data is not readable here."""
     d = cfg.data
-    record = dataset_registry.dataset(d)
     if not (record.generated or (d.path and Path(d.path).is_dir())):
         return {}, (f"fallback lengths ({d.source} data at {d.path or d.hub_id} not readable here: "
                     "per-problem lengths of its dataset record's fallback, else ScienceQA's)")
@@ -147,10 +147,11 @@ def _row(stage: str, round_index: int | None, role: str, t: Any, kind: str, rows
 
 def estimate(cfg: Any) -> dict:
     """{"data": where the lengths came from, "rows": [Row], "total": Row, "max_cost_usd": ...}."""
-    rows_by_split, where = read_rows(cfg)
+    record = dataset_registry.dataset(cfg.data)
+    rows_by_split, where = read_rows(cfg, record)
     if not rows_by_split:
         # a dataset without fallback lengths is estimated with ScienceQA's
-        lengths = dataset_registry.dataset(cfg.data).fallback or dataset_registry.find("scienceqa").fallback
+        lengths = record.fallback or dataset_registry.find("scienceqa").fallback
         rows_by_split = fallback_rows(lengths)
     if cfg.data.max_per_split is not None:
         rows_by_split = {s: r[: cfg.data.max_per_split] for s, r in rows_by_split.items()}

@@ -8,8 +8,7 @@ from ..registry import Dataset, FallbackLengths, Folders
 
 
 def read(d: Any, seed: int, folders: Folders) -> tuple[dict[str, list[dict]], dict, str]:
-    # deferred: the loaders import `datasets`; config reads this record to check data.source, and the
-    # GPU image, where benchmarks/gpu_check.py loads parameter files, has no `datasets`
+    # deferred, as in every record here: see the package's doc
     from ..scienceqa import load_scienceqa_dir, load_scienceqa_hub
 
     if d.path:
