@@ -19,8 +19,8 @@ from typing import Any, Mapping
 
 from aresnb.data import registry as dataset_registry
 from aresnb.io import read_json
-from aresnb.paths import (ANSWER_LORA, BASELINE, CORRECTION_ONLY, CORRECTION_SFT, DATA, EVALUATION, PPO,
-                          ROUND_STAGES, TEACHER_SCORES, RunPaths)
+from aresnb.paths import ANSWER_LORA, BASELINE, CORRECTION_ONLY, CORRECTION_SFT, DATA, EVALUATION, ROUND_STAGES, RunPaths
+from aresnb.stages import SPECS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -76,17 +76,8 @@ def upstream_of(step: Step, schedule: list[Step]) -> list[Step]:
     return before
 
 
-# The parameter sections each stage reads. Upstream sections need not be listed: a change there
-# re-runs the upstream stage, whose new completion id changes every downstream key.
-STAGE_SECTIONS = {
-    DATA: ("data", "features"),
-    BASELINE: ("model", "baseline"),
-    TEACHER_SCORES: ("rollout", "teacher"),
-    PPO: ("ppo", "teacher"),
-    CORRECTION_SFT: ("correction", "teacher"),
-    ANSWER_LORA: ("answer", "ares"),  # ares.arms: which models get heads
-    EVALUATION: ("evaluation", "teacher", "ares"),  # ares.arms: which comparisons the judge makes
-}
+# The parameter sections each stage reads, as the stage declares them (aresnb.stages.SPECS).
+STAGE_SECTIONS = {name: spec.sections for name, spec in SPECS.items()}
 
 # Throughput-only teacher settings (concurrency, retries, rate limits) never change a reply (the
 # cache sees to that); the thresholds of the output checks and the budget decide whether a stage

@@ -132,10 +132,12 @@ def sample_row(qid: str, sample_index: int, rationale: str) -> dict:
 
 def stub_sampling(make_rows):
     """A stand-in for stage 03's ``sampled_batches``: one freshly sampled batch, ``make_rows(problems)``."""
-    def sampled_batches(cfg, paths, round_index, problems, indices, stats):
+    def sampled_batches(run, problems, stats):
         stats.update(generation_s=0.0, reused_batches=0, sampled_batches=1, processes=1)
         yield make_rows(problems)
     return sampled_batches
+
+
 class BagOfWords:
     """A stand-in sentence encoder (for MiniLM, whose loading test_evaluation.py tests): normalised
     word counts over the words of the texts encoded together, so identical texts have cosine 1."""

@@ -19,6 +19,7 @@ from aresnb.models import MultimodalT5Config, MultimodalT5ForConditionalGenerati
 from aresnb.paths import RunPaths
 from aresnb.sft_data import make_examples
 from aresnb.stages.answer_lora import NO_IMAGE, Head, evaluate_head, train_head
+from aresnb.stages.driver import stage_run
 from aresnb.tokenizer import train_bpe_tokenizer
 
 P, D = 4, 8
@@ -148,7 +149,8 @@ def test_the_answer_head_reads_the_image_and_the_ablation_cannot(tmp_path):
     tokenized: dict = {}  # the ablation reads the same tokens, without the features
 
     def head_summary(head: Head) -> dict:
-        trained, _ = train_head(cfg, paths, head, train, data["features"]["train"], tokenized)
+        trained, _ = train_head(stage_run(cfg, paths, "06_answer_lora"), head, train, data["features"]["train"],
+                                tokenized)
         return evaluate_head(cfg, paths, head, data, trained)
 
     with_image = head_summary(Head("baseline", paths.baseline_model_dir, "QCM-A", True, "baseline"))

@@ -71,7 +71,7 @@ def test_run_launched_streams_output_and_reports_a_failure():
 
 
 def test_merge_keeps_complete_batches_once_in_batch_order(tmp_path):
-    from aresnb.stages.teacher_scores import merge_rollouts
+    from aresnb.rollouts import merge_rollouts
 
     cfg = load_config(None, [f"run.output_dir={tmp_path}", "run.name=m"])
     paths = RunPaths(cfg)
@@ -81,12 +81,12 @@ def test_merge_keeps_complete_batches_once_in_batch_order(tmp_path):
     write_jsonl(paths.rollouts_file(1), [{"fingerprint": "fp"}, *rows[0], *rows[1][:3]])  # batch 1 cut by a kill
     write_jsonl(paths.rollout_shard_file(1, 0), [{"fingerprint": "fp"}, *rows[2]])
     write_jsonl(paths.rollout_shard_file(1, 1), [{"fingerprint": "old"}, *rows[1]])  # another policy's: ignored
-    kept = merge_rollouts(paths, 1, "fp", expected)
+    kept = merge_rollouts(paths.rollouts_file(1), paths.rollout_shard_files(1), "fp", expected)
     assert [r["batch"] for r in kept] == [0] * 4 + [2] * 2
     assert paths.rollout_shard_files(1) == [] and read_jsonl(paths.rollouts_file(1))[1:] == kept
     write_jsonl(paths.rollout_shard_file(1, 1), [{"fingerprint": "fp"}, *rows[1]])
     append_jsonl(paths.rollout_shard_file(1, 1), {"batch": 2, "qid": "half a batch"})  # a kill mid-write
-    kept = merge_rollouts(paths, 1, "fp", expected)  # batch 2 stays the complete copy already kept
+    kept = merge_rollouts(paths.rollouts_file(1), paths.rollout_shard_files(1), "fp", expected)  # batch 2 stays the complete copy already kept
     assert kept == rows[0] + rows[1] + rows[2] and read_jsonl(paths.rollouts_file(1))[1:] == kept
 
 
@@ -183,11 +183,13 @@ def tiny_run(tmp_path: Path, processes: int) -> tuple:
 
 @pytest.mark.slow
 def test_stage_03_shards_the_problems_and_samples_each_once(tmp_path, monkeypatch):
+    from aresnb.stages.driver import stage_run
     from aresnb.stages.teacher_scores import sampled_batches
 
     def sample(cfg, paths):
         stats: dict = {}
-        rows = [row for batch in sampled_batches(cfg, paths, 1, problems, list(range(7)), stats) for row in batch]
+        rows = [row for batch in sampled_batches(stage_run(cfg, paths, "03_teacher_scores", 1), problems, stats)
+                for row in batch]
         return sorted(rows, key=lambda r: (r["batch"], r["qid"], r["sample_index"])), stats
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -220,7 +222,7 @@ def test_every_stages_heavy_step_runs_launched_on_two_processes(tmp_path, monkey
     processes, on test_stages.py's tiny run: each returns its figures through result.json and says it
     ran on 2 processes. Stage 03's launch is the test above; the trainers' 2-process arithmetic is
     test_sft_on_two_processes... and test_ppo_accelerate.py's; 02 and round 1's 05 run in the kernel
-    here (one launch costs ~10 s of start-up), through the same ``run_heavy``."""
+    here (one launch costs ~10 s of start-up), through the same ``StageRun.heavy``."""
     from aresnb.stages import answer_lora, baseline, correction_sft, data, ppo, teacher_scores
     from aresnb.teacher import start_local_server
 

@@ -9,7 +9,7 @@ from aresnb.data.prompts import solution_start
 from aresnb.paper_sentences import T5Pieces, paper_sentence_ends, paper_sentences
 from aresnb.paths import RunPaths
 from aresnb.stages import teacher_scores
-from aresnb.stages.teacher_scores import sentence_layout
+from aresnb.rollouts import sentence_layout
 from aresnb.tokenizer import train_bpe_tokenizer
 
 from conftest import shared_path

@@ -10,8 +10,8 @@ from aresnb.generation import sample_responses, split_response
 from aresnb.models import MultimodalT5Config, MultimodalT5ForConditionalGeneration
 from aresnb.ppo_math import sentence_rewards
 from aresnb.sentences import sentence_end_tokens, split_sentences
-from aresnb.stages.ppo import build_ppo_samples, eval_subset, paired_delta
-from aresnb.stages.teacher_scores import sentence_layout
+from aresnb.rollouts import build_ppo_samples, sentence_layout
+from aresnb.stages.ppo import eval_subset, paired_delta
 from aresnb.tokenizer import train_bpe_tokenizer
 
 PROBLEM = {"qid": "p1", "question": "Which colour is the square?", "choices": ["red", "blue"], "answer": 1,

@@ -29,7 +29,7 @@ def summarize(tmp_path):
     lines = []
 
     def make(before, after):
-        s = stage04.stage_summary(cfg, paths, 1, _eval(before), _eval(after), RESULT, {}, 1.0, lines.append)
+        s = stage04.stage_summary(cfg, paths, 1, _eval(before), _eval(after), RESULT, {}, lines.append)
         return s, list(lines)
     return make
 

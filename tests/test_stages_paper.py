@@ -10,7 +10,7 @@ import pytest
 
 from aresnb.config import load_config
 from aresnb.paper_sentences import T5Pieces
-from aresnb.stages.teacher_scores import sentence_layout
+from aresnb.rollouts import sentence_layout
 from aresnb.teacher import paper_rubric, prompts
 from aresnb.tokenizer import load_tokenizer
 

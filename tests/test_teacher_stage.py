@@ -100,7 +100,7 @@ def test_scoring_starts_while_sampling_goes_on(run, monkeypatch):
     monkeypatch.setattr(Teacher, "submit", lambda self, item: submitted.append(item.problem.qid) or real_submit(self, item))
     seen_before_batch: list[int] = []
 
-    def two_batches(cfg, paths, round_index, problems, indices, stats):
+    def two_batches(run, problems, stats):
         stats.update(generation_s=0.0, reused_batches=0, sampled_batches=2, processes=1)
         half = len(problems) // 2
         for part in (problems[:half], problems[half:]):

@@ -1,4 +1,4 @@
-"""The stage floor: one module per notebook, named after it.
+"""The stage floor: one module per notebook, named after it, each declared once below.
 
     01_data            aresnb.stages.data
     02_baseline        aresnb.stages.baseline
@@ -14,33 +14,62 @@ dict`` reads a finished stage back from disk (summary and artefacts) without rec
 modules are the only code that knows the run folder (through :class:`aresnb.paths.RunPaths`) and
 the order of the stages; the algorithm modules below them take plain arguments.
 
-A stage whose run the manifest records done with the key the runner would give it now returns
-that stored summary from ``run`` instead of recomputing (:func:`stored_summary`; the rule is
-``aresnb.steps``): a notebook opened on a finished run shows its results.
+What every stage does around its own work -- reuse of a finished step, its folder, timing,
+``summary.json``, the heavy step in the kernel or under ``accelerate launch``, the key that
+resumable work inside a step is tied to -- is :mod:`aresnb.stages.driver`, written once, reading
+the declarations here.
 
-Importing this package is light: a stage module (and torch) loads only when it is imported.
+Importing this package is light (the runner reads the declarations): a stage module (and torch)
+loads only when it is imported.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from aresnb import paths as _paths
 from aresnb import progress
 from aresnb.config import Config, load_config
 from aresnb.paths import RunPaths
-from aresnb.steps import reusable_summary
-from aresnb.tracking import Tracking
 
-MODULES = {
-    _paths.DATA: "data",
-    _paths.BASELINE: "baseline",
-    _paths.TEACHER_SCORES: "teacher_scores",
-    _paths.PPO: "ppo",
-    _paths.CORRECTION_SFT: "correction_sft",
-    _paths.ANSWER_LORA: "answer_lora",
-    _paths.EVALUATION: "evaluation",
-}
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What a stage is, declared once: the driver, the step key and the docs read it from here."""
+
+    name: str  # its folder under outputs/<run>/, its notebook's name, its label in the manifest
+    module: str  # aresnb.stages.<module>
+    sections: tuple[str, ...]  # the parameter sections it reads: with its code and its inputs' completions, its step key
+    reads: tuple[str, ...]  # the upstream artefacts it reads (names of the driver's ARTEFACTS)
+    writes: tuple[str, ...]  # what it writes under its folder, besides summary.json
+    heavy: str = ""  # its heavy step (on run.num_processes processes under accelerate launch); "" = none
+    per_round: bool = False  # runs once per ARES round (round_<i>/<name>/)
+
+
+# Upstream sections need not be listed in ``sections``: a change there re-runs the upstream stage,
+# whose new completion changes every downstream key.
+SPECS: dict[str, StageSpec] = {s.name: s for s in (
+    StageSpec(_paths.DATA, "data", ("data", "features"), (),
+              ("dataset/", "features/{train,val,test}.npy")),
+    StageSpec(_paths.BASELINE, "baseline", ("model", "baseline"), ("dataset", "features"),
+              ("model/", "checkpoints/", "metrics.jsonl", "rationales_{val,test}.jsonl"),
+              heavy="SFT of the rationale model on QCM-E"),
+    StageSpec(_paths.TEACHER_SCORES, "teacher_scores", ("rollout", "teacher"), ("dataset", "features", "policy"),
+              ("rollouts.jsonl", "samples.parquet"), heavy="sampling the round's rollouts", per_round=True),
+    StageSpec(_paths.PPO, "ppo", ("ppo", "teacher"), ("dataset", "features", "policy", "samples"),
+              ("policy/", "value/", "checkpoints/", "metrics.jsonl", "eval_{before,after}.json"),
+              heavy="PPO on the round's buffer", per_round=True),
+    StageSpec(_paths.CORRECTION_SFT, "correction_sft", ("correction", "teacher"), ("dataset", "features", "policy"),
+              ("corrections.parquet", "rl_rationales_*.jsonl", "model/", "checkpoints/", "metrics.jsonl"),
+              heavy="SFT on the Teacher's corrections", per_round=True),
+    StageSpec(_paths.ANSWER_LORA, "answer_lora", ("answer", "ares"), ("dataset", "features", "models"),
+              ("<model>/<format>/{adapter/,predictions_test.jsonl,head_summary.json}",),
+              heavy="training the LoRA answer heads"),  # ares.arms: which models get heads
+    StageSpec(_paths.EVALUATION, "evaluation", ("evaluation", "teacher", "ares"), ("dataset", "models"),
+              ("judgments*.jsonl",)),  # ares.arms: which comparisons the judge makes
+)}
+MODULES = {name: spec.module for name, spec in SPECS.items()}
 
 
 def open_run(params: Any = None) -> tuple[Config, RunPaths]:
@@ -48,20 +77,3 @@ def open_run(params: Any = None) -> tuple[Config, RunPaths]:
     cfg = load_config(params)
     progress.configure(cfg.run.progress_every_percent)
     return cfg, RunPaths(cfg)
-
-
-def stored_summary(cfg: Config, paths: RunPaths, stage: str, round_index: int | None = None,
-                   arm: str | None = None) -> dict | None:
-    """The summary of this stage's finished run when it can be reused as it is (else None), saying so."""
-    summary = reusable_summary(cfg, paths, stage, round_index, arm=arm)
-    if summary is not None:
-        where = stage if stage not in _paths.ROUND_STAGES else f"round_{round_index}/{stage}"
-        where = f"{arm}/{stage}" if arm is not None else where
-        progress.say(f"{where}: finished before with these parameters and inputs; showing its stored results "
-                     "(aresnb run --force recomputes)")
-    return summary
-
-
-def tracking(cfg: Config, paths: RunPaths, name: str, hyperparameters: dict[str, Any]) -> Tracking:
-    """The experiment trackers (``run.log_with``) of one trainer, logging under ``<run>/tracking/<name>``."""
-    return Tracking(tuple(cfg.run.log_with), str(paths.tracking_dir()), name, hyperparameters)

@@ -43,10 +43,8 @@ from aresnb.paths import ANSWER_LORA, BASELINE_MODEL, RunPaths
 from aresnb.progress import say
 from aresnb.sft import train_seq2seq
 from aresnb.sft_data import TokenizedExamples, make_examples
-from aresnb.stages import stored_summary, tracking
 from aresnb.stages.arms import evaluated_models
-from aresnb.stages.data import load_features, load_problems
-from aresnb.stages.launch import run_heavy
+from aresnb.stages.driver import StageRun, drive
 from aresnb.tokenizer import load_tokenizer
 
 STAGE = ANSWER_LORA
@@ -101,26 +99,27 @@ def plan_heads(cfg: Any, paths: RunPaths) -> list[Head]:
     return heads
 
 
-def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
+def heavy_step(run: StageRun) -> dict:
     """Train every head's adapter (every launched process; the main one saves each adapter).
 
     Each distinct example set is tokenised once and shared: QCM-A by every QCM-A head (the
     ablation sees the same tokens without features), QCMG-A (gold rationales) by every QCMG-A head,
     as long as the models share a tokenizer; the train features are loaded once.
     """
-    train = load_problems(paths)["train"].to_list()
-    features = load_features(paths, "train")
+    train = run.problems()["train"].to_list()
+    features = run.features("train")
     tokenized: dict[tuple, TokenizedExamples] = {}
     heads, processes = {}, 1
-    for head in plan_heads(cfg, paths):
-        heads[head.label], processes = train_head(cfg, paths, head, train, features, tokenized)
+    for head in plan_heads(run.cfg, run.paths):
+        heads[head.label], processes = train_head(run, head, train, features, tokenized)
     return {"heads": heads, "processes": processes}
 
 
-def train_head(cfg: Any, paths: RunPaths, head: Head, train: list[dict], features: np.ndarray,
+def train_head(run: StageRun, head: Head, train: list[dict], features: np.ndarray,
                tokenized: dict[tuple, TokenizedExamples]) -> tuple[dict, int]:
     """Train and save one head's adapter on ``train``; ``tokenized`` caches the example sets by
     (format, tokenizer). Returns (what :func:`evaluate_head` reads, the processes it trained on)."""
+    cfg, paths = run.cfg, run.paths
     t0, cpu0 = time.time(), time.process_time()
     tokenizer = load_tokenizer(head.model_dir)
     key = (head.fmt, fingerprint(tokenizer.backend_tokenizer.to_str()))
@@ -141,8 +140,8 @@ def train_head(cfg: Any, paths: RunPaths, head: Head, train: list[dict], feature
                            fingerprint_extra={"base_model": dir_signature(head.model_dir), "use_image": head.use_image},
                            gradient_checkpointing=cfg.model.gradient_checkpointing, desc=f"LoRA {head.label}",
                            progress=False,  # one line per head (evaluate_head), not per step
-                           tracking=tracking(cfg, paths, f"{STAGE}/{head.name}/{head.fmt}",
-                                             {"train": vars(cfg.answer.train), "use_image": head.use_image}))
+                           tracking=run.tracking(f"{STAGE}/{head.name}/{head.fmt}",
+                                                 {"train": vars(cfg.answer.train), "use_image": head.use_image}))
     trained = {"train": result.summary(), "trainable": fraction, "train_s": time.time() - t0,
                "train_cpu_s": time.process_time() - cpu0}  # this process's (the main one's)
     return trained, result.processes
@@ -184,14 +183,14 @@ def evaluate_head(cfg: Any, paths: RunPaths, head: Head, data: dict, trained: di
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     """Train every head (the heavy step), evaluate each on test, the image ablation, the accuracy table."""
-    if (stored := stored_summary(cfg, paths, STAGE)) is not None:
-        return stored
-    t0 = time.time()
-    paths.stage_dir(STAGE)
-    ds = load_problems(paths)
-    data = {"test": ds["test"].to_list(), "features": {"test": load_features(paths, "test")}}
+    return drive(cfg, paths, STAGE, _train_and_answer)
+
+
+def _train_and_answer(run: StageRun) -> dict:
+    cfg, paths = run.cfg, run.paths
+    data = {"test": run.problems()["test"].to_list(), "features": {"test": run.features("test")}}
     plan = plan_heads(cfg, paths)
-    trained = run_heavy(cfg, paths, STAGE)
+    trained = run.heavy()
     done = {head.label: evaluate_head(cfg, paths, head, data, trained["heads"][head.label]) for head in plan}
     models = dict.fromkeys(h.name for h in plan if h.name != NO_IMAGE)  # in the order evaluated_models gives
     heads = {name: {fmt: done[f"{name}/{fmt}"] for fmt in cfg.answer.formats} for name in models}
@@ -210,9 +209,8 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     accuracy = {m: {f: h["accuracy"] for f, h in by_fmt.items()} for m, by_fmt in heads.items()}
     table = write_table(heads_table(accuracy), paths.tables_dir, "accuracy_by_category",
                         "Answer accuracy (%) by category of every LoRA head", 2, formats=("csv", "md"))
-    summary = {
+    return {
         "stage": STAGE,
-        "wall_time_s": time.time() - t0,
         "processes": trained["processes"],
         "metric": dataset_registry.dataset(cfg.data).metric,
         "accuracy": accuracy,
@@ -227,8 +225,6 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
         "image_ablation": ablation,
         "tables": list(table.values()),
     }
-    write_json(paths.summary_file(STAGE), summary)
-    return summary
 
 
 def load(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:

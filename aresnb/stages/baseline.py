@@ -17,15 +17,13 @@ import numpy as np
 
 from aresnb.distributed import default_device
 from aresnb.generation import generate_rationales
-from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
+from aresnb.io import read_json, read_jsonl, write_jsonl
 from aresnb.models import build_rationale_model, describe_model, load_rationale_model
 from aresnb.paths import BASELINE, BASELINE_MODEL, RunPaths
 from aresnb.progress import say
 from aresnb.sft import evaluate_seq2seq, train_seq2seq
 from aresnb.sft_data import make_examples
-from aresnb.stages import stored_summary, tracking
-from aresnb.stages.data import load_features, load_problems
-from aresnb.stages.launch import run_heavy
+from aresnb.stages.driver import StageRun, drive, stage_run
 from aresnb.tokenizer import build_or_load_tokenizer, load_tokenizer
 
 STAGE = BASELINE
@@ -40,10 +38,11 @@ def tokenizer_corpus(problems: list[dict], use_caption: bool) -> list[str]:
     return texts
 
 
-def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
+def heavy_step(run: StageRun) -> dict:
     """Train the baseline on QCM-E (every launched process; the main one saves the model)."""
-    train = load_problems(paths)["train"].to_list()
-    features = load_features(paths, "train")
+    cfg, paths = run.cfg, run.paths
+    train = run.problems()["train"].to_list()
+    features = run.features("train")
     tokenizer = load_tokenizer(paths.baseline_model_dir)  # run() built it before any process started
     model = build_rationale_model(cfg, tokenizer, features.shape[1:])
     examples = make_examples(train, "QCM-E", use_caption=cfg.data.use_caption)
@@ -53,7 +52,7 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dic
         max_source_length=cfg.model.max_source_length, max_target_length=cfg.model.max_target_length,
         seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision,
         gradient_checkpointing=cfg.model.gradient_checkpointing, desc="baseline SFT (QCM-E)",
-        tracking=tracking(cfg, paths, STAGE, {"train": vars(cfg.baseline), "model": vars(cfg.model)}),
+        tracking=run.tracking(STAGE, {"train": vars(cfg.baseline), "model": vars(cfg.model)}),
     )
     return {**result.summary(), "examples": len(examples), "trained": True}
 
@@ -70,12 +69,13 @@ def save_initial_model(cfg: Any, paths: RunPaths, tokenizer: Any, feature_shape:
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     """Train the baseline, write its rationales for val and test; returns the summary."""
-    if (stored := stored_summary(cfg, paths, STAGE)) is not None:
-        return stored
-    t0 = time.time()
-    paths.stage_dir(STAGE)
-    ds = load_problems(paths)
-    features = {split: load_features(paths, split) for split in ("train", *RATIONALE_SPLITS)}
+    return drive(cfg, paths, STAGE, _train_and_generate)
+
+
+def _train_and_generate(run: StageRun) -> dict:
+    cfg, paths = run.cfg, run.paths
+    ds = run.problems()
+    features = {split: run.features(split) for split in ("train", *RATIONALE_SPLITS)}
     train = ds["train"].to_list()
     use_caption = cfg.data.use_caption
 
@@ -84,7 +84,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     lengths = {"source": _token_lengths(tokenizer, [e["source"] for e in examples]),
                "target": _token_lengths(tokenizer, [e["target"] for e in examples])}
     if cfg.baseline.train:
-        trained = run_heavy(cfg, paths, STAGE)
+        trained = run.heavy()
     else:
         trained = save_initial_model(cfg, paths, tokenizer, features["train"].shape[1:])
     model = load_rationale_model(paths.baseline_model_dir).to(default_device())
@@ -109,7 +109,6 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
 
     summary = {
         "stage": STAGE,
-        "wall_time_s": time.time() - t0,
         "processes": trained["processes"],
         "train": trained,
         "val": {"teacher_forced_loss": val_metrics["loss"], "token_accuracy": val_metrics["token_accuracy"],
@@ -124,7 +123,6 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
         "generation_time_s": gen_time,
         "model_dir": str(paths.baseline_model_dir),
     }
-    write_json(paths.summary_file(STAGE), summary)
     how = (f"loss {_fmt(trained['first_loss'])} → {_fmt(trained['last_loss'])}" if trained["trained"]
            else f"loaded from {trained['init_from']}, not trained (baseline.train: false)")
     say(f"baseline: {summary['model']['parameters'] / 1e6:.1f} M parameters, {how}; "
@@ -138,7 +136,7 @@ def _fmt(x: float | None) -> str:
 
 def load(cfg: Any, paths: RunPaths, round_index: int | None = None, n_examples: int = 4) -> dict:
     """The finished stage: summary, training metrics, the first test problems' gold and greedy rationales."""
-    test = load_problems(paths)["test"].to_list()[:n_examples]
+    test = stage_run(cfg, paths, STAGE).problems()["test"].to_list()[:n_examples]
     generated = {r["qid"]: r["rationale"] for r in read_jsonl(paths.rationales_file(BASELINE_MODEL, "test"))}
     return {
         "summary": read_json(paths.summary_file(STAGE)),

@@ -15,8 +15,9 @@ SFT steps), without any RL. Comparing ARES with it says what the RL adds to the 
 
 Resumable: each generation is written once and reused, the Teacher's reply cache makes repeated
 requests free, and the trainer resumes from its last checkpoint (whose fingerprint covers the SFT
-examples, so new corrections never resume an old run). The generated artefacts are tied to a
-fingerprint of their inputs (parameters + the PPO policy's weights) and discarded when it changes.
+examples, so new corrections never resume an old run). The generated artefacts are tied to the
+step's inputs key (:meth:`aresnb.stages.driver.StageRun.inputs_key`: parameters + the corrected
+model's weights) and discarded when it changes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from aresnb.checkpoints import dir_signature, fingerprint
 from aresnb.checks import check_corrections
 from aresnb.correction import correction_row, select_problems, summarize_corrections
 from aresnb.distributed import default_device
@@ -41,9 +41,7 @@ from aresnb.progress import Progress, say
 from aresnb.rationale_metrics import dedupe_sentences, rationale_quality
 from aresnb.sft import train_seq2seq
 from aresnb.sft_data import make_examples
-from aresnb.stages import stored_summary, tracking
-from aresnb.stages.data import load_features, load_problems
-from aresnb.stages.launch import run_heavy
+from aresnb.stages.driver import StageRun, drive
 from aresnb.teacher import CorrectionItem, ProblemView, open_teacher, prompt_preview
 from aresnb.tokenizer import load_tokenizer
 
@@ -57,13 +55,6 @@ RATES_DEFINITION = {
 
 
 # ---- resumable artefacts -----------------------------------------------------------------------
-
-
-def inputs_fingerprint(cfg: Any, round_index: int, policy_dir: Path, arm: str | None = None) -> str:
-    """What the stage's generated artefacts depend on: parameters and the corrected model's weights."""
-    values = cfg.to_dict()
-    return fingerprint(round_index, cfg.run.seed, values["model"], values["correction"], cfg.teacher.model,
-                       dir_signature(policy_dir), *([arm] if arm else []))
 
 
 def reset_if_inputs_changed(paths: RunPaths, round_index: int, fp: str, arm: str | None = None) -> bool:
@@ -119,23 +110,24 @@ def _load_model(path: Path):
     return model, load_tokenizer(path)
 
 
-def _round_train(cfg: Any, paths: RunPaths, round_index: int) -> tuple[list[dict], np.ndarray]:
+def _round_train(run: StageRun) -> tuple[list[dict], np.ndarray]:
     """The train problems corrected this round (seeded subset) and their features."""
-    train_all = [dict(r) for r in load_problems(paths)["train"]]
-    rows_idx = select_problems(len(train_all), cfg.correction.max_problems, cfg.run.seed, round_index)
-    return [train_all[i] for i in rows_idx], load_features(paths, "train")[rows_idx]
+    train_all = [dict(r) for r in run.problems()["train"]]
+    rows_idx = select_problems(len(train_all), run.cfg.correction.max_problems, run.cfg.run.seed, run.round_index)
+    return [train_all[i] for i in rows_idx], run.features("train")[rows_idx]
 
 
 def _where(round_index: int, arm: str | None) -> str:
-    """The step's name in logs and trackers: ``round_<i>`` or the arm's."""
+    """The step's name in logs: ``round_<i>`` or the arm's."""
     return arm or f"round_{round_index}"
 
 
-def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1, arm: str | None = None) -> dict:
+def heavy_step(run: StageRun) -> dict:
     """SFT on the corrections (``corrections.parquet``), from the model they correct (the round's
     PPO policy, or the baseline for ``correction_only``); the main process saves the model. The
     trainer resumes from its checkpoints. The seed is round 1's for the arm: the same SFT, no RL."""
-    train, features = _round_train(cfg, paths, round_index)
+    cfg, paths, round_index, arm = run.cfg, run.paths, run.round_index, run.arm
+    train, features = _round_train(run)
     corrections = pd.read_parquet(paths.corrections_file(round_index, arm), columns=["qid", "target"])
     examples = make_examples(train, "QCM-E", rationales=dict(zip(corrections["qid"].astype(str), corrections["target"])),
                              use_caption=cfg.data.use_caption)
@@ -147,8 +139,8 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1, arm: str 
                             mixed_precision=cfg.run.mixed_precision,
                             gradient_checkpointing=cfg.model.gradient_checkpointing,
                             desc=f"SFT on corrections, {_where(round_index, arm).replace('_', ' ')}",
-                            tracking=tracking(cfg, paths, f"{_where(round_index, arm)}/{STAGE}",
-                                              {"train": vars(cfg.correction.sft), "round": round_index, "arm": arm}))
+                            tracking=run.tracking(run.label, {"train": vars(cfg.correction.sft), "round": round_index,
+                                                              "arm": arm}))
     return trained.summary()
 
 
@@ -157,21 +149,23 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, arm: str | None 
     ``arm="correction_only"``: the same on the baseline, without RL (the ablation)."""
     if arm not in (None, CORRECTION_ONLY):
         raise ValueError(f"stage 05 runs for the ARES rounds (arm None) or the {CORRECTION_ONLY!r} arm, not {arm!r}")
-    if (stored := stored_summary(cfg, paths, STAGE, round_index, arm)) is not None:
-        return stored
+    return drive(cfg, paths, STAGE, _correct_and_train, round_index, arm)
+
+
+def _correct_and_train(run: StageRun) -> dict:
+    cfg, paths, round_index, arm = run.cfg, run.paths, run.round_index, run.arm
     start = time.perf_counter()
     timings: dict[str, float] = {}
 
     def lap(name: str) -> None:
         timings[name] = round(time.perf_counter() - start - sum(timings.values()), 2)
 
-    paths.stage_dir(STAGE, round_index, arm)
     policy_dir = paths.model_to_correct(round_index, arm)
-    restarted = reset_if_inputs_changed(paths, round_index, inputs_fingerprint(cfg, round_index, policy_dir, arm), arm)
+    restarted = reset_if_inputs_changed(paths, round_index, run.inputs_key(), arm)
 
-    data = load_problems(paths)
-    train, train_features = _round_train(cfg, paths, round_index)
-    split_data = {s: ([dict(r) for r in data[s]], load_features(paths, s)) for s in EVAL_SPLITS}
+    data = run.problems()
+    train, train_features = _round_train(run)
+    split_data = {s: ([dict(r) for r in data[s]], run.features(s)) for s in EVAL_SPLITS}
     qids = {s: [str(p["qid"]) for p in probs] for s, (probs, _) in split_data.items()}
     train_qids = [str(p["qid"]) for p in train]
 
@@ -197,7 +191,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, arm: str | None 
     lap("teacher")
     # 4. SFT on the corrections, from the RL checkpoint: the heavy step (it resumes from its checkpoints)
     del model
-    trained = run_heavy(cfg, paths, STAGE, round_index, arm=arm)
+    trained = run.heavy()
     model_dir = paths.sft_model_dir(round_index, arm)
     model, tokenizer = _load_model(model_dir)
 
@@ -240,9 +234,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, arm: str | None 
         "restarted_with_new_inputs": restarted,
         "model_dir": str(model_dir),
         "timings_s": timings,
-        "wall_time_s": round(time.perf_counter() - start, 2),
     }
-    write_json(paths.summary_file(STAGE, round_index, arm), summary)
     say(f"{arm + ': ' if arm else ''}corrections: {summary['corrected']} corrected, {summary['unchanged']} unchanged, "
         f"{summary['fallback']} fallback; unfinished sentences (val) "
         + " → ".join(f"{rates[k]['unfinished_sentence_rate']:.1%}" for k in rates)

@@ -24,10 +24,10 @@ from aresnb.data.prompts import build_source, build_target, load_length_tokenize
 from aresnb.data.schema import SPLITS, category_counts, to_dataset_dict
 from aresnb.data.registry import Folders
 from aresnb.data.splits import check_splits
-from aresnb.io import read_json, write_json
+from aresnb.io import read_json
 from aresnb.paths import DATA, RunPaths
 from aresnb.progress import say
-from aresnb.stages import stored_summary
+from aresnb.stages.driver import StageRun, drive
 
 STAGE = DATA
 
@@ -81,10 +81,12 @@ def _quiet_progress():
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
     """Write the dataset, the features of every split and ``summary.json``; return the summary."""
-    if (stored := stored_summary(cfg, paths, STAGE)) is not None:
-        return stored
+    return drive(cfg, paths, STAGE, _write_data)
+
+
+def _write_data(run: StageRun) -> dict:
+    cfg, paths = run.cfg, run.paths
     t0 = time.time()
-    paths.stage_dir(STAGE)
     rows, stats, source = read_problems(cfg, paths)
     captions = read_captions(cfg.data.captions_file) if cfg.data.captions_file else None
     for i, split in enumerate(SPLITS):
@@ -138,9 +140,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
         "feature_model": extractor.model_id if precomputed or f.model != "tiny" else f"tiny ViT ({paths.vision_model_dir})",
         "feature_cache": feature_stats,
         "load_time_s": round(t_load, 2),
-        "wall_time_s": round(time.time() - t0, 2),
     }
-    write_json(paths.summary_file(STAGE), summary)
     say(f"data: {source.split(' at ')[0]}, " + " / ".join(f"{n} {s}" for s, n in summary["problems"].items())
         + f" problems; image features {tuple(summary['feature_shape'])} per problem")
     return summary

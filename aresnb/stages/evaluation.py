@@ -29,14 +29,13 @@ from aresnb.evaluation.tables import write_table
 from aresnb.evaluation.text_metrics import gold_metrics, load_similarity_model, word_count
 from aresnb.evaluation.winrate import (OUTCOME_CODE, bootstrap_interval, judge_both_orders, judge_subset,
                                       single_order_codes, tally, teacher_judge, win_rate_table, win_statistics)
-from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
+from aresnb.io import read_json, read_jsonl, write_jsonl
 from aresnb.paper_numbers import ACCURACY_COLUMNS, model_size
 from aresnb.paths import ANSWER_LORA, ARES_MODEL, BASELINE_MODEL, EVALUATION, RunPaths, round_model
 from aresnb.progress import Progress, say
 from aresnb.rationale_metrics import rationale_quality
-from aresnb.stages import stored_summary
 from aresnb.stages.arms import DESCRIPTIONS, comparison_name, comparisons, model_names, rationale_name
-from aresnb.stages.data import load_problems
+from aresnb.stages.driver import StageRun, drive
 from aresnb.teacher import endpoint_label, open_teacher, prompt_preview
 
 log = logging.getLogger(__name__)
@@ -244,12 +243,14 @@ def _pct(x: float | None) -> str:
 def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, Any]:
     """Judge ARES against the baseline, collect accuracies and rationale metrics; write the
     judgments, the tables and ``summary.json``; return the summary."""
-    if (stored := stored_summary(cfg, paths, STAGE)) is not None:
-        return stored
-    t0, cpu0 = time.time(), time.process_time()
-    paths.stage_dir(STAGE)
+    return drive(cfg, paths, STAGE, _judge_and_measure, after=_closing_lines)
+
+
+def _judge_and_measure(run: StageRun) -> dict[str, Any]:
+    cfg, paths = run.cfg, run.paths
+    cpu0 = time.process_time()
     rounds = cfg.ares.rounds
-    problems = load_problems(paths)["test"].to_list()
+    problems = run.problems()["test"].to_list()
     qids = [str(p["qid"]) for p in problems]
     rationales = test_rationales(paths, rounds, qids, cfg.ares.arms)
     names = model_names(cfg)
@@ -296,7 +297,7 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, 
     if acc_table is not None:
         tables["accuracy"] = write_table(acc_table.drop(columns="key"), paths.tables_dir, "accuracy_evaluation",
                                          "Answer accuracy (%) by category, baseline and ARES", 2)
-    summary = {
+    return {
         "stage": STAGE,
         **win,
         "tie_rate": comps[comparison_name(ARES_MODEL, BASELINE_MODEL)]["tie_rate"],
@@ -310,18 +311,18 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, 
         "teacher_usage": usage,
         "tables": tables,
         "timing_s": {"judge": round(judge_s, 2), "rationale_metrics_after_judging": round(sim_s, 2)},
-        "wall_time_s": round(time.time() - t0, 2),
         "cpu_time_s": round(time.process_time() - cpu0, 2),  # all threads of this process
     }
-    write_json(paths.summary_file(STAGE), summary)
-    for name, c in comps.items():
+
+
+def _closing_lines(run: StageRun, summary: dict) -> None:
+    for c in summary["comparisons"].values():
         say(f"judge {summary['judge_model']}, {c['subject']} vs {c['reference']}: {c['wins']} wins / {c['ties']} ties / "
             f"{c['losses']} losses over both orders (tie rate {c['tie_rate']:.0%}, decisive {_pct(c['decisive_win_rate'])}); "
             f"forced choice {c['win_rate']:.1%}")
     lo, hi = summary["win_rate_ci95"]
     say(f"judge {summary['judge_model']}: ARES preferred on {summary['win_rate']:.1%} of {summary['judged_problems']} "
         f"test problems (95% CI {lo:.1%}-{hi:.1%})")
-    return summary
 
 
 def request_preview() -> str:

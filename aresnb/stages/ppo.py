@@ -20,72 +20,31 @@ import random
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
 from aresnb.checkpoints import fingerprint
-from aresnb.data.prompts import build_source
 from aresnb.distributed import default_device, make_accelerator
 from aresnb.generation import generate_rationales
 from aresnb.io import read_json, read_jsonl, write_json
 from aresnb.models import load_rationale_model
 from aresnb.paths import PPO, RunPaths
 from aresnb.ppo import train_ppo
-from aresnb.ppo_buffer import PPOSample, buffer_digest
+from aresnb.ppo_buffer import buffer_digest
 from aresnb.progress import say
 from aresnb.rationale_metrics import rationale_quality, sentence_texts
-from aresnb.stages import stored_summary, tracking
-from aresnb.stages.data import load_features, load_problems
-from aresnb.stages.launch import run_heavy
+from aresnb.rollouts import build_ppo_samples
+from aresnb.stages.driver import StageRun, drive, stage_run
 from aresnb.teacher import ProblemView, ScoreItem, open_teacher
 from aresnb.tokenizer import load_tokenizer
 from aresnb.value_model import Seq2SeqValueModel
 
 STAGE = PPO
-SOURCE_FORMAT = "QCM-E"
 COLLAPSE_WARNING_POINTS = 10.0  # warn when the empty-rationale rate rises by more than this
 SENTENCE_MERGE_SHARE = 1 / 3  # warn when sentences per rationale fall by more than this share
-
-
-# ---- buffer -> PPO samples ---------------------------------------------------------------------
-
-
-def build_ppo_samples(rows: Sequence[dict], problems: Any, tokenizer: Any, max_source_length: int,
-                      use_caption: bool = True) -> tuple[list[PPOSample], dict]:
-    """A PPOSample per row of samples.parquet (dropped replies kept, flagged) and counts.
-
-    The response is the token ids as sampled; only the source is tokenized here.
-    """
-    row_of_qid = {q: i for i, q in enumerate(problems["qid"])}
-    out, reasons, source_ids_of = [], {}, {}
-    for r in rows:
-        qid = str(r["qid"])
-        if qid not in row_of_qid:
-            raise KeyError(f"samples.parquet: qid {qid} is not in the train split of the dataset")
-        scores = None if r["scores"] is None else [float(x) for x in r["scores"]]
-        ends = [int(t) for t in r["sentence_end_tokens"]]
-        reason = None
-        if bool(r["dropped"]) or scores is None:
-            reason = str(r.get("drop_reason"))
-        elif len(scores) != len(ends):
-            reason = "span_mismatch"  # a Teacher reply for other sentences than were sampled
-        if reason is not None:
-            reasons[reason] = reasons.get(reason, 0) + 1
-        if qid not in source_ids_of:  # the k samples of a problem share its source: tokenised once
-            source = build_source(problems[row_of_qid[qid]], SOURCE_FORMAT, use_caption=use_caption)
-            source_ids_of[qid] = tokenizer(source, truncation=True, max_length=max_source_length)["input_ids"]
-        source_ids = source_ids_of[qid]
-        out.append(PPOSample(qid=qid, sample_index=int(r["sample_index"]), source_ids=list(source_ids),
-                             response_ids=[int(t) for t in r["response_ids"]], sentence_end_indices=ends,
-                             scores=scores, ended=bool(r["ended"]), dropped=reason is not None,
-                             feature_row=row_of_qid[qid], text=str(r["rationale"] or ""),
-                             sample_logprobs=[float(x) for x in r["sample_logprobs"]]
-                             if r.get("sample_logprobs") is not None else None))
-    return out, {"samples_total": len(rows), "samples_dropped": sum(reasons.values()), "drop_reasons": reasons,
-                 "cut_samples": sum(not s.ended for s in out)}
 
 
 # ---- held-out evaluation: greedy rationales scored by the Teacher --------------------------------
@@ -152,20 +111,21 @@ def paired_delta(before: dict, after: dict, n_samples: int, seed: int) -> dict:
 # ---- the stage ---------------------------------------------------------------------------------
 
 
-def _held_out(cfg: Any, paths: RunPaths) -> tuple[list[dict], np.ndarray]:
-    problems = load_problems(paths)["val"]
-    rows = eval_subset(len(problems), cfg.ppo.eval_problems, cfg.run.seed)
-    return [problems[i] for i in rows], load_features(paths, "val")[rows]
+def _held_out(run: StageRun) -> tuple[list[dict], np.ndarray]:
+    problems = run.problems()["val"]
+    rows = eval_subset(len(problems), run.cfg.ppo.eval_problems, run.cfg.run.seed)
+    return [problems[i] for i in rows], run.features("val")[rows]
 
 
 def _silent(message: str) -> None:
     """The log of every launched process but the main one."""
 
 
-def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
+def heavy_step(run: StageRun) -> dict:
     """PPO on the round's buffer (every launched process trains its share of each optimizer step);
     the main process saves the policy, its tokenizer and the critic. Returns the run's figures."""
-    trackers = tracking(cfg, paths, f"round_{round_index}/{STAGE}", {"ppo": vars(cfg.ppo), "round": round_index})
+    cfg, paths, round_index = run.cfg, run.paths, run.round_index
+    trackers = run.tracking(run.label, {"ppo": vars(cfg.ppo), "round": round_index})
     accelerator = make_accelerator(mixed_precision=cfg.run.mixed_precision, tracking=trackers)
     policy_dir = paths.policy_entering_round(round_index)
     torch.manual_seed(cfg.run.seed)  # the critic's fresh head: the same on every process and on resume
@@ -173,11 +133,11 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     policy = load_rationale_model(policy_dir)
     value_model = Seq2SeqValueModel.from_policy(policy, shared=cfg.ppo.value_model == "shared")
     samples, buffer_stats = build_ppo_samples(pd.read_parquet(paths.samples_file(round_index)).to_dict("records"),
-                                              load_problems(paths)["train"], tokenizer,
+                                              run.problems()["train"], tokenizer,
                                               cfg.model.max_source_length, use_caption=cfg.data.use_caption)
     trackers.start(accelerator)
     result = train_ppo(policy, value_model, samples, cfg.ppo, paths.stage_dir(STAGE, round_index),
-                       accelerator=accelerator, features=load_features(paths, "train"),
+                       accelerator=accelerator, features=run.features("train"),
                        pad_token_id=tokenizer.pad_token_id, decoder_start_token_id=policy.config.decoder_start_token_id,
                        temperature=cfg.rollout.temperature, seed=cfg.run.seed,
                        fingerprint=fingerprint(cfg.hash(), buffer_digest(samples)),  # every parameter, the exact buffer
@@ -195,23 +155,22 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, *, log: Callable[[str], None] = say) -> dict:
     """Evaluate the entering policy, PPO on the buffer (the heavy step), evaluate again; returns the summary."""
-    if (stored := stored_summary(cfg, paths, STAGE, round_index)) is not None:
-        return stored
-    started = time.time()
-    paths.stage_dir(STAGE, round_index)
+    return drive(cfg, paths, STAGE, lambda run: _train_and_evaluate(run, log), round_index)
+
+
+def _train_and_evaluate(run: StageRun, log: Callable[[str], None]) -> dict:
+    cfg, paths, round_index = run.cfg, run.paths, run.round_index
     policy_dir = paths.policy_entering_round(round_index)
     samples_file = paths.samples_file(round_index)
     for need, what in ((policy_dir, "the policy entering the round"), (samples_file, "the Teacher-scored buffer (stage 03)")):
         if not Path(need).exists():
             raise FileNotFoundError(f"stage 04 needs {what}: {need} does not exist; run the earlier stages first")
-    eval_problems, eval_features = _held_out(cfg, paths)
-    # what the before-PPO score depends on: every parameter and the buffer file
-    run_id = fingerprint(cfg.hash(), Path(samples_file).stat().st_size, Path(samples_file).stat().st_mtime_ns)
+    eval_problems, eval_features = _held_out(run)
     with open_teacher(cfg, paths) as teacher:
-        before = _score_before(cfg, paths, round_index, policy_dir, eval_problems, eval_features, teacher, run_id)
+        before = _score_before(run, eval_problems, eval_features, teacher)
         log(f"before PPO: Teacher score {_fmt(before['teacher_score'])} on {len(eval_problems)} val problems "
             f"({before['empty']} empty, {before['dropped']} unscored)")
-        result = run_heavy(cfg, paths, STAGE, round_index, log=log)
+        result = run.heavy(log=log)
         tokenizer = load_tokenizer(paths.ppo_policy_dir(round_index))
         policy = load_rationale_model(paths.ppo_policy_dir(round_index)).to(default_device())
         t = time.time()
@@ -220,26 +179,27 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, *, log: Callable
         write_json(paths.ppo_eval_file(round_index, "after"), after)
         log(f"after PPO:  Teacher score {_fmt(after['teacher_score'])} (before {_fmt(before['teacher_score'])})")
         usage = teacher.usage()
-    summary = stage_summary(cfg, paths, round_index, before, after, result, usage, time.time() - started, log)
-    write_json(paths.summary_file(STAGE, round_index), summary)
-    return summary
+    return stage_summary(cfg, paths, round_index, before, after, result, usage, log)
 
 
-def _score_before(cfg, paths, round_index, policy_dir, problems, features, teacher, run_id) -> dict:
-    """The entering policy's held-out score; kept on disk, so a resumed stage does not redo it."""
-    before_file = paths.ppo_eval_file(round_index, "before")
+def _score_before(run: StageRun, problems: list[dict], features: np.ndarray, teacher: Any) -> dict:
+    """The entering policy's held-out score; kept on disk while the step's inputs hold, so a
+    resumed stage does not redo it."""
+    before_file = run.paths.ppo_eval_file(run.round_index, "before")
     before = read_json(before_file) if before_file.exists() else {}
-    if before.get("fingerprint") != run_id:
+    key = run.inputs_key()
+    if before.get("fingerprint") != key:
         t = time.time()
+        policy_dir = run.paths.policy_entering_round(run.round_index)
         policy = load_rationale_model(policy_dir).to(default_device())
-        before = score_greedy_rationales(policy, load_tokenizer(policy_dir), problems, features, teacher, cfg)
-        before.update(wall_time_s=time.time() - t, fingerprint=run_id)
+        before = score_greedy_rationales(policy, load_tokenizer(policy_dir), problems, features, teacher, run.cfg)
+        before.update(wall_time_s=time.time() - t, fingerprint=key)
         write_json(before_file, before)
     return before
 
 
 def stage_summary(cfg: Any, paths: RunPaths, round_index: int, before: dict, after: dict, result: dict,
-                  usage: dict, wall_time_s: float, log: Callable[[str], None] = print) -> dict:
+                  usage: dict, log: Callable[[str], None] = print) -> dict:
     """summary.json of stage 04 (``result``: what the heavy step returned), and the loud warning
     when the policy collapsed."""
     metrics = read_jsonl(paths.metrics_file(STAGE, round_index))
@@ -297,7 +257,6 @@ def stage_summary(cfg: Any, paths: RunPaths, round_index: int, before: dict, aft
         "final_metrics": metrics[-1] if metrics else {},
         "policy_dir": str(paths.ppo_policy_dir(round_index)),
         "teacher_usage": usage,
-        "wall_time_s": wall_time_s,
     }
 
 
@@ -312,7 +271,7 @@ def load(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
         "metrics": read_jsonl(paths.metrics_file(STAGE, round_index)),
         "examples": rows["before"].merge(rows["after"], left_index=True, right_index=True, suffixes=("_before", "_after")),
         "eval": evals,
-        "problems": {str(p["qid"]): dict(p) for p in load_problems(paths)["val"]},
+        "problems": {str(p["qid"]): dict(p) for p in stage_run(cfg, paths, STAGE, round_index).problems()["val"]},
     }
 
 

@@ -10,7 +10,7 @@ ids. Where sentences end is ``teacher.sentence_rules``: ``aresnb`` splits the te
 last sentence is ended by ``</s>``, a cut sample's tail is no sentence). Either way the Teacher
 scores exactly the sentences whose end tokens PPO rewards.
 
-The sampling is the heavy step (:mod:`aresnb.stages.launch`): with ``run.num_processes`` > 1 the
+The sampling is the heavy step (:mod:`aresnb.stages.driver`): with ``run.num_processes`` > 1 the
 length-sorted batches of problems are shared out to the launched processes, each problem sampled
 exactly once; every batch is seeded on its own, so N processes sample exactly what one does.
 A killed run resumes without one repeated Teacher call and without resampling what was kept:
@@ -26,30 +26,25 @@ generated; the summary reports ``generation_s``, ``scoring_s`` (first request to
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
-from aresnb.checkpoints import dir_signature, fingerprint
 from aresnb.checks import check_scored_samples
-from aresnb.data.prompts import solution_start
 from aresnb.distributed import default_device, process_rank, shard
 from aresnb.generation import sample_responses
-from aresnb.io import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
+from aresnb.io import append_jsonl, read_json, write_jsonl
 from aresnb.models import load_rationale_model
 from aresnb.paths import TEACHER_SCORES, RunPaths
 from aresnb.progress import Progress, say
-from aresnb.paper_sentences import T5Pieces, paper_sentences
-from aresnb.sentences import sentence_end_tokens, split_sentences
-from aresnb.stages import stored_summary
-from aresnb.stages.data import load_features, load_problems
-from aresnb.stages.launch import run_heavy
+from aresnb.paper_sentences import T5Pieces
+from aresnb.rollouts import (ShardTail, complete_batches, merge_rollouts, read_rollouts, rows_per_batch,
+                             sentence_layout)
+from aresnb.stages.driver import StageRun, drive, stage_run
 from aresnb.tokenizer import load_tokenizer
 from aresnb.teacher import PROMPT_VERSION, ProblemView, ScoreItem, endpoint_label, open_teacher, prompt_preview
 
@@ -65,15 +60,14 @@ def select_problems(n_total: int, max_problems: int | None, seed: int) -> list[i
     return sorted(rng.choice(n_total, size=max_problems, replace=False).tolist())
 
 
-def rollouts_fingerprint(policy_dir: Path, cfg: Any, round_index: int, qids: list[str]) -> str:
-    """Identity of one set of rollouts: the policy weights' files, the rollout section, the qids,
-    and the sentence rules (the rows carry their sentence ends)."""
-    return fingerprint(str(policy_dir), dir_signature(policy_dir), asdict(cfg.rollout), cfg.model.max_source_length,
-                       cfg.run.seed, round_index, qids, cfg.teacher.sentence_rules)
+def rollouts_key(run: StageRun, qids: list[str]) -> str:
+    """Identity of one set of rollouts (the first line of every rollouts file): the step's inputs
+    key over the rollout section (not the Teacher's: a new Teacher re-scores what was sampled) and
+    the sentence rules (the rows carry their sentence ends)."""
+    return run.inputs_key(run.cfg.model.max_source_length, run.cfg.teacher.sentence_rules, qids, sections=("rollout",))
 
 
-def sampled_batches(cfg: Any, paths: RunPaths, round_index: int, problems: list[dict],
-                    indices: list[int], stats: dict) -> Iterator[list[dict]]:
+def sampled_batches(run: StageRun, problems: list[dict], stats: dict) -> Iterator[list[dict]]:
     """k sampled rationales per problem from the policy entering this round, one batch at a time.
 
     Batches already kept (same fingerprint) come first, as saved. The heavy step samples the others
@@ -82,21 +76,22 @@ def sampled_batches(cfg: Any, paths: RunPaths, round_index: int, problems: list[
     the shards are merged into ``rollouts.jsonl``. ``stats`` gets ``generation_s`` (until the last
     batch was sampled) and ``reused_batches`` / ``sampled_batches``.
     """
+    cfg, paths, round_index = run.cfg, run.paths, run.round_index
     policy_dir = Path(paths.policy_entering_round(round_index))
     if not policy_dir.exists():
         raise FileNotFoundError(f"stage 03 round {round_index}: the policy {policy_dir} does not exist; run the earlier stages first")
-    fp = rollouts_fingerprint(policy_dir, cfg, round_index, [p["qid"] for p in problems])
-    expected = _rows_per_batch(len(problems), cfg.rollout.batch_size, cfg.rollout.samples_per_problem)
-    kept = _complete_batches(merge_rollouts(paths, round_index, fp, expected), expected)
+    fp = rollouts_key(run, [p["qid"] for p in problems])
+    expected = rows_per_batch(len(problems), cfg.rollout.batch_size, cfg.rollout.samples_per_problem)
+    kept = complete_batches(_merge(run, fp, expected), expected)
     stats.update(generation_s=0.0, reused_batches=len(kept), sampled_batches=0, processes=1)
     for b in sorted(kept):
         yield kept[b]
     if len(kept) == len(expected):
         return
     t = time.monotonic()
-    tail = _ShardTail(paths, round_index, fp, expected)
+    tail = ShardTail(lambda: paths.rollout_shard_files(round_index), fp, expected)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage03-sampling") as pool:
-        job = pool.submit(run_heavy, cfg, paths, STAGE, round_index)
+        job = pool.submit(run.heavy)
         while True:
             finished = job.done()
             for rows in tail.new_batches():
@@ -110,55 +105,27 @@ def sampled_batches(cfg: Any, paths: RunPaths, round_index: int, problems: list[
     missing = sorted(set(range(len(expected))) - set(kept) - tail.seen)
     if missing:
         raise RuntimeError(f"stage 03 round {round_index}: batches {missing[:5]} were not sampled")
-    merge_rollouts(paths, round_index, fp, expected)
+    _merge(run, fp, expected)
 
 
-class _ShardTail:
-    """Reads the processes' shard files as they grow: each complete batch once, in the order finished."""
-
-    def __init__(self, paths: RunPaths, round_index: int, fp: str, expected: list[int]):
-        self.paths, self.round_index, self.fp, self.expected = paths, round_index, fp, expected
-        self.offsets: dict[Path, int] = {}
-        self.partial: dict[int, list[dict]] = {}
-        self.seen: set[int] = set()
-
-    def new_batches(self) -> list[list[dict]]:
-        done = []
-        for file in self.paths.rollout_shard_files(self.round_index):
-            with open(file, "rb") as f:
-                f.seek(self.offsets.get(file, 0))
-                chunk = f.read()
-            end = chunk.rfind(b"\n") + 1  # only whole lines: the writer may be mid-line
-            if not end:
-                continue
-            first = file not in self.offsets
-            self.offsets[file] = self.offsets.get(file, 0) + end
-            lines = [json.loads(x) for x in chunk[:end].splitlines() if x.strip()]
-            if first:
-                if not lines or lines[0].get("fingerprint") != self.fp:
-                    raise RuntimeError(f"{file} was not written for these rollouts")
-                lines = lines[1:]
-            for row in lines:
-                b = int(row["batch"])
-                self.partial.setdefault(b, []).append(row)
-                if len(self.partial[b]) == self.expected[b]:
-                    self.seen.add(b)
-                    done.append(self.partial.pop(b))
-        return done
+def _merge(run: StageRun, fp: str, expected: list[int]) -> list[dict]:
+    return merge_rollouts(run.paths.rollouts_file(run.round_index), run.paths.rollout_shard_files(run.round_index),
+                          fp, expected)
 
 
-def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
+def heavy_step(run: StageRun) -> dict:
     """This process's share of the batches not kept yet, appended batch by batch to its shard file.
 
     Every process reads the same ``rollouts.jsonl`` (nothing writes it during a launch) and so
     the same missing batches; process r samples every N-th of them from the r-th. Batch b is
     seeded by (seed, b) alone: the rows are the ones one process would sample.
     """
-    indices, problems = _round_problems(cfg, paths, round_index)
+    cfg, paths, round_index = run.cfg, run.paths, run.round_index
+    indices, problems = _round_problems(run)
     policy_dir = Path(paths.policy_entering_round(round_index))
-    fp = rollouts_fingerprint(policy_dir, cfg, round_index, [p["qid"] for p in problems])
-    expected = _rows_per_batch(len(problems), cfg.rollout.batch_size, cfg.rollout.samples_per_problem)
-    done = set(_complete_batches(_read_rollouts(paths.rollouts_file(round_index), fp), expected))
+    fp = rollouts_key(run, [p["qid"] for p in problems])
+    expected = rows_per_batch(len(problems), cfg.rollout.batch_size, cfg.rollout.samples_per_problem)
+    done = set(complete_batches(read_rollouts(paths.rollouts_file(round_index), fp), expected))
     rank, n_proc = process_rank()
     mine = shard([b for b in range(len(expected)) if b not in done], rank, n_proc)
     shard_file = paths.rollout_shard_file(round_index, rank)
@@ -168,7 +135,7 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
         progress = Progress(len(mine), f"sampling {r.samples_per_problem} rationales per problem", unit="batches",
                             enabled=rank == 0)
         tokenizer = load_tokenizer(policy_dir)
-        features = load_features(paths, "train")[indices]
+        features = run.features("train")[indices]
         model = load_rationale_model(policy_dir, feature_shape=features.shape[1:]).to(default_device())
         for b, rows in sample_responses(model, tokenizer, problems, features, num_samples=r.samples_per_problem,
                                         top_k=r.top_k, temperature=r.temperature, max_new_tokens=r.max_new_tokens,
@@ -180,55 +147,6 @@ def heavy_step(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
             append_jsonl(shard_file, rows)  # one write per batch: a kill loses at most the batch in flight
             progress.update(1)
     return {"processes": n_proc, "batches": len(mine)}
-
-
-def merge_rollouts(paths: RunPaths, round_index: int, fp: str, expected: list[int]) -> list[dict]:
-    """Every complete batch kept so far (``rollouts.jsonl`` and the processes' shard files), in batch
-    order; written back to ``rollouts.jsonl`` when a shard added to it, and the shards removed."""
-    main_file = paths.rollouts_file(round_index)
-    shards = paths.rollout_shard_files(round_index)
-    batches: dict[int, list[dict]] = {}
-    for file in (main_file, *shards):
-        for b, rows in _complete_batches(_read_rollouts(file, fp), expected).items():
-            batches.setdefault(b, rows)
-    kept = [row for b in sorted(batches) for row in batches[b]]
-    if shards or not main_file.exists():
-        write_jsonl(main_file, [{"fingerprint": fp}, *kept])
-        for file in shards:
-            file.unlink()
-    return kept
-
-
-def _read_rollouts(path: Path, fp: str) -> list[dict]:
-    lines = read_jsonl(path, tolerate_partial_last_line=True)
-    return lines[1:] if lines and lines[0].get("fingerprint") == fp else []
-
-
-def _complete_batches(rows: list[dict], expected: list[int]) -> dict[int, list[dict]]:
-    """{batch: its rows} for the batches of one file that have all their rows (a kill mid-write
-    leaves the last one short)."""
-    by_batch: dict[int, list[dict]] = {}
-    for row in rows:
-        by_batch.setdefault(int(row["batch"]), []).append(row)
-    return {b: r for b, r in by_batch.items() if len(r) == expected[b]}
-
-
-def _rows_per_batch(n_problems: int, batch_size: int, samples_per_problem: int) -> list[int]:
-    """How many rows each length-sorted batch of the round holds (problems x samples)."""
-    return [min(batch_size, n_problems - start) * samples_per_problem for start in range(0, n_problems, batch_size)]
-
-
-def sentence_layout(tokenizer: Any, row: dict, rules: str = "aresnb") -> dict:
-    """The rationale's sentences, their character spans and the token that ends each one, under
-    ``rules`` (teacher.sentence_rules)."""
-    text = tokenizer.decode(row["response_ids"], skip_special_tokens=True)
-    if rules == "paper":
-        spans, ends = paper_sentences(tokenizer, row["response_ids"], solution_start(text))
-    else:
-        spans = split_sentences(row["rationale"])
-        ends = sentence_end_tokens(tokenizer, row["response_ids"], spans, solution_start(text))
-    return {"sentences": [x.text for x in spans], "sentence_spans": [[x.start, x.end] for x in spans],
-            "sentence_end_tokens": ends}
 
 
 SAMPLE_COLUMNS = ("qid", "sample_index", "rationale", "sentences", "sentence_spans", "scores", "dropped",
@@ -297,37 +215,37 @@ def score_summary(df: pd.DataFrame) -> dict:
     }
 
 
-def _round_problems(cfg: Any, paths: RunPaths, round_index: int) -> tuple[list[int], list[dict]]:
+def _round_problems(run: StageRun) -> tuple[list[int], list[dict]]:
     """The train problems sampled this round: (row indices, rows)."""
-    train = load_problems(paths)["train"]
-    indices = select_problems(len(train), cfg.rollout.max_problems, cfg.run.seed + round_index)
+    train = run.problems()["train"]
+    indices = select_problems(len(train), run.cfg.rollout.max_problems, run.cfg.run.seed + run.round_index)
     return indices, train.select(indices).to_list()
 
 
 def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     """Sample, split, score; write ``samples.parquet`` and ``summary.json``; return the summary."""
-    if (stored := stored_summary(cfg, paths, STAGE, round_index)) is not None:
-        return stored
-    t0 = time.monotonic()
-    paths.stage_dir(STAGE, round_index)
+    return drive(cfg, paths, STAGE, _sample_and_score, round_index, after=_check)
+
+
+def _sample_and_score(run: StageRun) -> dict:
+    cfg, paths, round_index = run.cfg, run.paths, run.round_index
     policy_dir = Path(paths.policy_entering_round(round_index))
     if cfg.teacher.sentence_rules == "paper" and policy_dir.exists():  # fail now, not in the sampling processes
         T5Pieces.of(load_tokenizer(policy_dir))
-    indices, problems = _round_problems(cfg, paths, round_index)
+    indices, problems = _round_problems(run)
     by_qid = {p["qid"]: p for p in problems}
     gen: dict = {}
     # The Teacher is opened first, so requests go out as soon as the first batch is sampled: the
     # replies come back while the next batches are generated (a bounded queue of requests).
     with open_teacher(cfg, paths) as teacher:
-        batches = sampled_batches(cfg, paths, round_index, problems, indices, gen)
+        batches = sampled_batches(run, problems, gen)
         timing: dict = {}
-        total = sum(_rows_per_batch(len(problems), cfg.rollout.batch_size, cfg.rollout.samples_per_problem))
+        total = sum(rows_per_batch(len(problems), cfg.rollout.batch_size, cfg.rollout.samples_per_problem))
         df = score_samples(teacher, by_qid, batches, max(8, 4 * cfg.teacher.concurrency), timing,
                            Progress(total, "Teacher scores", unit="samples"))
         usage = teacher.usage()
     df.to_parquet(paths.samples_file(round_index), index=False)
-    wall = time.monotonic() - t0
-    summary = {
+    return {
         "stage": STAGE, "round": round_index, "problems": len(problems),
         "samples_per_problem": cfg.rollout.samples_per_problem, **score_summary(df), "signal": sample_signal(df),
         "teacher": {"model": cfg.teacher.model, "prompt_version": PROMPT_VERSION, "prompt_style": cfg.teacher.prompt_style,
@@ -340,13 +258,14 @@ def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
         # scoring_after_sampling_s is the part of it spent waiting once the last sample was drawn
         "generation_s": round(gen["generation_s"], 3), "scoring_s": round(timing["scoring_s"], 3),
         "scoring_after_sampling_s": round(timing["after_sampling_s"], 3),
-        "wall_time_s": round(wall, 3),
     }
-    write_json(paths.summary_file(STAGE, round_index), summary)
-    check_scored_samples(summary, cfg.teacher.max_drop_share, paths.samples_file(round_index))
+
+
+def _check(run: StageRun, summary: dict) -> None:
+    """Fails the stage (its summary written) when too many samples were dropped."""
+    check_scored_samples(summary, run.cfg.teacher.max_drop_share, run.paths.samples_file(run.round_index))
     say(f"Teacher scores: {summary['sentences']} sentences of {summary['scored']} samples, mean "
         f"{summary['score_mean']:.3f}; {summary['dropped']} samples dropped")
-    return summary
 
 
 def request_preview(style: str = "aresnb") -> str:
@@ -357,7 +276,7 @@ def request_preview(style: str = "aresnb") -> str:
 
 def load(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
     """The finished round: summary, the samples (DataFrame), the problems by qid."""
-    _, problems = _round_problems(cfg, paths, round_index)
+    _, problems = _round_problems(stage_run(cfg, paths, STAGE, round_index))
     return {
         "summary": read_json(paths.summary_file(STAGE, round_index)),
         "samples": pd.read_parquet(paths.samples_file(round_index)),
