@@ -1,6 +1,7 @@
 """HTML builders of the rationale panel and the Figure-3 page (pure functions, a fake run dir)."""
 
 import base64
+import dataclasses
 import re
 
 import pandas as pd
@@ -9,13 +10,14 @@ import pytest
 from aresnb.figure3 import figure3_html, pick_examples, write_figure3
 from aresnb.io import write_jsonl
 from aresnb.paths import RunPaths
+from aresnb.stages.results import read_rationales
 from aresnb.widgets.rationale_panel import (
     COLUMNS,
     Column,
-    RationaleSources,
     columns_html,
     comparison_html,
     image_data_url,
+    problem_columns,
     problem_html,
     rationale_html,
     score_color,
@@ -104,9 +106,9 @@ def test_rationale_sources_columns_in_order_with_diffs_and_scores(tmp_path):
     samples = paths.samples_file(1)
     samples.parent.mkdir(parents=True)
     pd.DataFrame({"qid": ["q0"], "rationale": ["Iron  is a metal. Wood is not."], "scores": [[1.0, 0.9]]}).to_parquet(samples)
-    src = RationaleSources.load(paths, 1, "test", problems)
+    src = read_rationales(paths, 1, ("test",), {"test": problems})["test"]
     assert src.qids() == ["q0", "q1"]
-    cols = src.columns("q0")
+    cols = problem_columns(src, "q0")
     assert [c.name for c in cols] == list(COLUMNS)
     by = {c.name: c for c in cols}
     assert by["after RL"].reference == by["baseline"].text  # previous available column
@@ -116,25 +118,50 @@ def test_rationale_sources_columns_in_order_with_diffs_and_scores(tmp_path):
     assert by["baseline"].scores is None
     assert by["gold"].scored is False and "ares-score" not in columns_html([by["gold"]])
     assert "ares-score" in columns_html([by["baseline"]])  # unscored model text shows the dash badge
-    calls = []
-    cols = src.columns("q0", compare="gold", scorer=lambda p, t: calls.append(t) or [0.5] * len(t.split(". ")),
-                       corrector=lambda p, t: "Iron is a metal.")
+    calls, asked, corrected = [], {}, []
+
+    def corrector(problem, rl_text):
+        corrected.append(problem["qid"])
+        return "Iron is a metal."
+
+    cols = problem_columns(src, "q0", compare="gold", scorer=lambda p, t: calls.append(t) or [0.5] * len(t.split(". ")),
+                           corrector=corrector, asked=asked)
     by = {c.name: c for c in cols}
     assert by["Teacher correction"].text == "Iron is a metal." and "on demand" in by["Teacher correction"].note
     assert by["baseline"].reference == "Iron is a metal." and by["gold"].reference is None
     assert "Iron is a metal. Wood is not." not in calls  # already scored, not asked again
+    by = {c.name: c for c in problem_columns(src, "q0", compare="Teacher correction", corrector=corrector, asked=asked)}
+    assert corrected == ["q0"] and asked == {("test", "q0"): "Iron is a metal."}  # asked once, kept by the caller
+    assert by["ARES"].reference == "Iron is a metal." and "on demand" in by["Teacher correction"].note
+    assert src.texts["Teacher correction"] == {}  # the record is not changed by what was asked
+
+
+def test_rationale_sources_are_frozen_and_read_every_split_at_once(tmp_path):
+    paths, problems = _fake_run(tmp_path)
+    corrections = paths.corrections_file(1)
+    pd.DataFrame({"qid": ["t0", "t1"], "corrected": ["Fixed.", None], "status": ["corrected", "fallback"]}).to_parquet(corrections)
+    train = [dict(PROBLEM, qid="t0"), dict(PROBLEM, qid="t1")]
+    by_split = read_rationales(paths, 1, ("test", "train"), {"test": problems, "train": train})
+    assert list(by_split) == ["test", "train"] and by_split["test"].run_name == "run"
+    assert dict(by_split["train"].texts["Teacher correction"]) == {"t0": "Fixed."}  # a fallback is no correction
+    assert by_split["test"].texts["Teacher correction"] == {} and by_split["train"].texts["ARES"] == {}
+    assert by_split["test"].notes["ARES"] == "after correction SFT, round 1"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        by_split["test"].split = "val"
+    with pytest.raises(TypeError):
+        by_split["test"].texts["baseline"]["q0"] = "changed"
 
 
 def test_figure3_page_is_self_contained(tmp_path):
     paths, problems = _fake_run(tmp_path)
-    src = RationaleSources.load(paths, 1, "test", problems)
+    src = read_rationales(paths, 1, ("test",), {"test": problems})["test"]
     assert pick_examples(src, 5) == ["q0", "q1"]  # q0 differs most
-    out = write_figure3(paths, problems, 1, n=1, scorer=lambda p, t: None)
+    out = write_figure3(src, paths.figure3_file, n=1, scorer=lambda p, t: None)
     page = out.read_text()
-    assert out.name == "rationale_examples.html" and out.parent == paths.figures_dir
+    assert out == paths.figure3_file and "Rationales on test: baseline vs ARES (run)" in page
     assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "http" not in page.replace("http-equiv", "")
     assert page.count('class="ares-example"') == 1
     assert '<ins class="ares-ins">Iron</ins>' in page and '<del class="ares-del">Wood</del>' in page
     with pytest.raises(KeyError, match="q9"):
-        write_figure3(paths, problems, 1, qids=["q9"])
+        write_figure3(src, tmp_path / "f3.html", qids=["q9"])
     assert "No problem" in figure3_html([])

@@ -135,10 +135,10 @@ def test_make_lab_starts_as_root(tmp_path):
 
 
 PANEL_CELLS = [
-    "import json\nfrom aresnb.paths import RunPaths\n"
-    "from aresnb.widgets.rationale_panel import RationaleSources, rationale_panel, show_rationale_panel",
+    "import json\nfrom aresnb.paths import RunPaths\nfrom aresnb.stages.results import read_rationales\n"
+    "from aresnb.widgets.rationale_panel import rationale_panel, show_rationale_panel",
     "paths = RunPaths.from_dir({run!r})\nproblems = json.loads({problems!r})\n"
-    "sources = {{'test': RationaleSources.load(paths, 1, 'test', problems)}}",
+    "sources = read_rationales(paths, 1, ('test',), {{'test': problems}})",
     "panel = rationale_panel(sources)\nprint('opens on', panel.children[1].value)",
     "show_rationale_panel(sources)",
 ]

@@ -1,7 +1,8 @@
 """Who knows run folders: ``aresnb.paths.RunPaths`` is imported only by the stage floor, the
 driver (runner, steps, CLI).
 The figures and the report are functions of ``aresnb.stages.results.RunResults``; a new import
-of RunPaths anywhere else fails here."""
+of RunPaths anywhere else fails here. The panels (widgets/) and the Figure-3 page are functions of
+what ``aresnb.stages.results`` read: they import no path helper, no stage and no Teacher."""
 
 import ast
 from pathlib import Path
@@ -27,3 +28,31 @@ def test_only_the_stages_the_driver_and_the_listed_readers_import_run_paths():
     assert users, "the scan finds no importer at all: it is broken"
     assert {u for u in users if not _allowed(u)} == set()
     assert not any(u.startswith(("plots/", "report/", "results_table")) for u in users)  # they take RunResults
+
+
+VIEWS = sorted([*(PACKAGE / "widgets").glob("*.py"), PACKAGE / "figure3.py"])
+
+
+def _imported_modules(file: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(file.read_text())):  # deferred imports inside functions too
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}  # `from aresnb import paths`
+    return found
+
+
+def _forbidden_in_a_view(module: str) -> bool:
+    if module == "aresnb.stages.results" or module.startswith("aresnb.stages.results."):
+        return False
+    return any(module == m or module.startswith(m + ".") for m in ("aresnb.paths", "aresnb.stages", "aresnb.teacher"))
+
+
+def test_panels_and_figure3_import_no_paths_no_stage_and_no_teacher():
+    assert len(VIEWS) >= 5 and (PACKAGE / "widgets" / "rationale_panel.py") in VIEWS
+    found = {str(f.relative_to(PACKAGE)): sorted(m for m in _imported_modules(f) if _forbidden_in_a_view(m))
+             for f in VIEWS}
+    assert {f: ms for f, ms in found.items() if ms} == {}
+    assert "aresnb.stages.results" in _imported_modules(PACKAGE / "figure3.py")  # the scan sees what it checks

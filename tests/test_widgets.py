@@ -13,7 +13,9 @@ from aresnb.data.schema import COLUMNS as PROBLEM_COLUMNS
 from aresnb.data.schema import to_dataset_dict
 from aresnb.io import write_jsonl
 from aresnb.paths import RunPaths
-from aresnb.widgets.rationale_panel import RationaleSources, rationale_panel, teacher_callbacks
+from aresnb.stages.correction_sft import teacher_callbacks
+from aresnb.stages.results import read_rationales
+from aresnb.widgets.rationale_panel import rationale_panel
 from aresnb.widgets.score_panel import score_panel
 
 
@@ -86,7 +88,7 @@ def _sources(tmp_path):
     write_jsonl(paths.rationales_file("round_1", "test"), [{"qid": "t0", "rationale": "Iron is a metal."},
                                                            {"qid": "t1", "rationale": "ARES of t1."}])
     write_jsonl(paths.rationales_file("baseline", "val"), [{"qid": "v0", "rationale": "Baseline of v0."}])
-    return {"test": RationaleSources.load(paths, 1, "test", test), "val": RationaleSources.load(paths, 1, "val", val)}
+    return read_rationales(paths, 1, ("test", "val"), {"test": test, "val": val})
 
 
 def test_rationale_panel_follows_problem_split_and_comparison(tmp_path):
@@ -107,6 +109,15 @@ def test_rationale_panel_follows_problem_split_and_comparison(tmp_path):
     dropdown_offering(panel, "val").value = "val"
     assert dropdown_offering(panel, "v0").value == "v0"  # the split's own problems
     assert "Baseline of v0." in shown_text(panel) and "t1" not in [o[1] for o in dropdown_offering(panel, "v0").options]
+
+
+def test_rationale_panel_asks_a_missing_correction_once_and_shows_it(tmp_path):
+    write_jsonl(RunPaths.from_dir(tmp_path / "run").rl_rationales_file(1, "test"), [{"qid": "t0", "rationale": "Iron is is."}])
+    asked = []
+    panel = rationale_panel(_sources(tmp_path), corrector=lambda p, rl_text: asked.append((p["qid"], rl_text)) or "Iron is a metal!")
+    assert asked == [("t0", "Iron is is.")] and "Iron is a metal!" in shown_text(panel)
+    dropdown_offering(panel, "none").value = "none"  # a re-render asks nothing again
+    assert asked == [("t0", "Iron is is.")] and "asked on demand" in shown_text(panel)
 
 
 def test_teacher_callbacks_are_offered_only_where_calls_are_cheap_and_ask_the_teacher(tmp_path):

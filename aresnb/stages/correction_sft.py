@@ -269,3 +269,35 @@ def load(cfg: Any, paths: RunPaths, round_index: int | None = 1, arm: str | None
         "summary": read_json(paths.summary_file(STAGE, round_index, arm)),
         "corrections": pd.read_parquet(paths.corrections_file(round_index, arm)),
     }
+
+
+# ---- the notebook's panel: on-demand Teacher calls ---------------------------------------------
+
+
+def teacher_callbacks(cfg: Any, paths: RunPaths, force: bool = False) -> tuple:
+    """(scorer, corrector, teacher) for the rationale panel and the Figure-3 page when Teacher
+    calls are cheap, else Nones: ``scorer(problem, text)`` -> the sentences' scores,
+    ``corrector(problem, rl_text)`` -> the correction of the de-duplicated text.
+
+    Cheap = the project's local reference Teacher (milliseconds, no cost); a paid endpoint is
+    only called when ``force`` is set. Replies go through the Teacher's cache like any other.
+    Close the returned teacher when done.
+    """
+    # imported here: only the panel's callbacks need all of them
+    from aresnb.rationale_metrics import dedupe_sentences
+    from aresnb.sentences import split_sentences
+    from aresnb.teacher import CorrectionItem, ProblemView, ScoreItem, open_teacher
+
+    if not (force or (cfg.teacher.serve_local and cfg.teacher.local_backend == "reference")):
+        return None, None, None
+    teacher = open_teacher(cfg, paths)
+
+    def scorer(problem: dict, text: str) -> list | None:
+        sentences = [s.text for s in split_sentences(text)]
+        return teacher.score_sentences([ScoreItem(ProblemView.from_row(problem), sentences)])[0].scores
+
+    def corrector(problem: dict, rl_text: str) -> str | None:
+        item = CorrectionItem(ProblemView.from_row(problem), dedupe_sentences(rl_text)[0])
+        return teacher.correct([item])[0].text
+
+    return scorer, corrector, teacher

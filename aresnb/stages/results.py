@@ -1,6 +1,8 @@
 """A run's results as people look at them: :func:`read_run` reads the run's files once, into a
 frozen :class:`RunResults`; the figures (:mod:`aresnb.plots`) and the report (:mod:`aresnb.report`)
-are functions of it and know no run folder.
+are functions of it and know no run folder. The rationales of a round, bigger and wanted only by
+stage 05's panel and the Figure-3 page (:mod:`aresnb.widgets.rationale_panel`, :mod:`aresnb.figure3`),
+are read apart, on demand, by :func:`read_rationales` into frozen :class:`RationaleSources`.
 
 What is not there yet (a stage that has not run) is simply absent: ``summary`` gives ``{}``, the
 mappings lack the key, and a figure or a table without data is left out. A JSON file that cannot
@@ -18,7 +20,10 @@ from typing import Any, Mapping
 import pandas as pd
 
 from aresnb.io import read_json, read_jsonl
-from aresnb.paths import BASELINE, CORRECTION_SFT, EVALUATION, PPO, ROUND_STAGES, STAGES, RunPaths
+from aresnb.paths import (BASELINE, BASELINE_MODEL, CORRECTION_SFT, EVALUATION, PPO, ROUND_STAGES, STAGES, RunPaths,
+                          round_model)
+from aresnb.rationale_metrics import normalize_sentence
+from aresnb.sentences import split_sentences
 
 StepKey = tuple[str, "int | None"]  # (stage, round index; None: a stage without rounds, or the latest round's mirror)
 
@@ -113,3 +118,99 @@ def read_run(paths: RunPaths, rounds: int | None = None) -> RunResults:
 def read_run_dir(run_dir: str | Path, rounds: int | None = None) -> RunResults:
     """:func:`read_run` of the run folder ``run_dir`` (the CLI's and the report's way in)."""
     return read_run(RunPaths.from_dir(run_dir), rounds)
+
+
+# ---- the rationales of a round, side by side (stage 05's panel, the Figure-3 page) ---------------
+
+# The rationale columns in pipeline order (each is diffed against the one before it by default).
+RATIONALE_COLUMNS = ("gold", "baseline", "after RL", "Teacher correction", "ARES")
+SPLITS = ("test", "val", "train")
+
+
+def score_key(text: str | None) -> str:
+    """A rationale as its stored Teacher scores are looked up: normalised sentences (whitespace and
+    case do not matter)."""
+    return " ".join(normalize_sentence(s.text) for s in split_sentences(text or ""))
+
+
+@dataclass(frozen=True)
+class RationaleSources:
+    """Every rationale a run has for one split and round: per column of :data:`RATIONALE_COLUMNS`,
+    ``{qid: text}``; the Teacher's sentence scores the run stored (stage 03's samples of the round)."""
+
+    split: str
+    round_index: int
+    run_name: str  # the run folder's name (the Figure-3 page's title)
+    problems: Mapping[str, Mapping[str, Any]]  # qid -> the problem's row, in split order
+    texts: Mapping[str, Mapping[str, str]]  # column -> qid -> rationale (a column without any: {})
+    notes: Mapping[str, str]  # column -> what it is, in words
+    scored: Mapping[tuple[str, str], tuple[float, ...]]  # (qid, score_key(text)) -> its sentences' scores
+
+    def stored_scores(self, qid: str, text: str | None) -> list[float] | None:
+        """The Teacher's stored scores of ``text`` (one per sentence) as an answer to ``qid``; None: not scored."""
+        found = self.scored.get((qid, score_key(text))) if text is not None else None
+        return None if found is None else list(found)
+
+    def qids(self) -> list[str]:
+        """Problems with at least one model rationale, in split order (all of them when none has one)."""
+        have = set().union(*(set(self.texts.get(c, {})) for c in RATIONALE_COLUMNS if c != "gold"))
+        return [q for q in self.problems if q in have] or list(self.problems)
+
+
+def _rationale_map(path: Path) -> dict[str, str]:
+    return {str(r["qid"]): r["rationale"] for r in read_jsonl(path)} if path.exists() else {}
+
+
+def _latest_sft_round(paths: RunPaths, split: str) -> int | None:
+    """The highest round whose corrected SFT model wrote rationales of ``split`` (None: none yet)."""
+    found = [i for i in paths.rounds_present() if paths.rationales_file(round_model(i), split).exists()]
+    return max(found, default=None)
+
+
+def _frozen(mapping: Mapping[str, str], qids: Mapping[str, Any]) -> Mapping[str, str]:
+    return MappingProxyType({q: t for q, t in mapping.items() if q in qids})
+
+
+def read_rationales(paths: RunPaths, round_index: int, splits: tuple[str, ...] = SPLITS,
+                    problems: Mapping[str, list[Mapping[str, Any]]] | None = None) -> Mapping[str, RationaleSources]:
+    """Each split's :class:`RationaleSources` of round ``round_index``, read now, each file once:
+    gold (the dataset's solutions), baseline, after RL (the round's PPO policy), the Teacher's
+    corrections (train only), ARES (the latest round's corrected SFT model) and stage 03's scores.
+    ``problems``: ``{split: rows}``; None reads stage 01's dataset."""
+    if problems is None:
+        from aresnb.stages.data import load_problems  # deferred: datasets, only when the panel asks
+
+        dataset = load_problems(paths)
+        problems = {s: [dict(r) for r in dataset[s]] for s in splits}
+    corrections: dict[str, str] = {}
+    if (file := paths.corrections_file(round_index)).exists():
+        df = pd.read_parquet(file, columns=["qid", "corrected", "status"])
+        corrections = {str(q): t for q, t, s in zip(df["qid"], df["corrected"], df["status"]) if s != "fallback"}
+    scored: dict[tuple[str, str], tuple[float, ...]] = {}
+    if (file := paths.samples_file(round_index)).exists():
+        df = pd.read_parquet(file, columns=["qid", "rationale", "scores"])
+        for q, t, s in zip(df["qid"], df["rationale"], df["scores"]):
+            if s is not None:
+                scored[(str(q), score_key(t))] = tuple(float(x) for x in s)
+    frozen_scores = MappingProxyType(scored)
+    out = {}
+    for split in splits:
+        rows = {str(p["qid"]): MappingProxyType(dict(p)) for p in problems[split]}
+        final = _latest_sft_round(paths, split)
+        texts = {
+            "gold": {q: p.get("solution", "") for q, p in rows.items()},
+            "baseline": _rationale_map(paths.rationales_file(BASELINE_MODEL, split)),
+            "after RL": _rationale_map(paths.rl_rationales_file(round_index, split)),
+            "Teacher correction": corrections,
+            "ARES": {} if final is None else _rationale_map(paths.rationales_file(round_model(final), split)),
+        }
+        notes = {"after RL": f"round {round_index} PPO policy, greedy",
+                 "Teacher correction": "train problems only (what SFT learns from)" if split != "train"
+                 else f"round {round_index}"}
+        if final is not None:
+            notes["ARES"] = f"after correction SFT, round {final}"
+        out[split] = RationaleSources(
+            split, round_index, paths.run_dir.name, MappingProxyType(rows),
+            MappingProxyType({c: _frozen(texts[c], rows) for c in RATIONALE_COLUMNS}), MappingProxyType(notes),
+            frozen_scores)
+    return MappingProxyType(out)

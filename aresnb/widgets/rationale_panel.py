@@ -2,8 +2,11 @@
 
 Three layers, top to bottom:
 - HTML builders (pure functions of strings -> HTML; unit-tested; also used by ``aresnb.figure3``);
-- ``RationaleSources``: reads what stages 01-05 wrote for one split and round (files only);
-- ``rationale_panel(...)``: the ipywidgets front end (imports ipywidgets lazily).
+- ``problem_columns(...)``: one problem's columns, from the rationales stages 01-05 wrote for a split and
+  round, read by :func:`aresnb.stages.results.read_rationales` (this module reads no run file);
+- ``rationale_panel(...)``: the ipywidgets front end (imports ipywidgets lazily). It calls no Teacher
+  itself: scores and corrections the run lacks come from the callables it is handed (stage 05's
+  ``teacher_callbacks``).
 
 Word-level differences come from ``difflib`` over whitespace tokens: words a column adds relative
 to its reference are green, words it drops are struck through in red. Each sentence carries its
@@ -15,24 +18,17 @@ from __future__ import annotations
 import base64
 import difflib
 import html
-import json
 import mimetypes
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
-import pandas as pd
-
-from aresnb.paths import BASELINE_MODEL, round_model
-from aresnb.rationale_metrics import dedupe_sentences, normalize_sentence
 from aresnb.sentences import split_sentences
-from aresnb.stages.data import load_problems
-from aresnb.teacher import CorrectionItem, ProblemView, ScoreItem, open_teacher
+from aresnb.stages.results import RATIONALE_COLUMNS as COLUMNS  # in pipeline order; each diffed against the one before
+from aresnb.stages.results import RationaleSources
 from aresnb.widgets.static import show_panel
 
-# Columns in pipeline order; each is diffed against the one before it by default.
-COLUMNS = ("gold", "baseline", "after RL", "Teacher correction", "ARES")
 NO_SCORE = "\u2014"
 
 CSS = """
@@ -205,132 +201,79 @@ def page_html(title: str, body: str) -> str:
     )
 
 
-# ---- what the stages wrote ---------------------------------------------------------------------
+# ---- the columns of one problem (from what the run wrote: aresnb.stages.results) -----------------
+
+# The Teacher's corrections asked on demand, kept by the panel that asked: (split, qid) -> text.
+Asked = dict[tuple[str, str], Optional[str]]
 
 
-def _read_jsonl_map(path: Path) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            out[str(row["qid"])] = row["rationale"]
+def problem_columns(sources: RationaleSources, qid: str, compare: str = "previous",
+                    scorer: Optional[Callable[[Mapping, str], Optional[list]]] = None,
+                    corrector: Optional[Callable[[Mapping, str], Optional[str]]] = None,
+                    asked: Optional[Asked] = None) -> list[Column]:
+    """The columns of one problem; ``compare`` is 'previous', 'none' or a column name.
+
+    ``scorer(problem, text)`` fills in Teacher scores the run did not store; ``corrector(problem,
+    rl_text)`` a correction the run has not (val and test), kept in ``asked`` so that it is asked once.
+    """
+    asked = {} if asked is None else asked
+    texts = {name: sources.texts.get(name, {}).get(qid) for name in COLUMNS}
+    notes = {name: sources.notes.get(name, "") for name in COLUMNS}
+    key = (sources.split, qid)
+    if texts["Teacher correction"] is None:
+        if key not in asked and corrector is not None and texts["after RL"] is not None:
+            asked[key] = corrector(sources.problems[qid], texts["after RL"])
+        if asked.get(key) is not None:
+            texts["Teacher correction"] = asked[key]
+            notes["Teacher correction"] = "asked on demand (display only, not trained on)"
+    out, previous = [], None
+    for name in COLUMNS:
+        text = texts[name]
+        if compare == "previous":
+            reference = previous
+        elif compare in COLUMNS and compare != name:
+            reference = texts[compare]
+        else:
+            reference = None
+        scores = None
+        if text is not None and name != "gold":
+            scores = sources.stored_scores(qid, text)
+            if scores is None and scorer is not None:
+                scores = scorer(sources.problems[qid], text)
+        out.append(Column(name, text, reference, scores, notes[name], scored=name != "gold"))
+        if text is not None:
+            previous = text
     return out
-
-
-def latest_round(paths, max_round: int, split: str) -> Optional[int]:
-    """The highest round <= max_round whose SFT rationales of ``split`` exist (None if none)."""
-    for r in range(max_round, 0, -1):
-        if paths.rationales_file(round_model(r), split).exists():
-            return r
-    return None
-
-
-@dataclass
-class RationaleSources:
-    """Every rationale the run has for one split, keyed by column name then qid."""
-
-    split: str
-    round_index: int
-    problems: dict[str, dict]
-    texts: dict[str, dict[str, str]]
-    notes: dict[str, str] = field(default_factory=dict)
-    scored: dict[tuple[str, str], list] = field(default_factory=dict)  # (qid, normalised text) -> scores
-
-    @classmethod
-    def load(cls, paths, round_index: int, split: str, problems: Sequence[dict]) -> "RationaleSources":
-        """Read gold, baseline, after-RL, corrections and the latest SFT rationales from ``paths``."""
-        texts: dict[str, dict[str, str]] = {c: {} for c in COLUMNS}
-        notes: dict[str, str] = {}
-        texts["gold"] = {str(p["qid"]): p.get("solution", "") for p in problems}
-        texts["baseline"] = _read_jsonl_map(paths.rationales_file(BASELINE_MODEL, split))
-        texts["after RL"] = _read_jsonl_map(paths.rl_rationales_file(round_index, split))
-        notes["after RL"] = f"round {round_index} PPO policy, greedy"
-        corrections = paths.corrections_file(round_index)
-        if corrections.exists():
-            df = pd.read_parquet(corrections)
-            texts["Teacher correction"] = {str(q): t for q, t, s in zip(df["qid"], df["corrected"], df["status"]) if s != "fallback"}
-        notes["Teacher correction"] = "train problems only (what SFT learns from)" if split != "train" else f"round {round_index}"
-        final = latest_round(paths, 10_000, split)
-        if final is not None:
-            texts["ARES"] = _read_jsonl_map(paths.rationales_file(round_model(final), split))
-            notes["ARES"] = f"after correction SFT, round {final}"
-        scored: dict[tuple[str, str], list] = {}
-        samples = paths.samples_file(round_index)
-        if samples.exists():
-            df = pd.read_parquet(samples, columns=["qid", "rationale", "scores"])
-            for q, t, s in zip(df["qid"], df["rationale"], df["scores"]):
-                if s is not None:
-                    scored[(str(q), _score_key(t))] = [float(x) for x in s]
-        return cls(split, round_index, {str(p["qid"]): dict(p) for p in problems}, texts, notes, scored)
-
-    def columns(self, qid: str, compare: str = "previous",
-                scorer: Optional[Callable[[dict, str], Optional[list]]] = None,
-                corrector: Optional[Callable[[dict, str], Optional[str]]] = None) -> list[Column]:
-        """The columns of one problem; ``compare`` is 'previous', 'none' or a column name.
-
-        ``scorer`` / ``corrector`` fill in missing Teacher scores / corrections on demand.
-        """
-        out, previous = [], None
-        for name in COLUMNS:
-            text = self.texts.get(name, {}).get(qid)
-            note = self.notes.get(name, "")
-            if text is None and name == "Teacher correction" and corrector is not None:
-                rl_text = self.texts["after RL"].get(qid)
-                if rl_text is not None:
-                    text = corrector(self.problems[qid], rl_text)
-                    self.texts[name][qid] = text
-                    note = "asked on demand (display only, not trained on)"
-            if compare == "previous":
-                reference = previous
-            elif compare in COLUMNS and compare != name:
-                reference = self.texts.get(compare, {}).get(qid)
-            else:
-                reference = None
-            scores = None
-            if text is not None and name != "gold":
-                scores = self.scored.get((qid, _score_key(text)))
-                if scores is None and scorer is not None:
-                    scores = scorer(self.problems[qid], text)
-            out.append(Column(name, text, reference, scores, note, scored=name != "gold"))
-            if text is not None:
-                previous = text
-        return out
-
-    def qids(self) -> list[str]:
-        """Problems with at least one model rationale, in split order."""
-        have = set().union(*(set(self.texts[c]) for c in COLUMNS if c != "gold"))
-        return [q for q in self.problems if q in have] or list(self.problems)
-
-
-def _score_key(text: str) -> str:
-    return " ".join(normalize_sentence(s.text) for s in split_sentences(text or ""))
 
 
 # ---- the widget --------------------------------------------------------------------------------
 
 
-def first_problem_html(sources_by_split: dict[str, RationaleSources], scorer=None, n: int = 2) -> str:
-    """The first ``n`` problems of the first split as the panel shows them: its static view."""
+def first_problem_html(sources_by_split: Mapping[str, RationaleSources], scorer=None, n: int = 2,
+                       asked: Optional[Asked] = None) -> str:
+    """The first ``n`` problems of the first split as the panel shows them: its static view
+    (with the corrections the panel asked for, given its ``asked``)."""
     split, src = next(iter(sources_by_split.items()))
     parts = []
     for qid in src.qids()[:n]:
         problem = src.problems[qid]
-        parts.append(comparison_html(problem, src.columns(qid, "previous", scorer), image_data_url(problem.get("image"))))
+        parts.append(comparison_html(problem, problem_columns(src, qid, "previous", scorer, asked=asked),
+                                     image_data_url(problem.get("image"))))
     return "".join(parts) or '<span class="ares-missing">no problems</span>'
 
 
-def rationale_panel(sources_by_split: dict[str, RationaleSources], scorer=None, corrector=None):
+def rationale_panel(sources_by_split: Mapping[str, RationaleSources], scorer=None, corrector=None,
+                    asked: Optional[Asked] = None):
     """An ipywidgets panel: pick split, problem and comparison; see the columns side by side.
 
     It opens on the first problem of the first split. ``scorer(problem, text) -> list[float] |
     None`` scores unscored rationales on demand; pass one only when scoring is cheap (local
     Teacher or a warm cache), else sentences show "—". ``corrector(problem, rl_text) -> str |
-    None`` likewise asks for corrections of val/test.
+    None`` likewise asks for corrections of val/test; they are kept in ``asked``.
     """
     import ipywidgets as w  # deferred: the HTML builders above are used without a kernel
 
+    asked = {} if asked is None else asked
     splits = list(sources_by_split)
     split_box = w.Dropdown(options=splits, value=splits[0], description="split")
     problem_box = w.Dropdown(description="problem", layout=w.Layout(width="60%"))
@@ -349,7 +292,8 @@ def rationale_panel(sources_by_split: dict[str, RationaleSources], scorer=None, 
             out.value = '<span class="ares-missing">no problems</span>'
             return
         problem = src.problems[qid]
-        out.value = comparison_html(problem, src.columns(qid, compare_box.value, scorer, corrector), image_data_url(problem.get("image")))
+        out.value = comparison_html(problem, problem_columns(src, qid, compare_box.value, scorer, corrector, asked),
+                                    image_data_url(problem.get("image")))
 
     def on_split(*_):
         options = problem_options(split_box.value)
@@ -365,36 +309,10 @@ def rationale_panel(sources_by_split: dict[str, RationaleSources], scorer=None, 
     return w.VBox([w.HBox([split_box, compare_box]), problem_box, out])
 
 
-def show_rationale_panel(sources_by_split: dict[str, RationaleSources], scorer=None, corrector=None,
+def show_rationale_panel(sources_by_split: Mapping[str, RationaleSources], scorer=None, corrector=None,
                          n_static: int = 2) -> None:
     """Display the panel and, under it, the static view of the first ``n_static`` problems."""
-    show_panel(rationale_panel(sources_by_split, scorer, corrector), first_problem_html(sources_by_split, scorer, n_static),
+    asked: Asked = {}
+    panel = rationale_panel(sources_by_split, scorer, corrector, asked)
+    show_panel(panel, first_problem_html(sources_by_split, scorer, n_static, asked),
                f"the first {n_static} problems of the {next(iter(sources_by_split))} split")
-
-
-def teacher_callbacks(cfg, paths, force: bool = False):
-    """(scorer, corrector, teacher) for on-demand Teacher calls when they are cheap, else Nones.
-
-    Cheap = the project's local reference Teacher (milliseconds, no cost); a paid endpoint is
-    only called when ``force`` is set. Replies go through the Teacher's cache like any other.
-    Close the returned teacher when done.
-    """
-    if not (force or (cfg.teacher.serve_local and cfg.teacher.local_backend == "reference")):
-        return None, None, None
-    teacher = open_teacher(cfg, paths)
-
-    def scorer(problem: dict, text: str) -> Optional[list]:
-        sentences = [s.text for s in split_sentences(text)]
-        return teacher.score_sentences([ScoreItem(ProblemView.from_row(problem), sentences)])[0].scores
-
-    def corrector(problem: dict, rl_text: str) -> Optional[str]:
-        item = CorrectionItem(ProblemView.from_row(problem), dedupe_sentences(rl_text)[0])
-        return teacher.correct([item])[0].text
-
-    return scorer, corrector, teacher
-
-
-def run_sources(paths, round_index: int, splits: Sequence[str] = ("test", "val", "train")) -> dict[str, RationaleSources]:
-    """Every split's :class:`RationaleSources` of a run (the problems read from stage 01's dataset)."""
-    data = load_problems(paths)
-    return {s: RationaleSources.load(paths, round_index, s, [dict(r) for r in data[s]]) for s in splits}
