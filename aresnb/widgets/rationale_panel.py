@@ -28,7 +28,7 @@ from aresnb.paths import BASELINE_MODEL, round_model
 from aresnb.rationale_metrics import dedupe_sentences, normalize_sentence
 from aresnb.sentences import split_sentences
 from aresnb.stages.data import load_problems
-from aresnb.teacher import CorrectionItem, ProblemView, ScoreItem, open_teacher
+from aresnb.teacher import CorrectionItem, ProblemView, ScoreItem, endpoint, open_teacher
 from aresnb.widgets.static import show_panel
 
 # Columns in pipeline order; each is diffed against the one before it by default.
@@ -379,7 +379,7 @@ def teacher_callbacks(cfg, paths, force: bool = False):
     only called when ``force`` is set. Replies go through the Teacher's cache like any other.
     Close the returned teacher when done.
     """
-    if not (force or (cfg.teacher.serve_local and cfg.teacher.local_backend == "reference")):
+    if not (force or endpoint(cfg).backend.deterministic):
         return None, None, None
     teacher = open_teacher(cfg, paths)
 
