@@ -38,7 +38,7 @@ from .data import registry as dataset_registry
 from .data.registry import Dataset, FallbackLengths, Folders
 from .sentences import sentence_texts
 from .teacher import prompts
-from .teacher.facade import endpoint_config
+from .teacher.endpoints import Endpoint, endpoint
 from .teacher.limits import approx_tokens, cost_usd, message_tokens
 from .teacher.problem import ProblemView
 
@@ -129,7 +129,7 @@ def _tokens(kind: str, row: dict, vision: bool, image_tokens: int, max_new_token
     return message_tokens(messages, image_tokens), approx_tokens(reply), int(image is not None)
 
 
-def _row(stage: str, round_index: int | None, role: str, t: Any, kind: str, rows: list[dict], n_problems: int,
+def _row(stage: str, round_index: int | None, role: str, t: Endpoint, kind: str, rows: list[dict], n_problems: int,
          asks_per_problem: int, max_new_tokens: int) -> Row:
     """Requests about the first ``n_problems`` rows (their mean lengths scaled to n_problems)."""
     per = [_tokens(kind, r, t.vision, t.image_tokens, max_new_tokens, t.prompt_style) for r in rows] or [(0, 0, 0)]
@@ -156,7 +156,7 @@ def estimate(cfg: Any) -> dict:
     if cfg.data.max_per_split is not None:
         rows_by_split = {s: r[: cfg.data.max_per_split] for s, r in rows_by_split.items()}
     train, val, test = (rows_by_split.get(s, []) for s in ("train", "val", "test"))
-    teacher, judge = endpoint_config(cfg, "teacher"), endpoint_config(cfg, "judge")
+    teacher, judge = endpoint(cfg, "teacher"), endpoint(cfg, "judge")
     out: list[Row] = []
     for r in range(1, cfg.ares.rounds + 1):
         out.append(_row("03_teacher_scores", r, "teacher", teacher, "score", train,

@@ -8,8 +8,8 @@ params FILE`` prints the problems; ``aresnb run`` refuses to start while there a
 unset key is reported before hours of training and sampling, not after.
 
 Endpoints: stages 03, 04 and 05 call the Teacher; stage 07 calls the judge, which is the Teacher
-unless ``evaluation.judge`` names its own ``base_url`` / ``api_key_env`` (``endpoint_config``). The local
-server (``teacher.serve_local``) needs no key.
+unless ``evaluation.judge`` names its own ``base_url`` / ``api_key_env``: the endpoint records of
+``aresnb.teacher.endpoints``. A local backend (``teacher.serve_local``) needs no key.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from aresnb.data import registry as dataset_registry
 from aresnb.data.registry import Dataset
 from aresnb.data.schema import DataError
 from aresnb.paths import ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, TEACHER_SCORES
-from aresnb.teacher.facade import cache_path, endpoint_config
+from aresnb.teacher.endpoints import Endpoint, endpoint
+from aresnb.teacher.facade import cache_path
 from aresnb.tracking import missing_trackers
 
 TEACHER_STAGES = (TEACHER_SCORES, PPO, CORRECTION_SFT)
@@ -31,46 +32,44 @@ JUDGE_STAGES = (EVALUATION,)
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    """An OpenAI-compatible endpoint some selected stages call."""
+class Call:
+    """An endpoint some selected stages call."""
 
-    role: str  # "Teacher" | "judge"
+    endpoint: Endpoint
     stages: tuple[str, ...]
-    base_url: str | None  # None: the project's local server
-    key_env: str | None  # the variable that must hold the key; None: no key needed
+
+    @property
+    def key_env(self) -> str | None:
+        """The variable that must hold the key; None: no key needed (a local backend)."""
+        return None if self.endpoint.backend.local else self.endpoint.api_key_env
 
     def describe(self) -> str:
-        where = self.base_url or "the local server"
-        return f"the {self.role} at {where} (stage{'s' if len(self.stages) > 1 else ''} {', '.join(s[:2] for s in self.stages)})"
+        role = {"teacher": "Teacher"}.get(self.endpoint.role, self.endpoint.role)
+        where = "the local server" if self.endpoint.backend.local else self.endpoint.base_url
+        return f"the {role} at {where} (stage{'s' if len(self.stages) > 1 else ''} {', '.join(s[:2] for s in self.stages)})"
 
 
-def endpoints(cfg: Any, stages: Iterable[str]) -> list[Endpoint]:
+def endpoints(cfg: Any, stages: Iterable[str]) -> list[Call]:
     """The endpoints the selected stages will call, with the key variable each needs."""
     stages = set(stages)
-    t = cfg.teacher
     out = []
-    teacher_stages = tuple(s for s in TEACHER_STAGES if s in stages)
-    if teacher_stages:
-        out.append(Endpoint("Teacher", teacher_stages, None, None) if t.serve_local
-                   else Endpoint("Teacher", teacher_stages, t.base_url, t.api_key_env))
-    judge_stages = tuple(s for s in JUDGE_STAGES if s in stages)
-    if judge_stages:
-        j = endpoint_config(cfg, "judge")  # evaluation.judge, each field None = the Teacher's
-        out.append(Endpoint("judge", judge_stages, None, None) if j.serve_local
-                   else Endpoint("judge", judge_stages, j.base_url, j.api_key_env))
+    for role, role_stages in (("teacher", TEACHER_STAGES), ("judge", JUDGE_STAGES)):
+        selected = tuple(s for s in role_stages if s in stages)
+        if selected:
+            out.append(Call(endpoint(cfg, role), selected))
     return out
 
 
 def key_problems(cfg: Any, stages: Iterable[str], environ: os._Environ | dict | None = None) -> list[str]:
     """One line per unset key variable, naming every endpoint that needs it (never a key's value)."""
     environ = os.environ if environ is None else environ
-    needing: dict[str, list[Endpoint]] = {}
-    for ep in endpoints(cfg, stages):
-        if ep.key_env and not environ.get(ep.key_env):
-            needing.setdefault(ep.key_env, []).append(ep)
-    return [f"the environment variable {var} is not set; {' and '.join(ep.describe() for ep in eps)} "
-            f"need{'s' if len(eps) == 1 else ''} the API key it holds: export {var}=..."
-            for var, eps in needing.items()]
+    needing: dict[str, list[Call]] = {}
+    for call in endpoints(cfg, stages):
+        if call.key_env and not environ.get(call.key_env):
+            needing.setdefault(call.key_env, []).append(call)
+    return [f"the environment variable {var} is not set; {' and '.join(c.describe() for c in calls)} "
+            f"need{'s' if len(calls) == 1 else ''} the API key it holds: export {var}=..."
+            for var, calls in needing.items()]
 
 
 def _looks_local(value: str | None) -> bool:
@@ -119,7 +118,8 @@ def path_problems(cfg: Any, stages: Iterable[str], base_dir: Path) -> list[str]:
     if calls_teacher:
         if cfg.teacher.cassette:
             wanted.append(("teacher.cassette", cfg.teacher.cassette, "file"))
-        if cfg.teacher.serve_local and not cfg.teacher.replay_only and _looks_local(cfg.teacher.local_backend):
+        teacher = endpoint(cfg, "teacher")
+        if teacher.backend.local and not teacher.replay_only and _looks_local(teacher.local_backend):
             wanted.append(("teacher.local_backend", cfg.teacher.local_backend, "any"))
     if EVALUATION in stages and _looks_local(cfg.evaluation.similarity_model):
         wanted.append(("evaluation.similarity_model", cfg.evaluation.similarity_model, "any"))

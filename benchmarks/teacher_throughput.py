@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from aresnb.io import write_json  # noqa: E402
-from aresnb.teacher import ProblemView, ReplyCache, ScoreItem, Teacher, TeacherSettings, start_local_server  # noqa: E402
+from aresnb.teacher import ProblemView, ReplyCache, ScoreItem, Teacher, start_local_server  # noqa: E402
+from aresnb.teacher.endpoints import at_url  # noqa: E402
 from aresnb.teacher.limits import busiest_window  # noqa: E402
 
 WINDOW_S = 60.0  # the client's limits are per minute: any 60 s window
@@ -78,14 +79,14 @@ def measure_limit(server, work: Path, field: str, limit: float, seconds: float, 
     """Concurrency 32 under one limit: the achieved rate over the whole run and in its busiest minute."""
     per_request = 1.0
     if field == "max_tokens_per_minute":  # calibrate: tokens one request really uses, as reported
-        settings = TeacherSettings(base_url=server.base_url, model="reference", api_key="bench", concurrency=1,
+        settings = at_url(base_url=server.base_url, model="reference", api_key="bench", concurrency=1,
                                    max_tokens=max_tokens)
         with Teacher(settings, ReplyCache(work / "calibrate.sqlite")) as teacher:
             teacher.score_sentences(make_items(4, "calibrate"))
             u = teacher.usage()
         per_request = (u["prompt_tokens"] + u["completion_tokens"]) / u["ok_calls"]
     n = max(10, round(seconds * limit / 60 / per_request))
-    settings = TeacherSettings(base_url=server.base_url, model="reference", api_key="bench", concurrency=32,
+    settings = at_url(base_url=server.base_url, model="reference", api_key="bench", concurrency=32,
                                max_tokens=max_tokens, **{field: limit})
     with Teacher(settings, ReplyCache(work / f"cache_{field}.sqlite")) as teacher:
         sends = record_sends(teacher)
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         for c in args.levels:
             n = max(c, round(args.seconds_per_level * c / latency))
             items = make_items(n, f"c{c}")
-            settings = TeacherSettings(base_url=server.base_url, model="reference", api_key="bench", concurrency=c)
+            settings = at_url(base_url=server.base_url, model="reference", api_key="bench", concurrency=c)
             cache = ReplyCache(work / f"cache_c{c}.sqlite")
             with Teacher(settings, cache) as teacher:
                 t0 = time.perf_counter()

@@ -23,11 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BUDGET_BODY = """
 from aresnb.config import load_config
 from aresnb.paths import RunPaths
-from aresnb.teacher import ProblemView, ReplyCache, ScoreItem, Teacher, TeacherSettings
+from aresnb.teacher import ProblemView, ReplyCache, ScoreItem, Teacher, endpoint
 cfg = load_config(params)
 paths = RunPaths(cfg)
-settings = TeacherSettings.from_config(cfg.teacher, base_url="http://127.0.0.1:9/v1", api_key="k",
-                                       spend_scope=str(paths.run_dir))
+settings = endpoint(cfg).connect("http://127.0.0.1:9/v1", "k", spend_scope=str(paths.run_dir))
 problem = ProblemView(qid="q0", question="Which is a mammal?", choices=("shark", "dog"), answer=1, solution="")
 with Teacher(settings, ReplyCache(paths.run_dir / "cache.sqlite")) as teacher:
     teacher.score_sentences([ScoreItem(problem, ["A dog feeds its young milk."])])

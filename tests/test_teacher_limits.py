@@ -8,7 +8,8 @@ import datasets
 import pytest
 
 from aresnb.teacher import ProblemView, ReplyCache, ScoreItem, start_local_server
-from aresnb.teacher.client import AsyncTeacher, TeacherSettings
+from aresnb.teacher.client import AsyncTeacher
+from aresnb.teacher.endpoints import at_url
 from aresnb.teacher.limits import (Budget, BudgetExceeded, Limits, RateLimiter, approx_tokens, busiest_window, cost_usd,
                                    message_tokens)
 
@@ -222,7 +223,7 @@ def server(tmp_path_factory):
 
 def test_client_holds_requests_per_minute_on_a_fake_clock(server, tmp_path):
     clock = FakeClock()
-    s = TeacherSettings(base_url=server.base_url, model="reference", api_key="k", concurrency=8,
+    s = at_url(base_url=server.base_url, model="reference", api_key="k", concurrency=8,
                         max_requests_per_minute=60, max_tokens_per_minute=None)
     items = [ScoreItem(ProblemView.from_row(_row(i)), ["A dog feeds its young milk."]) for i in range(5)]
 
@@ -242,7 +243,7 @@ def test_client_holds_requests_per_minute_on_a_fake_clock(server, tmp_path):
 
 def test_client_token_limit_reserves_prompt_plus_max_tokens_and_refunds(server, tmp_path):
     clock = FakeClock()
-    s = TeacherSettings(base_url=server.base_url, model="reference", api_key="k", concurrency=1, max_tokens=1000,
+    s = at_url(base_url=server.base_url, model="reference", api_key="k", concurrency=1, max_tokens=1000,
                         max_tokens_per_minute=60_000)  # 1000 a second, holds 1000
     items = [ScoreItem(ProblemView.from_row(_row(i)), ["A dog feeds its young milk."]) for i in range(3)]
 
@@ -274,7 +275,7 @@ def test_the_benchmark_counts_the_busiest_window_of_what_reached_the_wire(server
     spec = importlib.util.spec_from_file_location("teacher_throughput", ROOT / "benchmarks" / "teacher_throughput.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    s = TeacherSettings(base_url=server.base_url, model="reference", api_key="k", concurrency=4,
+    s = at_url(base_url=server.base_url, model="reference", api_key="k", concurrency=4,
                         max_requests_per_minute=6000)  # 100 a second, holds 100: no wait for 6
     items = [ScoreItem(ProblemView.from_row(_row(i)), [f"Dogs have {i} legs."]) for i in range(6)]
     with Teacher(s, ReplyCache(tmp_path / "c.sqlite")) as teacher:

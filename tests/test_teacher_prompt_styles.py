@@ -10,7 +10,8 @@ from aiohttp import web
 
 from aresnb.teacher import ProblemView, ReplyCache, prompts
 from aresnb.teacher.cache import cache_key, request_record
-from aresnb.teacher.client import AsyncTeacher, TeacherSettings
+from aresnb.teacher.client import AsyncTeacher
+from aresnb.teacher.endpoints import at_url
 from aresnb.teacher.items import CorrectionItem, ScoreItem
 from aresnb.teacher.paper_rubric import CORRECT_SYSTEM, SCORE_SYSTEM
 from aresnb.teacher.reference import ReferenceTeacher
@@ -113,7 +114,7 @@ def ask_in_styles(tmp_path, styles):
         out = []
         try:
             for style in styles:
-                s = TeacherSettings(base_url=f"http://127.0.0.1:{port}/v1", model="reference", api_key="k",
+                s = at_url(base_url=f"http://127.0.0.1:{port}/v1", model="reference", api_key="k",
                                     vision=False, prompt_style=style)
                 teacher = AsyncTeacher(s, ReplyCache(tmp_path / "cache.sqlite"))
                 score = await teacher.score(ScoreItem(PROBLEM, ["A bar magnet attracts iron.", "The answer is (A)."]))

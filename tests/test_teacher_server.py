@@ -17,7 +17,8 @@ import pytest
 from aresnb.config import load_config
 from aresnb.paths import RunPaths
 from aresnb.teacher import (CacheMiss, CorrectionItem, JudgeItem, ProblemView, ReplyCache, ScoreItem, Teacher,
-                            TeacherSettings, open_teacher, start_local_server)
+                            open_teacher, start_local_server)
+from aresnb.teacher.endpoints import at_url
 
 N = 60
 
@@ -50,7 +51,7 @@ STALL_TIMEOUT_S = 4.0
 def _settings(base_url, **kw):
     base = dict(base_url=base_url, model="reference", api_key="test-key", concurrency=8, max_retries=8,
                 timeout_s=5.0, backoff_base_s=0.02, backoff_max_s=0.2)
-    return TeacherSettings(**{**base, **kw})
+    return at_url(**{**base, **kw})
 
 
 def test_faults_30_percent_every_reply_accounted_for(dataset_dir, tmp_path):
@@ -137,10 +138,11 @@ def test_cached_rerun_cassette_and_strict_replay(dataset_dir, tmp_path):
 CLIENT = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {root!r})
-    from aresnb.teacher import ReplyCache, Teacher, TeacherSettings, ScoreItem, ProblemView
+    from aresnb.teacher import ReplyCache, Teacher, ScoreItem, ProblemView
+    from aresnb.teacher.endpoints import at_url
     rows = json.load(open({rows!r}))
     items = [ScoreItem(ProblemView.from_row(r), ["A dog feeds its young milk.", "Sharks are fish."]) for r in rows]
-    s = TeacherSettings(base_url={url!r}, model="reference", api_key="k", concurrency=2)
+    s = at_url(base_url={url!r}, model="reference", api_key="k", concurrency=2)
     with Teacher(s, ReplyCache({cache!r})) as t:
         t.score_sentences(items)
         print(json.dumps(t.usage()))

@@ -2,6 +2,7 @@
 stream API and the judge's own endpoint, against the local server (faults by request index:
 deterministic, no timing)."""
 
+import dataclasses
 import json
 import logging
 from types import SimpleNamespace
@@ -12,10 +13,11 @@ import pytest
 from aresnb.config import ConfigError, load_config
 from aresnb.paths import RunPaths
 from aresnb.teacher import (BudgetExceeded, CorrectionItem, JudgeItem, ProblemView, ReplyCache, ScoreItem, Teacher,
-                            TeacherSettings, open_teacher, prompts, start_local_server)
+                            open_teacher, prompts, start_local_server)
 from aresnb.teacher.cache import cache_key, request_record
 from aresnb.teacher.cache_cli import purge_invalid
-from aresnb.teacher.facade import api_key, endpoint_config
+from aresnb.teacher.endpoints import at_url, endpoint
+from aresnb.teacher.facade import api_key
 
 SENTS = ["A dog feeds its young milk.", "Sharks are fish.", "So the answer is (B)."]
 
@@ -39,7 +41,7 @@ def _faults(**kw):
 def _settings(url, **kw):
     base = dict(base_url=url, model="reference", api_key="k", concurrency=1, max_retries=2, timeout_s=10.0,
                 backoff_base_s=0.01, backoff_max_s=0.05)
-    return TeacherSettings(**{**base, **kw})
+    return at_url(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +221,7 @@ def test_budget_stops_before_the_spend_passes_the_limit_and_counts_earlier_stage
     # $0.01 a completion token, max_tokens 100: a request's worst case is $1.00
     s = _settings("", price_output_per_mtok=10_000.0, max_tokens=100, max_cost_usd=1.5, spend_scope="run-A")
     with start_local_server(dataset_dir) as server:
-        with Teacher(TeacherSettings(**{**s.__dict__, "base_url": server.base_url}), cache) as t:
+        with Teacher(dataclasses.replace(s, base_url=server.base_url), cache) as t:
             with pytest.raises(BudgetExceeded, match=r"of its \$1.5000 limit") as e:
                 t.score_sentences(_items(10))
             usage = t.usage()
@@ -229,7 +231,7 @@ def test_budget_stops_before_the_spend_passes_the_limit_and_counts_earlier_stage
     assert spent <= 1.5 and spent + 1.0 > 1.5  # stopped at the first request whose worst case crossed it
     assert f"${spent:.4f}" in str(e.value)
     # the next stage of the same run starts from that spend: it cannot send anything more
-    with Teacher(TeacherSettings(**{**s.__dict__, "base_url": server.base_url}), cache) as t:
+    with Teacher(dataclasses.replace(s, base_url=server.base_url), cache) as t:
         assert t.usage()["run_spend_usd"] == pytest.approx(spent)
         with pytest.raises(BudgetExceeded):
             t.score_sentences(_items(1, start=20))
@@ -269,7 +271,7 @@ def test_stream_scores_items_as_they_are_produced_in_order_with_a_bounded_queue(
 
 def test_judge_section_replaces_the_teachers_endpoint_where_set(monkeypatch):
     cfg = load_config("params/scienceqa_base.yaml")
-    t, j = endpoint_config(cfg, "teacher"), endpoint_config(cfg, "judge")
+    t, j = endpoint(cfg, "teacher"), endpoint(cfg, "judge")
     assert (t.base_url, t.model, t.api_key_env) == ("https://api.anthropic.com/v1/", "claude-3-haiku-20240307",
                                                     "ANTHROPIC_API_KEY")
     assert (j.base_url, j.model, j.api_key_env) == ("https://api.openai.com/v1", "gpt-4o", "OPENAI_API_KEY")
@@ -278,7 +280,7 @@ def test_judge_section_replaces_the_teachers_endpoint_where_set(monkeypatch):
     with pytest.raises(RuntimeError, match="evaluation.judge.api_key_env .* 'OPENAI_API_KEY'"):
         api_key(cfg, "judge")
     smoke = load_config(None)
-    assert endpoint_config(smoke, "judge").serve_local and endpoint_config(smoke, "judge").model == "reference"
+    assert endpoint(smoke, "judge").serve_local and endpoint(smoke, "judge").model == "reference"
     with pytest.raises(ConfigError, match="did you mean 'evaluation.judge'"):
         load_config(None, ["evaluation.judge_model=gpt-4o"])
 

@@ -13,7 +13,8 @@ import pytest
 
 from aresnb.teacher import ProblemView, ReplyCache, prompts
 from aresnb.teacher.cache import cache_key, request_record
-from aresnb.teacher.client import AsyncTeacher, TeacherSettings, _retry_after
+from aresnb.teacher.client import AsyncTeacher, _retry_after
+from aresnb.teacher.endpoints import at_url
 from aresnb.teacher.reference import ReferenceTeacher
 from aresnb.teacher.validation import InvalidReply, parse_correction, parse_judgement, parse_scores
 
@@ -147,7 +148,7 @@ def test_reference_teacher_synthetic_relevance():
 def _backoff(base_s=0.5, max_s=4.0, seed=0) -> AsyncTeacher:
     """A client with only what its retry delay reads (no event loop, no HTTP client)."""
     t = AsyncTeacher.__new__(AsyncTeacher)
-    t.s = TeacherSettings(base_url="http://127.0.0.1:9/v1", model="m", api_key="k", backoff_base_s=base_s,
+    t.s = at_url(base_url="http://127.0.0.1:9/v1", model="m", api_key="k", backoff_base_s=base_s,
                           backoff_max_s=max_s)
     t.rng = random.Random(seed)
     return t
@@ -204,7 +205,7 @@ def test_teacher_package_does_not_import_torch():
 def test_unreachable_endpoint_fails_clearly(tmp_path):
     from aresnb.teacher import ScoreItem, Teacher, TeacherUnreachable
 
-    s = TeacherSettings(base_url="http://127.0.0.1:9/v1", model="m", api_key="k", max_retries=1,
+    s = at_url(base_url="http://127.0.0.1:9/v1", model="m", api_key="k", max_retries=1,
                         backoff_base_s=0.01, timeout_s=2.0)
     with Teacher(s, ReplyCache(tmp_path / "c.sqlite")) as t:
         with pytest.raises(TeacherUnreachable, match="cannot reach the Teacher at http://127.0.0.1:9/v1"):

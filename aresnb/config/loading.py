@@ -21,6 +21,7 @@ import yaml
 from aresnb.config.sections import PACKAGE_DIR, SMOKE_PARAMS, Config
 from aresnb.data import registry as dataset_registry
 from aresnb.data.schema import DataError
+from aresnb.teacher import backends as teacher_backends
 
 
 class ConfigError(ValueError):
@@ -197,7 +198,8 @@ def _check_consistency(cfg: Config) -> None:
     for fmt in f.reject_response_formats:
         if fmt not in ("json_schema", "json_object"):
             raise ConfigError(f"teacher.faults.reject_response_formats: {fmt!r} is not json_schema or json_object")
-    if cfg.teacher.reference_error_rate and not (cfg.teacher.serve_local and cfg.teacher.local_backend == "reference"):
+    if cfg.teacher.reference_error_rate and \
+            not teacher_backends.backend_for(cfg.teacher.serve_local, cfg.teacher.local_backend).errs_on_purpose:
         raise ConfigError("teacher.reference_error_rate makes the local reference Teacher err: it needs "
                           "teacher.serve_local: true and teacher.local_backend: reference")
     if len(set(cfg.ares.arms)) != len(cfg.ares.arms):

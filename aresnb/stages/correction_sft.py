@@ -40,9 +40,10 @@ from aresnb.paths import BASELINE_MODEL, CORRECTION_ONLY, CORRECTION_SFT, RunPat
 from aresnb.progress import Progress, say
 from aresnb.rationale_metrics import dedupe_sentences, rationale_quality
 from aresnb.sft import train_seq2seq
+from aresnb.sentences import split_sentences
 from aresnb.sft_data import make_examples
 from aresnb.stages.driver import StageRun, drive
-from aresnb.teacher import CorrectionItem, ProblemView, open_teacher, prompt_preview
+from aresnb.teacher import CorrectionItem, ProblemView, ScoreItem, endpoint, open_teacher, prompt_preview
 from aresnb.tokenizer import load_tokenizer
 
 STAGE = CORRECTION_SFT
@@ -279,16 +280,11 @@ def teacher_callbacks(cfg: Any, paths: RunPaths, force: bool = False) -> tuple:
     calls are cheap, else Nones: ``scorer(problem, text)`` -> the sentences' scores,
     ``corrector(problem, rl_text)`` -> the correction of the de-duplicated text.
 
-    Cheap = the project's local reference Teacher (milliseconds, no cost); a paid endpoint is
-    only called when ``force`` is set. Replies go through the Teacher's cache like any other.
+    Cheap = a deterministic backend (the project's local reference Teacher: milliseconds, no
+    cost; ``aresnb.teacher.backends``); any other endpoint is only called when ``force`` is set. Replies go through the Teacher's cache like any other.
     Close the returned teacher when done.
     """
-    # imported here: only the panel's callbacks need all of them
-    from aresnb.rationale_metrics import dedupe_sentences
-    from aresnb.sentences import split_sentences
-    from aresnb.teacher import CorrectionItem, ProblemView, ScoreItem, open_teacher
-
-    if not (force or (cfg.teacher.serve_local and cfg.teacher.local_backend == "reference")):
+    if not (force or endpoint(cfg).backend.deterministic):
         return None, None, None
     teacher = open_teacher(cfg, paths)
 

@@ -15,6 +15,12 @@ json_object -> none), once per client, logged and counted in ``usage()["response
 Validation stays whatever the mode: endpoints exist that ignore a schema and answer 200.
 
 The openai client's own retries are off (``max_retries=0``) so every retry is ours and counted.
+
+Where a request goes: the endpoint's ``base_url`` over HTTP with the openai package (a remote
+endpoint, or the local server), or, for a backend called in this process (``backend``: a
+``ReplyBackend`` of ``aresnb.teacher.backends``), its ``areply``. Everything else above is the
+same for both: the backend's ``Busy`` is retried as a 429 is, its ``FormatUnsupported`` falls back
+as an HTTP 400 does.
 """
 
 from __future__ import annotations
@@ -35,15 +41,16 @@ from .limits import Budget, Limits, RateLimiter, cost_usd, message_tokens
 from .items import (CacheMiss, CorrectionItem, CorrectionResult, JudgeItem, JudgeResult, ScoreItem, ScoreResult,
                     TeacherAPIError, TeacherUnreachable)
 from .problem import ProblemView
-from .settings import TeacherSettings
+from .backends import Busy, Completion, FormatUnsupported, ReplyBackend, completion_of
+from .endpoints import Endpoint
 from .validation import InvalidReply, parse_correction, parse_judgement, parse_scores
 
 
 class FormatRejected(Exception):
     """The endpoint answered HTTP 400 to a request with a response_format (try the next mode)."""
 
-    def __init__(self, mode: str, error: openai.APIStatusError):
-        super().__init__(f"HTTP {error.status_code} to response_format {mode}: {error.message}")
+    def __init__(self, mode: str, message: str):
+        super().__init__(message)
         self.mode = mode
 
 
@@ -72,6 +79,8 @@ log = logging.getLogger("aresnb.teacher")
 
 
 def _retry_after(exc: Exception) -> float | None:
+    if isinstance(exc, Busy):
+        return exc.retry_after_s
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None) or {}
     for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
@@ -89,16 +98,18 @@ class AsyncTeacher:
 
     ``clock`` and ``sleep`` drive the rate limiters (tests inject a fake clock)."""
 
-    RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError)
+    RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError,
+                 Busy)
 
-    def __init__(self, settings: TeacherSettings, cache: ReplyCache, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+    def __init__(self, settings: Endpoint, cache: ReplyCache, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, backend: ReplyBackend | None = None):
         self.s = settings
         self.cache = cache
+        self.backend = backend  # called in this process instead of the HTTP endpoint
         prompts.response_format(settings.response_format, "judge", prompts.JUDGE_SCHEMA)  # checks the mode's name
         prompts.check_prompt_style(settings.prompt_style)
-        self.client = openai.AsyncOpenAI(base_url=settings.base_url, api_key=settings.api_key,
-                                         max_retries=0, timeout=settings.timeout_s)
+        self.client = None if backend is not None else openai.AsyncOpenAI(
+            base_url=settings.base_url, api_key=settings.api_key, max_retries=0, timeout=settings.timeout_s)
         self.sem = asyncio.Semaphore(settings.concurrency)
         self.rng = random.Random(settings.seed)
         self.inflight: dict[str, asyncio.Future] = {}
@@ -119,7 +130,7 @@ class AsyncTeacher:
 
     # ---- one chat completion ------------------------------------------------------------------
     def _record(self, kind: str, messages: list[dict], schema: dict, mode: str) -> dict:
-        return request_record(self.s.model, prompts.PROMPT_VERSION, messages, self.s.temperature,
+        return request_record(self.s.request_model, prompts.PROMPT_VERSION, messages, self.s.temperature,
                               prompts.response_format(mode, kind, schema))
 
     async def complete(self, kind: str, messages: list[dict], schema: dict) -> Reply:
@@ -196,11 +207,8 @@ class AsyncTeacher:
                     # both limits at once: the moment they admit it is the moment the request is sent
                     grants = await self.limits.acquire(requests=1, tokens=tokens_reserved)
                     self.counts["calls"] += 1
-                    extra = {"response_format": mode_format} if mode_format is not None else {}
-                    resp = await self.client.chat.completions.create(
-                        model=s.model, messages=messages, temperature=s.temperature, max_tokens=s.max_tokens, **extra)
-                    usage = {"prompt_tokens": getattr(resp.usage, "prompt_tokens", 0) or 0,
-                             "completion_tokens": getattr(resp.usage, "completion_tokens", 0) or 0}
+                    reply = await self._ask(messages, mode_format)
+                    usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens}
                     tokens_used = usage["prompt_tokens"] + usage["completion_tokens"]
                     paid = cost_usd(usage["prompt_tokens"], usage["completion_tokens"], s.price_input_per_mtok,
                                     s.price_output_per_mtok)
@@ -222,8 +230,15 @@ class AsyncTeacher:
                 except openai.BadRequestError as e:
                     self._count_error(f"HTTP{e.status_code}")
                     if mode_format is not None:
-                        raise FormatRejected(mode_format["type"], e) from None
+                        raise FormatRejected(mode_format["type"], f"HTTP {e.status_code} to response_format "
+                                                                    f"{mode_format['type']}: {e.message}") from None
                     raise TeacherAPIError(f"HTTP {e.status_code}: {e.message}") from None
+                except FormatUnsupported as e:
+                    self._count_error(type(e).__name__)
+                    if mode_format is not None:
+                        raise FormatRejected(mode_format["type"], f"{self.backend.name} does not support "
+                                                                    f"response_format {mode_format['type']}: {e}") from None
+                    raise TeacherAPIError(f"{self.backend.name}: {e}") from None
                 except openai.APIStatusError as e:
                     self._count_error(f"HTTP{e.status_code}")
                     raise TeacherAPIError(f"HTTP {e.status_code}: {e.message}") from None
@@ -234,11 +249,30 @@ class AsyncTeacher:
                 self.counts["prompt_tokens"] += usage["prompt_tokens"]
                 self.counts["completion_tokens"] += usage["completion_tokens"]
                 self.counts["cost_usd"] += paid
-                text = (resp.choices[0].message.content if resp.choices else None) or ""
+                text = reply.text
                 # committed before anything else: nothing paid is lost
                 attempt_id = self.cache.record_attempt(key, record, kind, text, usage, paid, s.spend_scope)
                 return Reply(text, key, record, kind, "call", usage, attempt_id)
         raise AssertionError("unreachable")
+
+    async def _ask(self, messages: list[dict], response_format: dict | None) -> Completion:
+        """One request on the wire (or to the in-process backend): the reply text and its tokens."""
+        s = self.s
+        if self.backend is not None:
+            try:
+                out = await self.backend.areply(messages, s.max_tokens, response_format)
+            except (Busy, FormatUnsupported):
+                raise
+            except Exception as e:  # noqa: BLE001 - whatever the API raises drops the item, named
+                self._count_error(type(e).__name__)
+                raise TeacherAPIError(f"{self.backend.name}: {type(e).__name__}: {e}") from None
+            return completion_of(out, messages)
+        extra = {"response_format": response_format} if response_format is not None else {}
+        resp = await self.client.chat.completions.create(
+            model=s.request_model, messages=messages, temperature=s.temperature, max_tokens=s.max_tokens, **extra)
+        text = (resp.choices[0].message.content if resp.choices else None) or ""
+        return Completion(text, getattr(resp.usage, "prompt_tokens", 0) or 0,
+                          getattr(resp.usage, "completion_tokens", 0) or 0)
 
     def _count_error(self, name: str) -> None:
         self.counts["errors"][name] = self.counts["errors"].get(name, 0) + 1
@@ -359,7 +393,8 @@ class AsyncTeacher:
             raise
 
     async def aclose(self) -> None:
-        await self.client.close()
+        if self.client is not None:
+            await self.client.close()
 
     def usage(self) -> dict:
         """requests (incl. repairs), cache_hits, calls (HTTP attempts), ok_calls, retries, errors by
@@ -368,7 +403,7 @@ class AsyncTeacher:
         total so far, every stage and endpoint), the response format asked and in effect, its
         fallbacks, and the seconds the rate limits held requests back."""
         c = dict(self.counts, errors=dict(self.counts["errors"]))
-        c["model"] = self.s.model
+        c["model"] = self.s.request_model
         c["response_format_requested"] = self.s.response_format
         c["response_format"] = self.mode
         c["response_format_fallbacks"] = list(self.fallbacks)

@@ -3,7 +3,7 @@
 The async client runs on its own event loop in a background thread, so the same code works in a
 plain script and inside Jupyter/papermill (whose kernel already runs a loop in the main thread).
 ``role="judge"`` opens the judge's endpoint (``evaluation.judge``: its own base URL, model, key
-and prices; each one None = the Teacher's).
+and prices; each one None = the Teacher's), as ``aresnb.teacher.endpoints`` resolves it.
 
 Scoring while producing: ``submit(item)`` returns a future at once; ``stream(items)`` takes an
 iterator that is still being produced (e.g. rationales as generation writes them) and yields the
@@ -15,17 +15,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import dataclasses
 import os
 import threading
 from pathlib import Path
 from typing import Any, Callable, Coroutine, Iterable, Iterator, Sequence
 
 from .cache import ReplyCache
-from .client import (AsyncTeacher, CorrectionItem, CorrectionResult, JudgeItem, JudgeResult, ScoreItem,
-                     ScoreResult, TeacherSettings)
+from .backends import ReplyBackend
+from .client import AsyncTeacher, CorrectionItem, CorrectionResult, JudgeItem, JudgeResult, ScoreItem, ScoreResult
+from .endpoints import Endpoint, endpoint
 from .local import LocalServer, start_local_server
-from .reference import versioned_name
 
 LOCAL_DUMMY_KEY = "aresnb-local"  # the local server accepts any key
 
@@ -48,13 +47,13 @@ class _LoopThread:
 class Teacher:
     """Sync facade: ``score_sentences`` / ``correct`` / ``judge`` take lists and keep their order."""
 
-    def __init__(self, settings: TeacherSettings, cache: ReplyCache, server: LocalServer | None = None,
-                 cassette_out: str | Path | None = None):
+    def __init__(self, settings: Endpoint, cache: ReplyCache, server: LocalServer | None = None,
+                 cassette_out: str | Path | None = None, backend: ReplyBackend | None = None):
         self.settings, self.cache, self.server, self.cassette_out = settings, cache, server, cassette_out
         self._loop = _LoopThread()
 
         async def make() -> AsyncTeacher:
-            return AsyncTeacher(settings, cache)  # created on the loop it will run on
+            return AsyncTeacher(settings, cache, backend=backend)  # created on the loop it will run on
 
         self._client: AsyncTeacher = self._loop.run(make())
         self._closed = False
@@ -132,73 +131,49 @@ def cache_path(cfg: Any) -> Path:
     return cfg.run_dir().parent / "teacher_cache.sqlite"
 
 
-ROLES = ("teacher", "judge")
-
-
-def endpoint_config(cfg: Any, role: str = "teacher") -> Any:
-    """The teacher section as the ``role`` sees it: for the judge, ``evaluation.judge``'s base URL,
-    model, key variable, prices and image tokens replace the Teacher's where they are set. A judge
-    with a base URL of its own never uses the local server."""
-    t = cfg.teacher
-    if role == "teacher":
-        return t
-    if role != "judge":
-        raise ValueError(f"role {role!r} is not one of {ROLES}")
-    j = cfg.evaluation.judge
-    own_endpoint = j.base_url is not None and j.base_url != t.base_url
-    return dataclasses.replace(
-        t, base_url=j.base_url or t.base_url, serve_local=t.serve_local and not own_endpoint,
-        reference_error_rate=0.0,  # the evaluator is fixed: an erring Teacher never makes an erring judge
-        model=j.model or t.model, api_key_env=j.api_key_env or t.api_key_env,
-        price_input_per_mtok=t.price_input_per_mtok if j.price_input_per_mtok is None else j.price_input_per_mtok,
-        price_output_per_mtok=t.price_output_per_mtok if j.price_output_per_mtok is None else j.price_output_per_mtok,
-        image_tokens=t.image_tokens if j.image_tokens is None else j.image_tokens)
-
-
 def endpoint_label(cfg: Any, role: str = "teacher") -> str:
     """Where the role's requests go, for summaries: ``local:<model>`` or the base URL."""
-    t = endpoint_config(cfg, role)
-    return "local:" + t.local_backend if t.serve_local else str(t.base_url)
+    return endpoint(cfg, role).label
 
 
 def api_key(cfg: Any, role: str = "teacher") -> str:
     """The key from the environment variable named by the role's api_key_env (never from params)."""
-    t = endpoint_config(cfg, role)
-    key = os.environ.get(t.api_key_env)
+    return _key(endpoint(cfg, role))
+
+
+def _key(ep: Endpoint) -> str:
+    key = os.environ.get(ep.api_key_env)
     if key:
         return key
-    if t.serve_local:
+    if ep.backend.local:
         return LOCAL_DUMMY_KEY
-    where = "teacher.api_key_env" if role == "teacher" else "evaluation.judge.api_key_env (or teacher.api_key_env)"
-    raise RuntimeError(f"{where} names the environment variable {t.api_key_env!r}, which is not set; "
-                       f"export {t.api_key_env}=... before running against {t.base_url}")
+    where = "teacher.api_key_env" if ep.role == "teacher" else "evaluation.judge.api_key_env (or teacher.api_key_env)"
+    raise RuntimeError(f"{where} names the environment variable {ep.api_key_env!r}, which is not set; "
+                       f"export {ep.api_key_env}=... before running against {ep.base_url}")
 
 
 def open_teacher(cfg: Any, paths: Any, *, dataset_dir: str | Path | None = None, role: str = "teacher") -> Teacher:
     """The run's Teacher (or, ``role="judge"``, its judge): starts the local server when the
-    endpoint is local, imports teacher.cassette.
+    endpoint's backend is served locally (opens it here when it is called in process), imports
+    teacher.cassette.
 
     On close, every reply it used is added to ``<run>/teacher/cassette.jsonl``: replay the whole
     run offline with ``teacher.cassette=<that file>`` and ``teacher.replay_only=true``.
     """
-    t = endpoint_config(cfg, role)
+    ep = endpoint(cfg, role)
     cache = ReplyCache(cache_path(cfg))
-    if t.cassette:
-        cache.import_(t.cassette)
-    server = None
-    base_url = t.base_url
-    errs = ["--error-rate", str(t.reference_error_rate), "--error-seed", str(cfg.run.seed)] \
-        if t.reference_error_rate else []
-    if t.serve_local and not t.replay_only:
-        server = start_local_server(
-            dataset_dir=dataset_dir or paths.dataset_dir, backend=t.local_backend, faults=t.faults,
-            log_path=paths.teacher_dir / "server.log", extra_args=errs)
+    if ep.cassette:
+        cache.import_(ep.cassette)
+    server, backend, base_url = None, None, ep.base_url
+    dataset_dir = dataset_dir or paths.dataset_dir
+    if ep.backend.in_process and not ep.replay_only:
+        backend = ep.backend.open(ep.local_backend, str(dataset_dir), ep.reference_error_rate, ep.seed)
+        base_url = f"in-process:{ep.backend.name}"
+    elif ep.backend.local and not ep.replay_only:
+        errs = ["--error-rate", str(ep.reference_error_rate), "--error-seed", str(ep.seed)] \
+            if ep.reference_error_rate else []
+        server = start_local_server(dataset_dir=dataset_dir, backend=ep.local_backend, faults=ep.faults,
+                                    log_path=paths.teacher_dir / "server.log", extra_args=errs)
         base_url = server.base_url
-    settings = TeacherSettings.from_config(t, base_url or "http://127.0.0.1:9/v1", api_key(cfg, role),
-                                           seed=cfg.run.seed, spend_scope=str(Path(paths.run_dir).resolve()))
-    if t.serve_local and t.local_backend == "reference":
-        # the rule-based Teacher's rules are versioned: a cached reply of older rules (or of an
-        # erring Teacher) is another reply
-        settings = dataclasses.replace(settings, model=versioned_name(settings.model, t.reference_error_rate,
-                                                                      cfg.run.seed))
-    return Teacher(settings, cache, server, cassette_out=paths.teacher_dir / "cassette.jsonl")
+    settings = ep.connect(base_url or "http://127.0.0.1:9/v1", _key(ep), spend_scope=str(Path(paths.run_dir).resolve()))
+    return Teacher(settings, cache, server, cassette_out=paths.teacher_dir / "cassette.jsonl", backend=backend)

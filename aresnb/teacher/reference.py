@@ -274,6 +274,12 @@ class ReferenceTeacher:
         return "B" if self.judge_key(problem, b) > self.judge_key(problem, a) else "A"
 
     # ---- a chat request in, the reply text out -------------------------------------------
+    async def areply(self, messages: list[dict], max_tokens: int | None = None,
+                     response_format: dict | None = None) -> str:
+        """The backends' protocol (``aresnb.teacher.backends.ReplyBackend``): it writes the schema's
+        JSON whatever the format asks, in microseconds, so it needs neither."""
+        return self.reply(messages)
+
     def reply(self, messages: list[dict]) -> str:
         kind = prompts.request_kind(messages)
         if kind is None:

