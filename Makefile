@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	# ipywidgets' HTML manager (pinned, integrity-checked, from the npm registry) for offline notebook pages.
 	# It exits 1 when the bundle is not installed: CI (ARESNB_STRICT=1) stops here; elsewhere set-up goes
 	# on and exported pages show the panels' static views only.
-	$(PY) -m aresnb.notebook_html install || { [ "$${ARESNB_STRICT:-0}" = 0 ] && \
+	$(PY) -m aresnb.pipeline.notebook_html install || { [ "$${ARESNB_STRICT:-0}" = 0 ] && \
 	  echo "make setup: going on without the widget bundle (ARESNB_STRICT=1 stops here)"; }
 	@touch $(STAMP)
 

@@ -84,7 +84,7 @@ class RunPaths:
 
     @property
     def lock_file(self) -> Path:
-        """flock-ed by ``aresnb run`` while it writes this folder (aresnb.runlock)."""
+        """flock-ed by ``aresnb run`` while it writes this folder (aresnb.pipeline.runlock)."""
         return self.run_dir / "run.lock"
 
     @property

@@ -3,7 +3,7 @@
 ``aresnb run`` does not stream cell outputs (``--verbose`` does): a user watching it sees the
 runner's ``[aresnb]`` lines and the lines stages send through :func:`say`. Under the runner a
 kernel finds ``ARESNB_PROGRESS_FILE`` in its environment and appends each line there; the runner
-tails that file (``aresnb.notebook_exec``). Every line is also printed, so the executed notebook
+tails that file (``aresnb.pipeline.notebook_exec``). Every line is also printed, so the executed notebook
 keeps it and an interactive session shows it.
 
 A long loop reports through :class:`Progress`: a tqdm bar when stdout is a terminal (a script

@@ -36,7 +36,7 @@ from aresnb.evaluation.claims import claim_counts
 from aresnb.evaluation.intervals import hierarchical_bootstrap, pooled_ratio
 from aresnb.io import read_json, read_jsonl
 from aresnb.paths import RunPaths
-from aresnb.rationale_metrics import count_repeated_sentences, is_unfinished, sentence_texts, words
+from aresnb.text.rationale_metrics import count_repeated_sentences, is_unfinished, sentence_texts, words
 
 EXACT = "exact_teacher"
 ALL_ARMS = "[rl_only,correction_only,every_round]"

@@ -46,7 +46,7 @@ TARGETS = {"win_rate": 0.60, "test_problems": 200, "stage_time_s": 360.0, "bench
 
 def run_seed(params: str, seed: int, runs_dir: Path, overrides: list[str], name: str | None = None) -> Path:
     name = name or f"effect_seed{seed}"
-    cmd = [sys.executable, "-m", "aresnb.cli", "run", params, "--set", f"run.seed={seed}",
+    cmd = [sys.executable, "-m", "aresnb.pipeline.cli", "run", params, "--set", f"run.seed={seed}",
            "--set", f"run.name={name}", "--set", f"run.output_dir={runs_dir}", "--quiet"]
     for o in overrides:
         cmd += ["--set", o]

@@ -8,14 +8,14 @@ downloaded) with ViT-L/32 image features (145, 1024), takes the recipe of
 ``params/scienceqa_{base,large}.yaml`` (the paper's), and measures on the best device present,
 through the project's own code, Teacher-free:
 
-- ``sft``: optimizer steps of the supervised trainer (``aresnb.sft.train_step``) at the paper
+- ``sft``: optimizer steps of the supervised trainer (``aresnb.sft.trainer.train_step``) at the paper
   batch (8) with ScienceQA-sized QCM-E sources and targets; ``sft_max_length`` one step at the
   512/512 limits (does the worst batch fit?);
-- ``sampling``: ``aresnb.generation.sample_responses``, k = 4 samples of 512 new tokens for each
+- ``sampling``: ``aresnb.model.generation.sample_responses``, k = 4 samples of 512 new tokens for each
   prompt of one generation batch (32 prompts); every sample is held to the full 512 tokens, so
   this is the upper bound of a batch; ``greedy`` and ``answers`` the same for greedy rationales
   (512 tokens) and answers (16 tokens);
-- ``ppo``: ``aresnb.ppo.train_ppo`` with the separate critic on a synthetic buffer (k = 4 per
+- ``ppo``: ``aresnb.rl.ppo.train_ppo`` with the separate critic on a synthetic buffer (k = 4 per
   prompt, response lengths drawn from ScienceQA's solution lengths), optimizer steps of 256
   sequences with the paper's micro-batch;
 - ``lora_qcm_a``, ``lora_qcmg_a``: LoRA answer-head steps (r 64, every Linear) at batch 16.
@@ -64,7 +64,7 @@ try:
 
     import aresnb  # noqa: E402
     from aresnb.config import load_config  # noqa: E402
-    from aresnb.models import MultimodalT5ForConditionalGeneration  # noqa: E402
+    from aresnb.model.multimodal_t5 import MultimodalT5ForConditionalGeneration  # noqa: E402
 except ModuleNotFoundError as e:  # a machine (the GPU one's image) without a package: say which, at once
     print(f"gpu_check: cannot start: no module {e.name!r} on Python {platform.python_version()} "
           f"(python3 benchmarks/gpu_carry.py versions lists what the check needs)", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""PPO throughput: aresnb.ppo against TRL 0.11.4's PPOTrainer.step on the same buffer.
+"""PPO throughput: aresnb.rl.ppo against TRL 0.11.4's PPOTrainer.step on the same buffer.
 
     .venv/bin/python benchmarks/ppo_throughput.py --shape tiny|small [--out PATH] [--repeats N]
 
@@ -9,7 +9,7 @@ sample is written below for when ../shared is absent) -- the same model shape,
 the same buffer size, optimizer-step size and passes, and are timed on one whole PPO update of the
 buffer: the rollout forward passes, then ``ppo_epochs`` passes of optimizer steps. No generation.
 
-- ``ours_shared``:   aresnb.ppo.train_ppo, critic head on the policy trunk (what TRL's
+- ``ours_shared``:   aresnb.rl.ppo.train_ppo, critic head on the policy trunk (what TRL's
                      ``AutoModelForSeq2SeqLMWithValueHead`` is): the like-for-like comparison;
 - ``ours_separate``: the paper's critic, a second copy of the model (twice the model work);
 - ``trl``:           ``PPOTrainer.step(queries, responses, scores)`` (TRL 0.11.4, the last release
@@ -107,9 +107,9 @@ def run_ours(s: dict, rows: list[dict], critic: str) -> dict:
 
     sys.path.insert(0, str(ROOT))
     from aresnb.config import PPOConfig
-    from aresnb.ppo import train_ppo
-    from aresnb.ppo_buffer import PPOSample
-    from aresnb.value_model import Seq2SeqValueModel
+    from aresnb.rl.ppo import train_ppo
+    from aresnb.rl.ppo_buffer import PPOSample
+    from aresnb.rl.value_model import Seq2SeqValueModel
 
     samples = [PPOSample(qid=r["prompt"], sample_index=i, source_ids=r["source"], response_ids=r["response"],
                          sentence_end_indices=r["ends"], scores=r["scores"]) for i, r in enumerate(rows)]
@@ -185,7 +185,7 @@ def summarise(runs: list[dict], s: dict) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="PPO throughput: aresnb.ppo vs TRL 0.11.4 PPOTrainer.step")
+    ap = argparse.ArgumentParser(description="PPO throughput: aresnb.rl.ppo vs TRL 0.11.4 PPOTrainer.step")
     ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each side (fresh processes)")
     ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/ppo_throughput_<shape>.json")

@@ -105,7 +105,7 @@ def smoke_run(tmp_path_factory) -> RunPaths:
     runs it (what it printed: ``<outputs>/aresnb_run.stdout`` and ``.stderr``)."""
     out = tmp_path_factory.mktemp("smoke_outputs")
     env = {**os.environ, "ARESNB_TEACHER_KEY": SMOKE_SECRET, "JUPYTER_DATA_DIR": str(out / "jupyter")}
-    cmd = [sys.executable, "-m", "aresnb.cli", "run", str(ROOT / "params" / "smoke.yaml"), *smoke_test_args(),
+    cmd = [sys.executable, "-m", "aresnb.pipeline.cli", "run", str(ROOT / "params" / "smoke.yaml"), *smoke_test_args(),
            "--set", f"run.output_dir={out}"]
     try:
         result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
@@ -121,7 +121,7 @@ def smoke_run(tmp_path_factory) -> RunPaths:
 
 def sample_row(qid: str, sample_index: int, rationale: str) -> dict:
     """A stage-03 rollout row as sampled_batches yields it, for tests that stub the sampling."""
-    from aresnb.sentences import split_sentences
+    from aresnb.text.sentences import split_sentences
 
     spans = split_sentences(rationale)
     ids = [5] * max(1, len(spans)) + [1]  # one token per sentence, then EOS
@@ -149,8 +149,8 @@ class BagOfWords:
 
 
 def ppo_metric_rows(n_steps: int) -> list[dict]:
-    """metrics.jsonl rows of a PPO run as aresnb.ppo writes them: exactly its METRIC_NAMES keys."""
-    from aresnb.ppo import METRIC_NAMES
+    """metrics.jsonl rows of a PPO run as aresnb.rl.ppo writes them: exactly its METRIC_NAMES keys."""
+    from aresnb.rl.ppo import METRIC_NAMES
 
     return [{**dict.fromkeys(METRIC_NAMES, 0.1 * step), "step": step, "pass": 1} for step in range(1, n_steps + 1)]
 

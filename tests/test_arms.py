@@ -12,12 +12,12 @@ import torch
 
 from aresnb.config import load_config
 from aresnb.io import read_json, read_jsonl
-from aresnb.models import load_rationale_model
+from aresnb.model.multimodal_t5 import load_rationale_model
 from aresnb.paths import CORRECTION_ONLY, RunPaths
-from aresnb.report.page import render_report
-from aresnb.runner import mirror_round_summary
+from aresnb.present.report.page import render_report
+from aresnb.pipeline.runner import mirror_round_summary
 from aresnb.stages import MODULES, answer_lora, evaluation
-from aresnb.steps import Step, build_schedule, run_schedule, upstream_of
+from aresnb.stages.steps import Step, build_schedule, run_schedule, upstream_of
 from aresnb.teacher import start_local_server
 
 from conftest import BagOfWords
@@ -102,7 +102,7 @@ def test_stage06_answers_with_every_model_on_the_right_weights(arms_run):
     assert list(s6["accuracy"]) == MODELS
     assert all(set(s6["accuracy"][m]) == {"QCM-A", "QCMG-A"} for m in MODELS)
     # ARES is the last round's model: its head's base weights are round 2's SFT model's
-    from aresnb.answer import load_answer_model
+    from aresnb.sft.answer import load_answer_model
 
     head = load_answer_model(paths.sft_model_dir(2), paths.answer_dir("ares", "QCM-A") / "adapter")
     round2 = load_rationale_model(paths.sft_model_dir(2))

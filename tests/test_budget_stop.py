@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from aresnb import cli, runner
+from aresnb.pipeline import cli
+
+from aresnb.pipeline import runner
 from aresnb.errors import CLEAR_ERRORS
 from aresnb.io import read_json
-from aresnb.runner import _report_failure
-from aresnb.steps import Step
+from aresnb.pipeline.runner import _report_failure
+from aresnb.stages.steps import Step
 from aresnb.teacher import BudgetExceeded
 
 from conftest import write_stage_notebooks

@@ -46,7 +46,7 @@ def test_paper_files_ask_the_paper_rubric_and_sentence_ends_and_smoke_keeps_its_
         assert (t.prompt_style, t.sentence_rules) == ("paper", "paper"), name
     smoke = load_config().teacher
     assert (smoke.prompt_style, smoke.sentence_rules) == ("aresnb", "aresnb")
-    from aresnb import cli
+    from aresnb.pipeline import cli
 
     cli.main(["params", str(ROOT / "params" / "scienceqa_base.yaml")])  # exit 1 here: no API keys
     shown = capsys.readouterr().out.splitlines()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from aresnb.correction import correction_row, select_problems, summarize_corrections
+from aresnb.sft.corrections import correction_row, select_problems, summarize_corrections
 from aresnb.io import read_jsonl
 from aresnb.paths import RunPaths
 from aresnb.stages.correction_sft import cached_rationales, reset_if_inputs_changed

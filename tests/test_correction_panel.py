@@ -7,11 +7,11 @@ import re
 import pandas as pd
 import pytest
 
-from aresnb.figure3 import figure3_html, pick_examples, write_figure3
+from aresnb.present.figure3 import figure3_html, pick_examples, write_figure3
 from aresnb.io import write_jsonl
 from aresnb.paths import RunPaths
 from aresnb.stages.results import read_rationales
-from aresnb.widgets.rationale_panel import (
+from aresnb.present.widgets.rationale_panel import (
     COLUMNS,
     Column,
     columns_html,

@@ -14,13 +14,14 @@ import torch
 from aresnb.config import load_config
 from aresnb.errors import StageFailed
 from aresnb.io import read_jsonl, write_jsonl
-from aresnb.models import build_rationale_model, load_rationale_model
+from aresnb.model.multimodal_t5 import load_rationale_model
+from aresnb.model.start import build_rationale_model
 from aresnb.paths import RunPaths
-from aresnb.rationale_metrics import rationale_quality
+from aresnb.text.rationale_metrics import rationale_quality
 from aresnb.stages import correction_sft
 from aresnb.stages import data as data_stage
-from aresnb.stages.data import load_features, load_problems
-from aresnb.tokenizer import build_or_load_tokenizer
+from aresnb.stages.driver import load_features, load_problems
+from aresnb.model.tokenizer import build_or_load_tokenizer
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

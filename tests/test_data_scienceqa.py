@@ -72,7 +72,7 @@ def test_hub_rows_go_through_the_schema(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_runner_loads_any_directory_in_the_scienceqa_layout(shared_dir, tmp_path):
     """`aresnb run` with data.source=scienceqa and data.path on the real 150-problem sample."""
-    cmd = [sys.executable, "-m", "aresnb.cli", "run", str(ROOT / "params" / "smoke.yaml"), "--stages", "01",
+    cmd = [sys.executable, "-m", "aresnb.pipeline.cli", "run", str(ROOT / "params" / "smoke.yaml"), "--stages", "01",
            "--set", f"run.output_dir={tmp_path}", "--set", "data.source=scienceqa",
            "--set", f"data.path={shared_dir / 'data' / 'scienceqa-mini'}", "--set", "data.missing_image=zeros", "--quiet"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -8,7 +8,7 @@ from aresnb.data.schema import CATEGORY_COLUMNS
 from aresnb.io import read_json
 from aresnb.paths import RunPaths
 from aresnb.stages import data as data_stage
-from aresnb.stages.data import load_features, load_problems
+from aresnb.stages.driver import load_features, load_problems
 
 
 @pytest.fixture(scope="module")

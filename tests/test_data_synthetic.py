@@ -138,7 +138,7 @@ def test_synthetic_module_does_not_import_torch():
 
 def test_wrong_facts_only_in_a_share_of_the_train_golds(tmp_path):
     from aresnb.data.synthetic_grader import FALSE, grade_sentence
-    from aresnb.sentences import sentence_texts
+    from aresnb.text.sentences import sentence_texts
 
     rows, _ = load_scienceqa_dir(write_synthetic_scienceqa(tmp_path / "w", 240, 48, 48, 16, seed=1, wrong_fact_rate=0.5))
     wrong = {split: [sum(grade_sentence(s, r["image_record"]) == FALSE for s in sentence_texts(r["solution"]))

@@ -8,12 +8,12 @@ import pytest
 
 from aresnb.config import ConfigError, load_config
 from aresnb.data import registry
-from aresnb.estimate import estimate
-from aresnb.preflight import path_problems
-from aresnb.report.facts import run_banner
-from aresnb.stages.data import load_problems
+from aresnb.pipeline.estimate import estimate
+from aresnb.pipeline.preflight import path_problems
+from aresnb.present.report.facts import run_banner
+from aresnb.stages.driver import load_problems
 from aresnb.stages.results import read_run
-from aresnb.steps import Step, build_schedule, step_key
+from aresnb.stages.steps import Step, build_schedule, step_key
 
 from conftest import run_every_stage
 from test_stages import TINY

@@ -7,7 +7,7 @@ import pytest
 
 from aresnb.config import load_config
 from aresnb.data.registry import find
-from aresnb.estimate import estimate, format_table
+from aresnb.pipeline.estimate import estimate, format_table
 from aresnb.teacher.limits import cost_usd
 from conftest import SMOKE_TEST_SET
 
@@ -74,6 +74,6 @@ def test_unreadable_data_falls_back_to_documented_lengths_and_prints_the_table()
 
 
 def test_cli_prints_the_table_without_calling_anything():
-    out = subprocess.run([sys.executable, "-m", "aresnb.cli", "estimate", "params/scienceqa_base.yaml",
+    out = subprocess.run([sys.executable, "-m", "aresnb.pipeline.cli", "estimate", "params/scienceqa_base.yaml",
                           "--set", "data.path=/nonexistent"], capture_output=True, text=True, check=True).stdout
     assert "03_teacher_scores" in out and "total" in out

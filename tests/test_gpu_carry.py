@@ -39,7 +39,7 @@ for name in BLOCKED:
         continue
     raise SystemExit(f"the blocker let {name} through")
 sys.path.insert(0, "benchmarks")
-import gpu_check, aresnb.ppo, aresnb.sft, aresnb.generation  # noqa: E401,F401
+import gpu_check, aresnb.rl.ppo, aresnb.sft.trainer, aresnb.model.generation  # noqa: E401,F401
 from aresnb.config import load_config
 for recipe in ("scienceqa_base", "scienceqa_large", "aokvqa_base"):  # gpu_check reads them; config checks each dataset
     load_config(f"params/{recipe}.yaml")

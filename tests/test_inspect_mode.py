@@ -1,11 +1,11 @@
 """Inspect mode: a stage asked to run on a finished run returns the stored summary when the
-runner's rule (aresnb.steps) says that step is done with the key it would have now."""
+runner's rule (aresnb.stages.steps) says that step is done with the key it would have now."""
 
 from aresnb.config import load_config
 from aresnb.io import write_json
 from aresnb.paths import DATA, PPO, RunPaths
 from aresnb.stages import data as data_stage
-from aresnb.steps import build_schedule, reusable_summary, step_key, Step, NOTEBOOKS_DIR
+from aresnb.stages.steps import build_schedule, reusable_summary, step_key, Step, NOTEBOOKS_DIR
 
 
 def _finished_run(tmp_path, *overrides, status="done"):

@@ -15,15 +15,16 @@ from transformers import T5ForConditionalGeneration
 
 from aresnb.config import load_config
 from aresnb.io import read_jsonl
-from aresnb.mmcot import CheckpointError, load_mmcot_rationale_model
-from aresnb.models import MultimodalT5Config, MultimodalT5ForConditionalGeneration, build_rationale_model, load_rationale_model
+from aresnb.model.mmcot import CheckpointError, load_mmcot_rationale_model
+from aresnb.model.multimodal_t5 import MultimodalT5Config, MultimodalT5ForConditionalGeneration, load_rationale_model
+from aresnb.model.start import build_rationale_model
 from aresnb.paths import RunPaths
-from aresnb.report.sections import baseline_body
+from aresnb.present.report.sections import baseline_body
 from aresnb.stages import baseline, data
 
 P, D, VOCAB = 7, 12, 64  # patches, patch dim (vit would be (145, 1024)), vocabulary
 # MM-CoT's names of the fusion weights (its JointEncoder: image_dense, mha_layer, gate_dense), written
-# out here rather than taken from aresnb.mmcot, so the test does not check the mapping against itself.
+# out here rather than taken from aresnb.model.mmcot, so the test does not check the mapping against itself.
 MMCOT_FUSION = {
     "image_fusion.image_proj.weight": "encoder.image_dense.weight",
     "image_fusion.image_proj.bias": "encoder.image_dense.bias",

@@ -16,7 +16,7 @@ from aresnb.data.schema import DataError
 from aresnb.data.scienceqa import load_scienceqa_dir
 from aresnb.paths import RunPaths
 from aresnb.stages import data as data_stage
-from aresnb.stages.data import load_features, load_problems
+from aresnb.stages.driver import load_features, load_problems
 
 from conftest import shared_path
 
@@ -149,7 +149,7 @@ def test_stage_01_fails_before_writing_when_an_image_problem_has_no_row(tmp_path
 
 
 def test_mmcot_parameters_fail_before_work_starts(tmp_path):
-    from aresnb import preflight
+    from aresnb.pipeline import preflight
     from aresnb.config import ConfigError
 
     with pytest.raises(ConfigError, match="data.features_file and data.name_map go together"):

@@ -9,13 +9,13 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5Config, T5ForConditionalGeneration
 
 from aresnb.config import load_config
-from aresnb.models import (
+from aresnb.model.multimodal_t5 import (
     MultimodalT5Config,
     MultimodalT5ForConditionalGeneration,
-    build_rationale_model,
     load_rationale_model,
 )
-from aresnb.tokenizer import build_or_load_tokenizer, train_bpe_tokenizer
+from aresnb.model.start import build_rationale_model
+from aresnb.model.tokenizer import build_or_load_tokenizer, train_bpe_tokenizer
 
 from conftest import shared_path
 
@@ -208,7 +208,7 @@ def test_hub_id_offline_fails_with_a_clear_message():
     import subprocess
     import sys
 
-    code = ("from aresnb.models import load_rationale_model\n"
+    code = ("from aresnb.model.multimodal_t5 import load_rationale_model\n"
             "try:\n    load_rationale_model('declare-lab/flan-alpaca-base', feature_shape=(5, 12))\n"
             "except OSError as e:\n    print('ERR', e)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # what an offline machine sees, without waiting for DNS retries

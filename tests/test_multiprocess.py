@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 import torch
 
-from aresnb import preflight
+from aresnb.pipeline import preflight
 from aresnb.config import TrainConfig, load_config
-from aresnb.distributed import accelerate_command, process_rank, run_launched
+from aresnb.model.distributed import accelerate_command, process_rank, run_launched
 from aresnb.io import append_jsonl, read_json, read_jsonl, write_jsonl
 from aresnb.paths import RunPaths
-from aresnb.sft_data import epoch_order, plan_sft_steps, process_rows
+from aresnb.sft.examples import epoch_order, plan_sft_steps, process_rows
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -71,7 +71,7 @@ def test_run_launched_streams_output_and_reports_a_failure():
 
 
 def test_merge_keeps_complete_batches_once_in_batch_order(tmp_path):
-    from aresnb.rollouts import merge_rollouts
+    from aresnb.rl.rollouts import merge_rollouts
 
     cfg = load_config(None, [f"run.output_dir={tmp_path}", "run.name=m"])
     paths = RunPaths(cfg)
@@ -98,9 +98,9 @@ def sft_run(out_dir: str, stop_after_steps: int | None = None) -> dict:
     sys.path.insert(0, str(HERE))
     from test_sft import N, P, D, problem, tiny_model
 
-    from aresnb.sft import train_seq2seq
-    from aresnb.sft_data import make_examples
-    from aresnb.tokenizer import train_bpe_tokenizer
+    from aresnb.sft.trainer import train_seq2seq
+    from aresnb.sft.examples import make_examples
+    from aresnb.model.tokenizer import train_bpe_tokenizer
 
     assert N >= N_SFT
     problems = [problem(i) for i in range(N_SFT)]
@@ -160,8 +160,8 @@ def _problem(i: int) -> dict:
 
 def tiny_run(tmp_path: Path, processes: int) -> tuple:
     """A run folder with 7 train problems and a tiny saved baseline: what stage 03 samples from."""
-    from aresnb.models import MultimodalT5Config, MultimodalT5ForConditionalGeneration
-    from aresnb.tokenizer import train_bpe_tokenizer
+    from aresnb.model.multimodal_t5 import MultimodalT5Config, MultimodalT5ForConditionalGeneration
+    from aresnb.model.tokenizer import train_bpe_tokenizer
 
     cfg = load_config(None, [f"run.output_dir={tmp_path}", "run.name=s03", f"run.num_processes={processes}",
                              "rollout.samples_per_problem=2", "rollout.batch_size=2", "rollout.max_new_tokens=6"])
@@ -260,8 +260,8 @@ def test_every_stages_heavy_step_runs_launched_on_two_processes(tmp_path, monkey
 
 
 def test_the_manifest_records_the_processes_a_step_says_it_ran_on(tmp_path):
-    from aresnb.runner import stage_processes
-    from aresnb.steps import Step
+    from aresnb.pipeline.runner import stage_processes
+    from aresnb.stages.steps import Step
 
     paths = RunPaths.from_dir(tmp_path)
     step = Step("05_correction_sft", 1, "correction_only")

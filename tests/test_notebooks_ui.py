@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from aresnb.notebook_html import export_html, is_trusted, trust_notebook, widget_manager_js
+from aresnb.pipeline.notebook_html import export_html, is_trusted, trust_notebook, widget_manager_js
 
 from conftest import absent
 from test_correction_panel import _fake_run
@@ -136,7 +136,7 @@ def test_make_lab_starts_as_root(tmp_path):
 
 PANEL_CELLS = [
     "import json\nfrom aresnb.paths import RunPaths\nfrom aresnb.stages.results import read_rationales\n"
-    "from aresnb.widgets.rationale_panel import rationale_panel, show_rationale_panel",
+    "from aresnb.present.widgets.rationale_panel import rationale_panel, show_rationale_panel",
     "paths = RunPaths.from_dir({run!r})\nproblems = json.loads({problems!r})\n"
     "sources = read_rationales(paths, 1, ('test',), {{'test': problems}})",
     "panel = rationale_panel(sources)\nprint('opens on', panel.children[1].value)",
@@ -149,7 +149,7 @@ def executed_panel(tmp_path_factory) -> Path:
     """A notebook that shows the stage-05 panel on a hand-made run, executed in a real kernel."""
     from nbclient import NotebookClient
 
-    from aresnb.notebook_exec import ipc_kernel_manager
+    from aresnb.pipeline.notebook_exec import ipc_kernel_manager
 
     tmp = tmp_path_factory.mktemp("panel")
     paths, problems = _fake_run(tmp)

@@ -11,12 +11,14 @@ import torch
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import Trainer
 
-from aresnb import ppo, sft
-from aresnb.answer import attach_lora, load_answer_model, lora_target_modules
+from aresnb.rl import ppo
+
+from aresnb.sft import trainer as sft
+from aresnb.sft.answer import attach_lora, load_answer_model, lora_target_modules
 from aresnb.config import load_config
-from aresnb.models import MultimodalT5Config, MultimodalT5ForConditionalGeneration
-from aresnb.optim import weight_decay_groups
-from aresnb.value_model import Seq2SeqValueModel
+from aresnb.model.multimodal_t5 import MultimodalT5Config, MultimodalT5ForConditionalGeneration
+from aresnb.model.optim import weight_decay_groups
+from aresnb.rl.value_model import Seq2SeqValueModel
 
 ROOT = Path(__file__).resolve().parent.parent
 P, D = 3, 6
@@ -141,7 +143,7 @@ def test_large_baseline_is_mmcots_large_recipe():
 
 
 def test_aresnb_params_shows_what_the_paper_file_sets(capsys):
-    from aresnb.cli import main
+    from aresnb.pipeline.cli import main
 
     main(["params", str(ROOT / "params" / "scienceqa_base.yaml"), "--stages", "02", "--set", "baseline.lr=1e-4"])
     lines = capsys.readouterr().out.splitlines()[1:]

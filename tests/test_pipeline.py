@@ -12,8 +12,8 @@ import pytest
 
 from aresnb.io import read_json
 from aresnb.paths import PPO, STAGES
-from aresnb.plots import FIGURES
-from aresnb.report import SECTION_IDS
+from aresnb.present.plots import FIGURES
+from aresnb.present.report import SECTION_IDS
 
 from conftest import ROOT, SMOKE_SECRET, SMOKE_TEST_SET, smoke_test_args
 
@@ -51,7 +51,7 @@ def test_executed_notebooks_have_no_errors(smoke_run):
 
 
 def test_rerun_skips_every_completed_stage(smoke_run):
-    cmd = [sys.executable, "-m", "aresnb.cli", "run", str(ROOT / "params" / "smoke.yaml"), *smoke_test_args(),
+    cmd = [sys.executable, "-m", "aresnb.pipeline.cli", "run", str(ROOT / "params" / "smoke.yaml"), *smoke_test_args(),
            "--set", f"run.output_dir={smoke_run.run_dir.parent}", "--quiet"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "ARESNB_TEACHER_KEY": SMOKE_SECRET})
@@ -66,7 +66,7 @@ def test_api_key_never_reaches_an_output(smoke_run):
 
 
 def test_report_shows_every_section_stage_table_and_figure(smoke_run):
-    r = subprocess.run([sys.executable, "-m", "aresnb.cli", "report", str(smoke_run.run_dir)],
+    r = subprocess.run([sys.executable, "-m", "aresnb.pipeline.cli", "report", str(smoke_run.run_dir)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     link = next(line for line in r.stdout.splitlines() if line.startswith("[aresnb] report "))
@@ -109,7 +109,7 @@ def test_trackers_wrote_tensorboard_events_for_sft_and_ppo(smoke_run):
 
 
 def test_executed_notebooks_are_trusted_exported_and_their_panels_open_on_an_item(smoke_run, monkeypatch):
-    from aresnb.notebook_html import is_trusted
+    from aresnb.pipeline.notebook_html import is_trusted
 
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(smoke_run.run_dir.parent / "jupyter"))  # the run's notary
     for nb_path in sorted(smoke_run.notebooks_dir.glob("*.ipynb")):
@@ -142,7 +142,7 @@ def test_a_notebook_opened_on_the_finished_run_shows_it_without_recomputing(smok
 def test_results_table_is_written_from_the_run(smoke_run, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:start -->\nold figures\n<!-- results:end -->\nafter\n")
-    r = subprocess.run([sys.executable, "-m", "aresnb.cli", "results", str(smoke_run.run_dir),
+    r = subprocess.run([sys.executable, "-m", "aresnb.pipeline.cli", "results", str(smoke_run.run_dir),
                         "--readme", str(readme)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     text = readme.read_text()
@@ -161,7 +161,7 @@ def test_two_round_run_killed_between_rounds_resumes_there(smoke_run, tmp_path):
 
     out = tmp_path / "outputs"
     shutil.copytree(smoke_run.run_dir.parent, out, ignore=shutil.ignore_patterns("*.log"))
-    cmd = [sys.executable, "-m", "aresnb.cli", "run", str(ROOT / "params" / "smoke.yaml"), "--stages", "01-03",
+    cmd = [sys.executable, "-m", "aresnb.pipeline.cli", "run", str(ROOT / "params" / "smoke.yaml"), "--stages", "01-03",
            *smoke_test_args(), "--set", f"run.output_dir={out}", "--set", "ares.rounds=2", "--quiet"]
     env = {**os.environ, "ARESNB_TEACHER_KEY": SMOKE_SECRET}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -1,4 +1,4 @@
-"""aresnb.ppo on hand-made buffers: the math, the plan over the buffer, exact first ratio,
+"""aresnb.rl.ppo on hand-made buffers: the math, the plan over the buffer, exact first ratio,
 accumulation, dropped replies, learning direction, resume."""
 
 import dataclasses
@@ -10,11 +10,11 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 from aresnb.config import PPOConfig
 from aresnb.io import read_jsonl
-from aresnb.ppo import METRIC_NAMES, make_optimizer, train_ppo
-from aresnb.ppo_buffer import Buffer, PPOSample, plan_steps, split_dropped
-from aresnb.ppo_math import (compute_gae, explained_variance, kl_token_estimates, masked_mean, masked_var,
+from aresnb.rl.ppo import METRIC_NAMES, make_optimizer, train_ppo
+from aresnb.rl.ppo_buffer import Buffer, PPOSample, plan_steps, split_dropped
+from aresnb.rl.ppo_math import (compute_gae, explained_variance, kl_token_estimates, masked_mean, masked_var,
                              masked_whiten, policy_token_losses, sentence_rewards, value_token_losses)
-from aresnb.value_model import Seq2SeqValueModel
+from aresnb.rl.value_model import Seq2SeqValueModel
 
 # ---- pure tensor pieces against hand-computed values ------------------------------------------
 
@@ -334,7 +334,7 @@ def test_the_samples_of_a_prompt_share_one_encoder_pass_with_the_same_result():
     policy = tiny_t5()
     torch.manual_seed(1)
     value = Seq2SeqValueModel.from_policy(policy)
-    from aresnb.ppo import ActorCritic
+    from aresnb.rl.ppo import ActorCritic
 
     logits, values = ActorCritic(policy, value).eval()(batch)
     for i in range(5):  # each row alone, with its own encoder pass

@@ -1,4 +1,4 @@
-"""aresnb.ppo under `accelerate launch --multi_gpu --num_processes 2` on a CPU-only machine.
+"""aresnb.rl.ppo under `accelerate launch --multi_gpu --num_processes 2` on a CPU-only machine.
 
 accelerate 1.15 starts a single process for `--cpu --num_processes 2` (multi-CPU there means
 mpirun); `--multi_gpu` goes through torch.distributed.run, and without CUDA the processes meet
@@ -31,9 +31,9 @@ def train(out_dir: str, accelerator=None) -> dict:
     from test_ppo import make_samples, tiny_t5
 
     from aresnb.config import PPOConfig
-    from aresnb.distributed import make_accelerator
-    from aresnb.ppo import train_ppo
-    from aresnb.value_model import Seq2SeqValueModel
+    from aresnb.model.distributed import make_accelerator
+    from aresnb.rl.ppo import train_ppo
+    from aresnb.rl.value_model import Seq2SeqValueModel
 
     accelerator = accelerator or make_accelerator()  # CPU-only here: gloo between launched processes
     cfg = dataclasses.replace(PPOConfig(), batch_size=4, micro_batch_size=1, ppo_epochs=2, lr=1e-3, save_every_steps=1)
@@ -48,7 +48,7 @@ def train(out_dir: str, accelerator=None) -> dict:
 
 
 def launched_main(out_dir: str) -> None:
-    from aresnb.distributed import make_accelerator
+    from aresnb.model.distributed import make_accelerator
 
     accelerator = make_accelerator()
     Path(out_dir, f"rank{accelerator.process_index}.json").write_text(json.dumps(train(out_dir, accelerator)))

@@ -8,7 +8,7 @@ import pytest
 
 from aresnb.config import load_config
 from aresnb.paths import RunPaths
-from aresnb.rationale_metrics import rationale_quality
+from aresnb.text.rationale_metrics import rationale_quality
 from aresnb.stages import ppo as stage04
 
 

@@ -9,10 +9,10 @@ import torch
 
 from aresnb.config import load_config
 from aresnb.io import read_jsonl
-from aresnb.models import load_rationale_model
+from aresnb.model.multimodal_t5 import load_rationale_model
 from aresnb.paths import PPO, RunPaths
 from aresnb.stages import ppo
-from aresnb.value_model import Seq2SeqValueModel
+from aresnb.rl.value_model import Seq2SeqValueModel
 
 from test_stages import TINY, stage01, stage02, stage03, stage04, teacher_cfg  # noqa: F401 -- the tiny run, in order
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from aresnb.rationale_metrics import (
+from aresnb.text.rationale_metrics import (
     count_repeated_sentences,
     count_repeated_words,
     dedupe_sentences,

@@ -19,16 +19,18 @@ from pathlib import Path
 import datasets
 import pytest
 
-from aresnb import preflight, runner
-from aresnb.checks import check_corrections, check_scored_samples
+from aresnb.pipeline import preflight
+
+from aresnb.pipeline import runner
+from aresnb.stages.checks import check_corrections, check_scored_samples
 from aresnb.config import ConfigError, load_config
 from aresnb.data.schema import DataError
 from aresnb.data.splits import EmptySplitWarning, check_splits
 from aresnb.errors import StageFailed
 from aresnb.io import read_json
 from aresnb.paths import RunPaths
-from aresnb.runlock import RunFolderLocked, RunLock
-from aresnb.runner import RunError, RunRefused, run_pipeline
+from aresnb.pipeline.runlock import RunFolderLocked, RunLock
+from aresnb.pipeline.runner import RunError, RunRefused, run_pipeline
 from aresnb.stages import data as data_stage
 from aresnb.stages import teacher_scores
 
@@ -237,14 +239,14 @@ def test_api_key_variables_of_the_endpoints_selected_stages_call():
 def test_unset_key_refuses_the_run_before_any_work_and_params_reports_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "ARESNB_TEACHER_KEY"}
     remote = ["--set", "teacher.serve_local=false", "--set", "teacher.base_url=http://127.0.0.1:9/v1"]
-    r = subprocess.run([sys.executable, "-m", "aresnb.cli", "run", str(SMOKE), *remote,
+    r = subprocess.run([sys.executable, "-m", "aresnb.pipeline.cli", "run", str(SMOKE), *remote,
                         "--set", f"run.output_dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 2 and "cannot start" in r.stderr and "export ARESNB_TEACHER_KEY=..." in r.stderr
     assert not (tmp_path / "smoke").exists()  # nothing ran, nothing was written
-    r = subprocess.run([sys.executable, "-m", "aresnb.cli", "params", str(SMOKE), *remote],
+    r = subprocess.run([sys.executable, "-m", "aresnb.pipeline.cli", "params", str(SMOKE), *remote],
                        cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 1 and "valid" in r.stdout and "ARESNB_TEACHER_KEY is not set" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "aresnb.cli", "params", str(SMOKE), *remote, "--stages", "01-02"],
+    r = subprocess.run([sys.executable, "-m", "aresnb.pipeline.cli", "params", str(SMOKE), *remote, "--stages", "01-02"],
                        cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr  # stages 01-02 call no endpoint
 
@@ -308,7 +310,7 @@ def test_set_errors_name_set_not_the_parameter_file(tmp_path):
     f.write_text("ppo:\n  lr: fast\n")  # the file's own error still names the file
     with pytest.raises(ConfigError, match=rf"^{f}: ppo.lr: expected a number"):
         load_config(f, ["ppo.batch_size=64"])
-    r = subprocess.run([sys.executable, "-m", "aresnb.cli", "run", str(SMOKE), "--set", "ppo.clip_rnage=0.1"],
+    r = subprocess.run([sys.executable, "-m", "aresnb.pipeline.cli", "run", str(SMOKE), "--set", "ppo.clip_rnage=0.1"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("aresnb run: --set ppo.clip_rnage=0.1: unknown key")
 
@@ -337,8 +339,8 @@ def _gated_cli(tmp_path, *args):
     # SIGINT as a terminal's foreground program has it: a process started in the background of a
     # non-interactive shell (`make test &`, nohup) inherits SIGINT *ignored*, and Ctrl-C tests would hang
     code = ("import pathlib, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "import aresnb.runner as r; r.NOTEBOOKS_DIR = pathlib.Path(sys.argv[1]); "
-            "from aresnb.cli import main; sys.exit(main(sys.argv[2:]))")
+            "import aresnb.pipeline.runner as r; r.NOTEBOOKS_DIR = pathlib.Path(sys.argv[1]); "
+            "from aresnb.pipeline.cli import main; sys.exit(main(sys.argv[2:]))")
     return [sys.executable, "-c", code, str(nb_dir), "run", str(SMOKE), "--set", f"run.output_dir={tmp_path / 'out'}", *args]
 
 
@@ -364,7 +366,7 @@ def test_a_second_run_on_a_locked_folder_refuses_at_once_naming_the_holder(tmp_p
 
 def test_the_lock_of_a_killed_process_is_not_stale(tmp_path):
     lock = tmp_path / "run" / "run.lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from aresnb.runlock import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from aresnb.pipeline.runlock import RunLock; "
                                f"held = RunLock({str(lock)!r}).acquire(); print('held', flush=True); time.sleep(600)"],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -416,7 +418,7 @@ TINY = ["data.synthetic.n_train=8", "data.synthetic.n_val=2", "data.synthetic.n_
 
 def _tiny_cmd(out, *extra):
     sets = [a for kv in [*TINY, f"run.output_dir={out}", *extra] for a in ("--set", kv)]
-    return [sys.executable, "-m", "aresnb.cli", "run", str(SMOKE), *sets]
+    return [sys.executable, "-m", "aresnb.pipeline.cli", "run", str(SMOKE), *sets]
 
 
 ENV = {**os.environ, "ARESNB_TEACHER_KEY": SMOKE_SECRET}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from aresnb.results_table import END, START, effect_table, update_readme
+from aresnb.present.results_table import END, START, effect_table, update_readme
 
 
 def _effect(passes):
@@ -36,7 +36,7 @@ def test_update_readme_without_markers_is_an_error(tmp_path):
 
 
 def test_ppo_speed_table_reads_the_ratios_of_every_shape(tmp_path):
-    from aresnb.results_table import ppo_speed_table
+    from aresnb.present.results_table import ppo_speed_table
 
     assert ppo_speed_table(tmp_path) is None
     side = {"sequences_per_s": 10.0}
@@ -50,7 +50,7 @@ def test_ppo_speed_table_reads_the_ratios_of_every_shape(tmp_path):
 
 
 def test_teacher_speed_table_has_a_row_per_concurrency_and_limit(tmp_path):
-    from aresnb.results_table import teacher_speed_table
+    from aresnb.present.results_table import teacher_speed_table
 
     level = {"requests_per_s": 4.5, "ideal_requests_per_s": 5.0, "ratio": 0.9, "cached_rerun_api_calls": 0}
     (tmp_path / "teacher_throughput.json").write_text(json.dumps({
@@ -67,7 +67,7 @@ def test_teacher_speed_table_has_a_row_per_concurrency_and_limit(tmp_path):
 
 
 def test_llm_teacher_table_says_when_the_correlation_is_undefined(tmp_path):
-    from aresnb.results_table import llm_teacher_table
+    from aresnb.present.results_table import llm_teacher_table
 
     assert llm_teacher_table(tmp_path) is None
     (tmp_path / "llm_teacher_agreement.json").write_text(json.dumps({

@@ -1,5 +1,5 @@
-"""Who knows run folders: ``aresnb.paths.RunPaths`` is imported only by the stage floor, the
-driver (runner, steps, CLI).
+"""Who knows run folders: ``aresnb.paths.RunPaths`` is imported only by the stage floor (its
+driver and steps among it), the runner and the CLI.
 The figures and the report are functions of ``aresnb.stages.results.RunResults``; a new import
 of RunPaths anywhere else fails here. The panels (widgets/) and the Figure-3 page are functions of
 what ``aresnb.stages.results`` read: they import no path helper, no stage and no Teacher."""
@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "aresnb"
-ALLOWED = {"paths.py", "cli.py", "runner.py", "steps.py", "stages/*"}
+ALLOWED = {"paths.py", "pipeline/cli.py", "pipeline/runner.py", "stages/*"}
 
 
 def _imports_run_paths(file: Path) -> bool:
@@ -27,10 +27,10 @@ def test_only_the_stages_the_driver_and_the_listed_readers_import_run_paths():
     users = {str(f.relative_to(PACKAGE)) for f in PACKAGE.rglob("*.py") if _imports_run_paths(f)}
     assert users, "the scan finds no importer at all: it is broken"
     assert {u for u in users if not _allowed(u)} == set()
-    assert not any(u.startswith(("plots/", "report/", "results_table")) for u in users)  # they take RunResults
+    assert not any(u.startswith("present/") for u in users)  # they take RunResults
 
 
-VIEWS = sorted([*(PACKAGE / "widgets").glob("*.py"), PACKAGE / "figure3.py"])
+VIEWS = sorted([*(PACKAGE / "present" / "widgets").glob("*.py"), PACKAGE / "present" / "figure3.py"])
 
 
 def _imported_modules(file: Path) -> set[str]:
@@ -51,8 +51,8 @@ def _forbidden_in_a_view(module: str) -> bool:
 
 
 def test_panels_and_figure3_import_no_paths_no_stage_and_no_teacher():
-    assert len(VIEWS) >= 5 and (PACKAGE / "widgets" / "rationale_panel.py") in VIEWS
+    assert len(VIEWS) >= 5 and (PACKAGE / "present" / "widgets" / "rationale_panel.py") in VIEWS
     found = {str(f.relative_to(PACKAGE)): sorted(m for m in _imported_modules(f) if _forbidden_in_a_view(m))
              for f in VIEWS}
     assert {f: ms for f, ms in found.items() if ms} == {}
-    assert "aresnb.stages.results" in _imported_modules(PACKAGE / "figure3.py")  # the scan sees what it checks
+    assert "aresnb.stages.results" in _imported_modules(PACKAGE / "present" / "figure3.py")  # the scan sees what it checks

@@ -5,12 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from aresnb import cli, runner
+from aresnb.pipeline import cli
+
+from aresnb.pipeline import runner
 from aresnb.config import load_config
 from aresnb.io import read_json
-from aresnb.notebook_html import is_trusted
+from aresnb.pipeline.notebook_html import is_trusted
 from aresnb.paths import STAGES, RunPaths
-from aresnb.runner import RunError, build_schedule, parse_stage_selection, run_pipeline
+from aresnb.pipeline.runner import RunError, build_schedule, parse_stage_selection, run_pipeline
 
 from conftest import write_stage_notebooks
 

@@ -4,7 +4,7 @@ the paper's rules are test_paper_sentences.py's."""
 import pytest
 
 from aresnb.data.prompts import solution_start
-from aresnb.sentences import is_terminated, sentence_end_tokens, sentence_texts, split_sentences
+from aresnb.text.sentences import is_terminated, sentence_end_tokens, sentence_texts, split_sentences
 
 from conftest import shared_path
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from aresnb.config import TrainConfig
-from aresnb.generation import generate_rationales, generate_texts
-from aresnb.models import MultimodalT5Config, MultimodalT5ForConditionalGeneration, load_rationale_model
-from aresnb.sft import evaluate_seq2seq, train_seq2seq
-from aresnb.sft_data import IGNORE_INDEX, Collator, TokenizedExamples, make_examples
-from aresnb.tokenizer import train_bpe_tokenizer
+from aresnb.model.generation import generate_rationales, generate_texts
+from aresnb.model.multimodal_t5 import MultimodalT5Config, MultimodalT5ForConditionalGeneration, load_rationale_model
+from aresnb.sft.trainer import evaluate_seq2seq, train_seq2seq
+from aresnb.sft.examples import IGNORE_INDEX, Collator, TokenizedExamples, make_examples
+from aresnb.model.tokenizer import train_bpe_tokenizer
 
 P, D, N = 4, 8, 24
 COLOURS = ["red", "blue", "green"]
@@ -179,7 +179,7 @@ def test_generate_texts_restores_input_order_after_length_sorting(task):
 def test_metrics_rows_reach_the_trackers_of_run_log_with(task, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from aresnb.tracking import Tracking
+    from aresnb.model.tracking import Tracking
 
     _, feats, examples, tok = task
     cfg = TrainConfig(epochs=2, lr=3e-3, batch_size=4, log_every_steps=1, save_every_steps=100)
@@ -191,7 +191,7 @@ def test_metrics_rows_reach_the_trackers_of_run_log_with(task, tmp_path):
 
 
 def test_a_tracker_that_is_not_installed_refuses_the_run_before_work():
-    from aresnb import preflight
+    from aresnb.pipeline import preflight
     from aresnb.config import load_config
 
     cfg = load_config(None, ["run.log_with=[tensorboard, trackio]"])

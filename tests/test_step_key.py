@@ -1,4 +1,4 @@
-"""aresnb.steps.NOT_IN_STEP_KEY: which parameters a finished step's key ignores.
+"""aresnb.stages.steps.NOT_IN_STEP_KEY: which parameters a finished step's key ignores.
 
 A key that ignores too little re-runs paid Teacher stages (and retrains PPO and SFT) when only a
 throughput setting changed; one that ignores too much reuses a step whose replies would differ.
@@ -13,7 +13,7 @@ import pytest
 
 from aresnb.config import load_config
 from aresnb.config.sections import TeacherConfig
-from aresnb.steps import NOT_IN_STEP_KEY, NOTEBOOKS_DIR, STAGE_SECTIONS, build_schedule, step_key
+from aresnb.stages.steps import NOT_IN_STEP_KEY, NOTEBOOKS_DIR, STAGE_SECTIONS, build_schedule, step_key
 
 # How fast, how persistently and how much: none of these changes a reply or what a stage writes.
 OUTSIDE_THE_KEY = {

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from aresnb import estimate as estimate_module
-from aresnb import preflight
+from aresnb.pipeline import estimate as estimate_module
+from aresnb.pipeline import preflight
 from aresnb.config import ConfigError, JudgeConfig, TeacherConfig, load_config
 from aresnb.paths import RunPaths
 from aresnb.teacher import ProblemView, ScoreItem, backends, endpoints, facade, prompts

@@ -146,7 +146,7 @@ def test_the_reference_teacher_answers_both_styles_and_the_style_is_in_the_cache
 
 def test_estimate_words_the_requests_in_the_configured_style():
     from aresnb.config import load_config
-    from aresnb.estimate import estimate
+    from aresnb.pipeline.estimate import estimate
 
     def prompt_tokens(style):
         cfg = load_config(None, ["data.synthetic.n_train=24", "data.synthetic.n_test=8", f"teacher.prompt_style={style}"])

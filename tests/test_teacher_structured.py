@@ -312,7 +312,7 @@ def test_teacher_cache_command_stats_and_export(dataset_dir, tmp_path):
             t.score_sentences(_items(1, start=1))  # valid
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "aresnb.cli", "teacher-cache", *args, "--path", str(cache_file)],
+        return subprocess.run([sys.executable, "-m", "aresnb.pipeline.cli", "teacher-cache", *args, "--path", str(cache_file)],
                               capture_output=True, text=True, check=True).stdout
 
     stats = json.loads(cli("stats"))
@@ -323,7 +323,7 @@ def test_teacher_cache_command_stats_and_export(dataset_dir, tmp_path):
     attempts = [json.loads(x) for x in (tmp_path / "run.attempts.jsonl").read_text().splitlines()]
     assert [a["status"] for a in attempts] == ["invalid", "invalid", "valid"] and attempts[0]["error"]
     assert json.loads(cli("purge-invalid"))["moved_to_attempts"] == 0  # nothing invalid is an answer
-    missing = subprocess.run([sys.executable, "-m", "aresnb.cli", "teacher-cache", "stats", "--path",
+    missing = subprocess.run([sys.executable, "-m", "aresnb.pipeline.cli", "teacher-cache", "stats", "--path",
                               str(tmp_path / "none.sqlite")], capture_output=True, text=True)
     assert missing.returncode == 2 and "no cache at" in missing.stderr
 

@@ -197,7 +197,7 @@ def test_an_error_without_a_response_has_no_retry_after():
 
 def test_teacher_package_does_not_import_torch():
     code = ("import sys, aresnb.teacher, aresnb.teacher.server, aresnb.teacher.reference, aresnb.teacher.llm, "
-            "aresnb.teacher.cache_cli, aresnb.teacher.limits, aresnb.sentences; "
+            "aresnb.teacher.cache_cli, aresnb.teacher.limits, aresnb.text.sentences; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -1,4 +1,4 @@
-"""aresnb.tensor_ops against trl.trainer.utils (what PPO and generation used before) on random
+"""aresnb.model.tensor_ops against trl.trainer.utils (what PPO and generation used before) on random
 tensors: the same numbers, bit for bit, on the CPU; and against the plain formulas."""
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from trl.trainer import utils as trl_utils
 
-from aresnb.tensor_ops import disable_dropout_in_model, entropy_from_logits, pad, selective_log_softmax
+from aresnb.model.tensor_ops import disable_dropout_in_model, entropy_from_logits, pad, selective_log_softmax
 
 
 def ragged(gen: torch.Generator, n: int, trailing: tuple[int, ...] = (), dtype=torch.long) -> list[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""`python -m aresnb.notebook_html install` (make setup): exit 0 only when the html-manager bundle is
+"""`python -m aresnb.pipeline.notebook_html install` (make setup): exit 0 only when the html-manager bundle is
 installed. npm is faked (no network): absent, failing, a tarball that fails the pinned integrity,
 and a good one."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aresnb import notebook_html
+from aresnb.pipeline import notebook_html
 
 from conftest import ROOT
 

@@ -15,8 +15,8 @@ from aresnb.io import write_jsonl
 from aresnb.paths import RunPaths
 from aresnb.stages.correction_sft import teacher_callbacks
 from aresnb.stages.results import read_rationales
-from aresnb.widgets.rationale_panel import rationale_panel
-from aresnb.widgets.score_panel import score_panel
+from aresnb.present.widgets.rationale_panel import rationale_panel
+from aresnb.present.widgets.score_panel import score_panel
 
 
 def widgets_of(panel, kind) -> list:

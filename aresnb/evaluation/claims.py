@@ -12,7 +12,7 @@ import json
 from typing import Mapping, Sequence
 
 from aresnb.data.synthetic_grader import FALSE, NEUTRAL, TRUE, UNVERIFIABLE, conclusion_verdict, grade_sentence
-from aresnb.sentences import sentence_texts
+from aresnb.text.sentences import sentence_texts
 
 GRADES = (TRUE, FALSE, NEUTRAL, UNVERIFIABLE)
 

@@ -13,7 +13,7 @@ ScienceQA's ``tools/evaluations.py`` (which MM-CoT and ARES evaluate with, the g
 
 The gold is the solution (MM-CoT's QCM-E target; ScienceQA's own script compares with lecture +
 solution). Degeneration rates -- repeated and unfinished sentences -- are in
-:mod:`aresnb.rationale_metrics`.
+:mod:`aresnb.text.rationale_metrics`.
 """
 
 from __future__ import annotations

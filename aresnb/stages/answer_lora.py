@@ -31,21 +31,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from aresnb.answer import attach_lora, load_answer_model, predict_answers, trainable_fraction
-from aresnb.checkpoints import dir_signature, fingerprint
+from aresnb.sft.answer import attach_lora, load_answer_model, predict_answers, trainable_fraction
+from aresnb.model.checkpoints import dir_signature, fingerprint
 from aresnb.data import registry as dataset_registry
-from aresnb.distributed import default_device
+from aresnb.model.distributed import default_device
 from aresnb.evaluation.accuracy import accuracy_by_category, heads_table
 from aresnb.evaluation.tables import write_table
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
-from aresnb.models import load_rationale_model
+from aresnb.model.multimodal_t5 import load_rationale_model
 from aresnb.paths import ANSWER_LORA, BASELINE_MODEL, RunPaths
 from aresnb.progress import say
-from aresnb.sft import train_seq2seq
-from aresnb.sft_data import TokenizedExamples, make_examples
+from aresnb.sft.trainer import train_seq2seq
+from aresnb.sft.examples import TokenizedExamples, make_examples
 from aresnb.stages.arms import evaluated_models
 from aresnb.stages.driver import StageRun, drive
-from aresnb.tokenizer import load_tokenizer
+from aresnb.model.tokenizer import load_tokenizer
 
 STAGE = ANSWER_LORA
 NO_IMAGE = "baseline_no_image"  # the ablation's folder under 06_answer_lora/

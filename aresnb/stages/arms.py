@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aresnb.models import model_dir_has_weights
+from aresnb.model.multimodal_t5 import model_dir_has_weights
 from aresnb.paths import (ARES_MODEL, BASELINE_MODEL, CORRECTION_ONLY, EVERY_ROUND, RL_ONLY, RunPaths,
                           round_model)
 from aresnb.progress import say

@@ -15,16 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from aresnb.distributed import default_device
-from aresnb.generation import generate_rationales
+from aresnb.model.distributed import default_device
+from aresnb.model.generation import generate_rationales
 from aresnb.io import read_json, read_jsonl, write_jsonl
-from aresnb.models import build_rationale_model, describe_model, load_rationale_model
+from aresnb.model.multimodal_t5 import describe_model, load_rationale_model
+from aresnb.model.start import build_rationale_model
 from aresnb.paths import BASELINE, BASELINE_MODEL, RunPaths
 from aresnb.progress import say
-from aresnb.sft import evaluate_seq2seq, train_seq2seq
-from aresnb.sft_data import make_examples
+from aresnb.sft.trainer import evaluate_seq2seq, train_seq2seq
+from aresnb.sft.examples import make_examples
 from aresnb.stages.driver import StageRun, drive, stage_run
-from aresnb.tokenizer import build_or_load_tokenizer, load_tokenizer
+from aresnb.model.tokenizer import build_or_load_tokenizer, load_tokenizer
 
 STAGE = BASELINE
 RATIONALE_SPLITS = ("val", "test")

@@ -8,8 +8,8 @@ SFT steps), without any RL. Comparing ARES with it says what the RL adds to the 
 1. the round's PPO policy writes one greedy rationale per train problem (and for val and test:
    the after-RL rates and the panels),
 2. sentences that repeat an earlier one are removed,
-3. the Teacher corrects each rationale (:mod:`aresnb.correction` says what each outcome means),
-4. the corrected rationales replace the train solutions and the one trainer (:mod:`aresnb.sft`)
+3. the Teacher corrects each rationale (:mod:`aresnb.sft.corrections` says what each outcome means),
+4. the corrected rationales replace the train solutions and the one trainer (:mod:`aresnb.sft.trainer`)
    fine-tunes on QCM-E starting FROM the PPO policy; the result enters the next round,
 5. the degeneration rates of greedy val rationales before RL, after RL and after SFT.
 
@@ -30,21 +30,21 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from aresnb.checks import check_corrections
-from aresnb.correction import correction_row, select_problems, summarize_corrections
-from aresnb.distributed import default_device
-from aresnb.generation import generate_rationales
+from aresnb.stages.checks import check_corrections
+from aresnb.sft.corrections import correction_row, select_problems, summarize_corrections
+from aresnb.model.distributed import default_device
+from aresnb.model.generation import generate_rationales
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
-from aresnb.models import load_rationale_model
+from aresnb.model.multimodal_t5 import load_rationale_model
 from aresnb.paths import BASELINE_MODEL, CORRECTION_ONLY, CORRECTION_SFT, RunPaths, round_model
 from aresnb.progress import Progress, say
-from aresnb.rationale_metrics import dedupe_sentences, rationale_quality
-from aresnb.sft import train_seq2seq
-from aresnb.sentences import split_sentences
-from aresnb.sft_data import make_examples
+from aresnb.text.rationale_metrics import dedupe_sentences, rationale_quality
+from aresnb.sft.trainer import train_seq2seq
+from aresnb.text.sentences import split_sentences
+from aresnb.sft.examples import make_examples
 from aresnb.stages.driver import StageRun, drive
 from aresnb.teacher import CorrectionItem, ProblemView, ScoreItem, endpoint, open_teacher, prompt_preview
-from aresnb.tokenizer import load_tokenizer
+from aresnb.model.tokenizer import load_tokenizer
 
 STAGE = CORRECTION_SFT
 EVAL_SPLITS = ("val", "test")

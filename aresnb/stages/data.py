@@ -1,8 +1,8 @@
 """Stage 01: load (or generate) the problems into one schema, extract vision features.
 
 Writes ``01_data/dataset/`` (a ``datasets.DatasetDict``), ``01_data/features/<split>.npy`` (row i
-belongs to row i of the split) and ``summary.json``. :func:`load_problems` and
-:func:`load_features` are how every later stage reads them.
+belongs to row i of the split) and ``summary.json``. Every later stage reads them through
+:func:`aresnb.stages.driver.load_problems` and :func:`~aresnb.stages.driver.load_features`.
 """
 
 from __future__ import annotations
@@ -27,27 +27,9 @@ from aresnb.data.splits import check_splits
 from aresnb.io import read_json
 from aresnb.paths import DATA, RunPaths
 from aresnb.progress import say
-from aresnb.stages.driver import StageRun, drive
+from aresnb.stages.driver import StageRun, drive, load_features, load_problems
 
 STAGE = DATA
-
-
-# ---- what later stages read --------------------------------------------------------------------
-
-
-def load_problems(paths: RunPaths) -> datasets.DatasetDict:
-    """The DatasetDict (train/val/test) stage 01 wrote."""
-    if not (paths.dataset_dir / "dataset_dict.json").exists():
-        raise FileNotFoundError(f"no dataset at {paths.dataset_dir}: run stage 01 (notebooks/01_data.ipynb) first")
-    return datasets.load_from_disk(str(paths.dataset_dir))
-
-
-def load_features(paths: RunPaths, split: str) -> np.ndarray:
-    """(N, P, D) features of ``split``; row i belongs to row i of ``load_problems(paths)[split]``."""
-    file = paths.features_file(split)
-    if not file.exists():
-        raise FileNotFoundError(f"no features at {file}: run stage 01 (notebooks/01_data.ipynb) first")
-    return np.load(file)
 
 
 # ---- the stage ---------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 A stage's ``run`` is ``drive(cfg, paths, STAGE, compute, round_index, arm)``. The driver
 
 1. returns the stored summary of a step the manifest records done with the key it would have now
-   (:func:`aresnb.steps.reusable_summary`: a notebook opened on a finished run shows its results);
+   (:func:`aresnb.stages.steps.reusable_summary`: a notebook opened on a finished run shows its results);
 2. makes the stage's folder and hands ``compute`` a :class:`StageRun`: the step's parameters,
    folder, problems and features, trackers, its heavy step and :meth:`StageRun.inputs_key`;
 3. times ``compute``, writes what it returns to ``summary.json`` with ``wall_time_s``, then runs
@@ -31,16 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import yaml
 
-from aresnb.checkpoints import dir_signature, fingerprint
+from aresnb.model.checkpoints import dir_signature, fingerprint
 from aresnb.config import Config
 from aresnb.io import read_json, write_json
 from aresnb.paths import ROUND_STAGES, RunPaths
 from aresnb.progress import say
 from aresnb.stages import MODULES, SPECS, StageSpec
-from aresnb.steps import NOT_IN_STEP_KEY, reusable_summary
-from aresnb.tracking import Tracking
+from aresnb.stages.steps import NOT_IN_STEP_KEY, reusable_summary
+from aresnb.model.tracking import Tracking
 
 ENTRY = "aresnb.stages.launch"
 
@@ -79,14 +80,10 @@ class StageRun:
 
     def problems(self) -> Any:
         """The DatasetDict (train/val/test) stage 01 wrote."""
-        from aresnb.stages.data import load_problems  # loads `datasets`: only the stages that read problems
-
         return load_problems(self.paths)
 
     def features(self, split: str) -> Any:
         """(N, P, D) features of ``split``; row i belongs to row i of ``problems()[split]``."""
-        from aresnb.stages.data import load_features
-
         return load_features(self.paths, split)
 
     def tracking(self, name: str, hyperparameters: dict[str, Any]) -> Tracking:
@@ -109,7 +106,7 @@ class StageRun:
 
     def heavy(self, log: Callable[[str], None] = say) -> dict:
         """The stage's heavy step on ``run.num_processes`` processes; what the main process returned."""
-        from aresnb.distributed import accelerate_command, launched, run_launched
+        from aresnb.model.distributed import accelerate_command, launched, run_launched
 
         step = heavy_step_of(self.spec.name)
         n = self.cfg.run.num_processes
@@ -129,6 +126,23 @@ class StageRun:
         if not result.exists():
             raise RuntimeError(f"{self.spec.name}: the launched step ended without writing {result}")
         return read_json(result)
+
+
+def load_problems(paths: RunPaths) -> Any:
+    """The DatasetDict (train/val/test) stage 01 wrote: how every later stage reads its problems."""
+    import datasets  # deferred: only what reads problems pays for the import
+
+    if not (paths.dataset_dir / "dataset_dict.json").exists():
+        raise FileNotFoundError(f"no dataset at {paths.dataset_dir}: run stage 01 (notebooks/01_data.ipynb) first")
+    return datasets.load_from_disk(str(paths.dataset_dir))
+
+
+def load_features(paths: RunPaths, split: str) -> np.ndarray:
+    """(N, P, D) features of ``split``; row i belongs to row i of ``load_problems(paths)[split]``."""
+    file = paths.features_file(split)
+    if not file.exists():
+        raise FileNotFoundError(f"no features at {file}: run stage 01 (notebooks/01_data.ipynb) first")
+    return np.load(file)
 
 
 def _signature(path: Path) -> Any:

@@ -33,7 +33,7 @@ from aresnb.io import read_json, read_jsonl, write_jsonl
 from aresnb.paper_numbers import ACCURACY_COLUMNS, model_size
 from aresnb.paths import ANSWER_LORA, ARES_MODEL, BASELINE_MODEL, EVALUATION, RunPaths, round_model
 from aresnb.progress import Progress, say
-from aresnb.rationale_metrics import rationale_quality
+from aresnb.text.rationale_metrics import rationale_quality
 from aresnb.stages.arms import DESCRIPTIONS, comparison_name, comparisons, model_names, rationale_name
 from aresnb.stages.driver import StageRun, drive
 from aresnb.teacher import endpoint_label, open_teacher, prompt_preview

@@ -1,4 +1,4 @@
-"""Stage 04: PPO on the round's Teacher-scored buffer (the plumbing around :mod:`aresnb.ppo`).
+"""Stage 04: PPO on the round's Teacher-scored buffer (the plumbing around :mod:`aresnb.rl.ppo`).
 
 Reads the policy entering the round and ``03_teacher_scores/samples.parquet``: every sample's
 token ids exactly as sampled, with the token that ends each sentence. Scores greedy rationales on
@@ -26,21 +26,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aresnb.checkpoints import fingerprint
-from aresnb.distributed import default_device, make_accelerator
-from aresnb.generation import generate_rationales
+from aresnb.model.checkpoints import fingerprint
+from aresnb.model.distributed import default_device, make_accelerator
+from aresnb.model.generation import generate_rationales
 from aresnb.io import read_json, read_jsonl, write_json
-from aresnb.models import load_rationale_model
+from aresnb.model.multimodal_t5 import load_rationale_model
 from aresnb.paths import PPO, RunPaths
-from aresnb.ppo import train_ppo
-from aresnb.ppo_buffer import buffer_digest
+from aresnb.rl.ppo import train_ppo
+from aresnb.rl.ppo_buffer import buffer_digest
 from aresnb.progress import say
-from aresnb.rationale_metrics import rationale_quality, sentence_texts
-from aresnb.rollouts import build_ppo_samples
+from aresnb.text.rationale_metrics import rationale_quality, sentence_texts
+from aresnb.rl.rollouts import build_ppo_samples
 from aresnb.stages.driver import StageRun, drive, stage_run
 from aresnb.teacher import ProblemView, ScoreItem, open_teacher
-from aresnb.tokenizer import load_tokenizer
-from aresnb.value_model import Seq2SeqValueModel
+from aresnb.model.tokenizer import load_tokenizer
+from aresnb.rl.value_model import Seq2SeqValueModel
 
 STAGE = PPO
 COLLAPSE_WARNING_POINTS = 10.0  # warn when the empty-rationale rate rises by more than this

@@ -1,7 +1,7 @@
 """A run's results as people look at them: :func:`read_run` reads the run's files once, into a
-frozen :class:`RunResults`; the figures (:mod:`aresnb.plots`) and the report (:mod:`aresnb.report`)
+frozen :class:`RunResults`; the figures (:mod:`aresnb.present.plots`) and the report (:mod:`aresnb.present.report`)
 are functions of it and know no run folder. The rationales of a round, bigger and wanted only by
-stage 05's panel and the Figure-3 page (:mod:`aresnb.widgets.rationale_panel`, :mod:`aresnb.figure3`),
+stage 05's panel and the Figure-3 page (:mod:`aresnb.present.widgets.rationale_panel`, :mod:`aresnb.present.figure3`),
 are read apart, on demand, by :func:`read_rationales` into frozen :class:`RationaleSources`.
 
 What is not there yet (a stage that has not run) is simply absent: ``summary`` gives ``{}``, the
@@ -22,8 +22,8 @@ import pandas as pd
 from aresnb.io import read_json, read_jsonl
 from aresnb.paths import (BASELINE, BASELINE_MODEL, CORRECTION_SFT, EVALUATION, PPO, ROUND_STAGES, STAGES, RunPaths,
                           round_model)
-from aresnb.rationale_metrics import normalize_sentence
-from aresnb.sentences import split_sentences
+from aresnb.text.rationale_metrics import normalize_sentence
+from aresnb.text.sentences import split_sentences
 
 StepKey = tuple[str, "int | None"]  # (stage, round index; None: a stage without rounds, or the latest round's mirror)
 
@@ -178,7 +178,7 @@ def read_rationales(paths: RunPaths, round_index: int, splits: tuple[str, ...] =
     corrections (train only), ARES (the latest round's corrected SFT model) and stage 03's scores.
     ``problems``: ``{split: rows}``; None reads stage 01's dataset."""
     if problems is None:
-        from aresnb.stages.data import load_problems  # deferred: datasets, only when the panel asks
+        from aresnb.stages.driver import load_problems  # deferred: datasets, only when the panel asks
 
         dataset = load_problems(paths)
         problems = {s: [dict(r) for r in dataset[s]] for s in splits}

@@ -5,8 +5,8 @@ in docs/architecture.md) and ``summary.json``. What was sampled is kept exactly:
 generated, whether EOS ended the sample or ``max_new_tokens`` cut it, the sampling policy's log-prob
 of every token, and the index of the token that ends each sentence. PPO (stage 04) trains on these
 ids. Where sentences end is ``teacher.sentence_rules``: ``aresnb`` splits the text
-(:mod:`aresnb.sentences`; a cut sample keeps its unfinished last sentence, ended by its last token),
-``paper`` applies ARES's rules to the T5 token ids (:mod:`aresnb.paper_sentences`; an unfinished
+(:mod:`aresnb.text.sentences`; a cut sample keeps its unfinished last sentence, ended by its last token),
+``paper`` applies ARES's rules to the T5 token ids (:mod:`aresnb.text.paper_sentences`; an unfinished
 last sentence is ended by ``</s>``, a cut sample's tail is no sentence). Either way the Teacher
 scores exactly the sentences whose end tokens PPO rewards.
 
@@ -34,18 +34,18 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from aresnb.checks import check_scored_samples
-from aresnb.distributed import default_device, process_rank, shard
-from aresnb.generation import sample_responses
+from aresnb.stages.checks import check_scored_samples
+from aresnb.model.distributed import default_device, process_rank, shard
+from aresnb.model.generation import sample_responses
 from aresnb.io import append_jsonl, read_json, write_jsonl
-from aresnb.models import load_rationale_model
+from aresnb.model.multimodal_t5 import load_rationale_model
 from aresnb.paths import TEACHER_SCORES, RunPaths
 from aresnb.progress import Progress, say
-from aresnb.paper_sentences import T5Pieces
-from aresnb.rollouts import (ShardTail, complete_batches, merge_rollouts, read_rollouts, rows_per_batch,
+from aresnb.text.paper_sentences import T5Pieces
+from aresnb.rl.rollouts import (ShardTail, complete_batches, merge_rollouts, read_rollouts, rows_per_batch,
                              sentence_layout)
 from aresnb.stages.driver import StageRun, drive, stage_run
-from aresnb.tokenizer import load_tokenizer
+from aresnb.model.tokenizer import load_tokenizer
 from aresnb.teacher import PROMPT_VERSION, ProblemView, ScoreItem, endpoint_label, open_teacher, prompt_preview
 
 STAGE = TEACHER_SCORES
