@@ -39,7 +39,7 @@ from pathlib import Path
 
 from ..data.synthetic_grader import (FALSE, NEUTRAL, TRUE, UNVERIFIABLE, grade_sentence, is_conclusion, is_relevant,
                                      names_option)
-from ..sentences import is_terminated, sentence_texts
+from ..text.sentences import is_terminated, sentence_texts
 from . import prompts
 from .problem import LETTERS, ProblemView, collapse, sha256_hex
 
