@@ -74,6 +74,9 @@ def counts(commit: str | None) -> dict:
     edges = arrows(sources)
     rooms = {(room(a), room(b)) for a, b in edges if room(a) != room(b)}
     fan_out = collections.Counter(a for a, _ in edges)
+    if commit is not None:  # a hash, not a name that moves (HEAD, a branch)
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", commit], capture_output=True,
+                                text=True, check=True).stdout.strip()
     return {"commit": commit or "working tree", "modules": len(sources),
             "lines": sum(s.count("\n") for s in sources.values()), "arrows": len(edges),
             "rooms": len({room(module_name(p)) for p in sources}), "room_arrows": len(rooms),
