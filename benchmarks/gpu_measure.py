@@ -27,15 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from ppo_throughput import FALLBACK_HISTOGRAM as SOLUTION_LENGTHS  # noqa: E402  (Flan-T5 tokens, 16-token bins)
 
-from aresnb.sft.answer import attach_lora  # noqa: E402
 from aresnb.model.distributed import make_accelerator  # noqa: E402
 from aresnb.model.generation import generate_texts, sample_responses  # noqa: E402
 from aresnb.model.multimodal_t5 import MultimodalT5Config, MultimodalT5ForConditionalGeneration, enable_gradient_checkpointing  # noqa: E402
 from aresnb.rl.ppo import train_ppo  # noqa: E402
 from aresnb.rl.ppo_buffer import PPOSample  # noqa: E402
-from aresnb.sft.trainer import make_optimizer, train_step  # noqa: E402
-from aresnb.sft.examples import Collator, TokenizedExamples, plan_sft_steps  # noqa: E402
 from aresnb.rl.value_model import Seq2SeqValueModel  # noqa: E402
+from aresnb.sft.answer import attach_lora  # noqa: E402
+from aresnb.sft.examples import Collator, TokenizedExamples, plan_sft_steps  # noqa: E402
+from aresnb.sft.trainer import make_optimizer, train_step  # noqa: E402
 
 # Token lengths with the Flan-T5 tokenizer on the 150 problems of ../shared/data/scienceqa-mini:
 # the expected longest of a batch (what a batch is padded to); QCMG-A carries the solution (the form

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from aresnb.sft import answer
-from aresnb.sft.answer import attach_lora, load_answer_model, lora_target_modules, predict_answers, trainable_fraction
 from aresnb.config import load_config
 from aresnb.data.schema import COLUMNS
 from aresnb.evaluation.accuracy import accuracy_by_category, heads_table
 from aresnb.evaluation.tables import write_table
 from aresnb.io import read_jsonl
 from aresnb.model.multimodal_t5 import MultimodalT5Config, MultimodalT5ForConditionalGeneration
+from aresnb.model.tokenizer import train_bpe_tokenizer
 from aresnb.paths import RunPaths
+from aresnb.sft import answer
+from aresnb.sft.answer import attach_lora, load_answer_model, lora_target_modules, predict_answers, trainable_fraction
 from aresnb.sft.examples import make_examples
 from aresnb.stages.answer_lora import NO_IMAGE, Head, evaluate_head, train_head
 from aresnb.stages.driver import stage_run
-from aresnb.model.tokenizer import train_bpe_tokenizer
 
 P, D = 4, 8
 COLOURS = ("red", "blue", "green")

@@ -14,8 +14,8 @@ from aresnb.config import load_config
 from aresnb.io import read_json, read_jsonl
 from aresnb.model.multimodal_t5 import load_rationale_model
 from aresnb.paths import CORRECTION_ONLY, RunPaths
-from aresnb.present.report.page import render_report
 from aresnb.pipeline.runner import mirror_round_summary
+from aresnb.present.report.page import render_report
 from aresnb.stages import MODULES, answer_lora, evaluation
 from aresnb.stages.steps import Step, build_schedule, run_schedule, upstream_of
 from aresnb.teacher import start_local_server

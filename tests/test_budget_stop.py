@@ -8,9 +8,9 @@ import pytest
 
 from aresnb.pipeline import cli
 
-from aresnb.pipeline import runner
 from aresnb.errors import CLEAR_ERRORS
 from aresnb.io import read_json
+from aresnb.pipeline import runner
 from aresnb.pipeline.runner import _report_failure
 from aresnb.stages.steps import Step
 from aresnb.teacher import BudgetExceeded

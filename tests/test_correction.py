@@ -2,9 +2,9 @@
 
 import pytest
 
-from aresnb.sft.corrections import correction_row, select_problems, summarize_corrections
 from aresnb.io import read_jsonl
 from aresnb.paths import RunPaths
+from aresnb.sft.corrections import correction_row, select_problems, summarize_corrections
 from aresnb.stages.correction_sft import cached_rationales, reset_if_inputs_changed
 from aresnb.teacher.client import CorrectionResult
 from aresnb.teacher.validation import InvalidReply, parse_correction

@@ -7,10 +7,9 @@ import re
 import pandas as pd
 import pytest
 
-from aresnb.present.figure3 import figure3_html, pick_examples, write_figure3
 from aresnb.io import write_jsonl
 from aresnb.paths import RunPaths
-from aresnb.stages.results import read_rationales
+from aresnb.present.figure3 import figure3_html, pick_examples, write_figure3
 from aresnb.present.widgets.rationale_panel import (
     COLUMNS,
     Column,
@@ -22,6 +21,7 @@ from aresnb.present.widgets.rationale_panel import (
     rationale_html,
     score_color,
 )
+from aresnb.stages.results import read_rationales
 
 PROBLEM = {"qid": "q1", "question": "Which is a <metal>?", "choices": ["iron", "wood"], "answer": 0,
            "hint": "", "caption": "", "image": "", "has_image": False, "solution": "Iron is a metal.",

@@ -16,12 +16,12 @@ from aresnb.errors import StageFailed
 from aresnb.io import read_jsonl, write_jsonl
 from aresnb.model.multimodal_t5 import load_rationale_model
 from aresnb.model.start import build_rationale_model
+from aresnb.model.tokenizer import build_or_load_tokenizer
 from aresnb.paths import RunPaths
-from aresnb.text.rationale_metrics import rationale_quality
 from aresnb.stages import correction_sft
 from aresnb.stages import data as data_stage
 from aresnb.stages.driver import load_features, load_problems
-from aresnb.model.tokenizer import build_or_load_tokenizer
+from aresnb.text.rationale_metrics import rationale_quality
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aresnb.evaluation import accuracy, tables, text_metrics, winrate
 from aresnb import paper_numbers
 from aresnb.data import registry
+from aresnb.evaluation import accuracy, tables, text_metrics, winrate
 
 V = winrate.PairVerdict
 

@@ -4,12 +4,12 @@ as judge; upstream models replaced by hand-written rationales, MiniLM by a bag-o
 import pandas as pd
 import pytest
 
-from aresnb.present import plots
 from aresnb.config import load_config
 from aresnb.data.schema import COLUMNS, to_dataset_dict
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.paper_numbers import ACCURACY_COLUMNS
 from aresnb.paths import RunPaths
+from aresnb.present import plots
 from aresnb.present.report import write_report
 from aresnb.stages import evaluation as stage
 from aresnb.stages.results import read_run

@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 import torch
 
-from aresnb.pipeline import preflight
 from aresnb.config import TrainConfig, load_config
-from aresnb.model.distributed import accelerate_command, process_rank, run_launched
 from aresnb.io import append_jsonl, read_json, read_jsonl, write_jsonl
+from aresnb.model.distributed import accelerate_command, process_rank, run_launched
 from aresnb.paths import RunPaths
+from aresnb.pipeline import preflight
 from aresnb.sft.examples import epoch_order, plan_sft_steps, process_rows
 
 HERE = Path(__file__).resolve().parent

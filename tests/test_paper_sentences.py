@@ -6,11 +6,11 @@ import pytest
 
 from aresnb.config import ConfigError, load_config
 from aresnb.data.prompts import solution_start
-from aresnb.text.paper_sentences import T5Pieces, paper_sentence_ends, paper_sentences
-from aresnb.paths import RunPaths
-from aresnb.stages import teacher_scores
-from aresnb.rl.rollouts import sentence_layout
 from aresnb.model.tokenizer import train_bpe_tokenizer
+from aresnb.paths import RunPaths
+from aresnb.rl.rollouts import sentence_layout
+from aresnb.stages import teacher_scores
+from aresnb.text.paper_sentences import T5Pieces, paper_sentence_ends, paper_sentences
 
 from conftest import shared_path
 

@@ -13,12 +13,12 @@ from transformers import Trainer
 
 from aresnb.rl import ppo
 
-from aresnb.sft import trainer as sft
-from aresnb.sft.answer import attach_lora, load_answer_model, lora_target_modules
 from aresnb.config import load_config
 from aresnb.model.multimodal_t5 import MultimodalT5Config, MultimodalT5ForConditionalGeneration
 from aresnb.model.optim import weight_decay_groups
 from aresnb.rl.value_model import Seq2SeqValueModel
+from aresnb.sft import trainer as sft
+from aresnb.sft.answer import attach_lora, load_answer_model, lora_target_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 P, D = 3, 6

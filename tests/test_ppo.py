@@ -13,7 +13,7 @@ from aresnb.io import read_jsonl
 from aresnb.rl.ppo import METRIC_NAMES, make_optimizer, train_ppo
 from aresnb.rl.ppo_buffer import Buffer, PPOSample, plan_steps, split_dropped
 from aresnb.rl.ppo_math import (compute_gae, explained_variance, kl_token_estimates, masked_mean, masked_var,
-                             masked_whiten, policy_token_losses, sentence_rewards, value_token_losses)
+                                masked_whiten, policy_token_losses, sentence_rewards, value_token_losses)
 from aresnb.rl.value_model import Seq2SeqValueModel
 
 # ---- pure tensor pieces against hand-computed values ------------------------------------------

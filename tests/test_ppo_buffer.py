@@ -8,11 +8,11 @@ import torch
 from aresnb.data.prompts import solution_start
 from aresnb.model.generation import sample_responses, split_response
 from aresnb.model.multimodal_t5 import MultimodalT5Config, MultimodalT5ForConditionalGeneration
+from aresnb.model.tokenizer import train_bpe_tokenizer
 from aresnb.rl.ppo_math import sentence_rewards
-from aresnb.text.sentences import sentence_end_tokens, split_sentences
 from aresnb.rl.rollouts import build_ppo_samples, sentence_layout
 from aresnb.stages.ppo import eval_subset, paired_delta
-from aresnb.model.tokenizer import train_bpe_tokenizer
+from aresnb.text.sentences import sentence_end_tokens, split_sentences
 
 PROBLEM = {"qid": "p1", "question": "Which colour is the square?", "choices": ["red", "blue"], "answer": 1,
            "hint": "", "caption": "A blue square.", "image": "", "has_image": False}

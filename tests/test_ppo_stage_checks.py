@@ -8,8 +8,8 @@ import pytest
 
 from aresnb.config import load_config
 from aresnb.paths import RunPaths
-from aresnb.text.rationale_metrics import rationale_quality
 from aresnb.stages import ppo as stage04
+from aresnb.text.rationale_metrics import rationale_quality
 
 
 def _eval(texts):

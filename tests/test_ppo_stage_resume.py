@@ -11,8 +11,8 @@ from aresnb.config import load_config
 from aresnb.io import read_jsonl
 from aresnb.model.multimodal_t5 import load_rationale_model
 from aresnb.paths import PPO, RunPaths
-from aresnb.stages import ppo
 from aresnb.rl.value_model import Seq2SeqValueModel
+from aresnb.stages import ppo
 
 from test_stages import TINY, stage01, stage02, stage03, stage04, teacher_cfg  # noqa: F401 -- the tiny run, in order
 

@@ -20,13 +20,13 @@ import torch
 from accelerate.state import AcceleratorState
 from torch import nn
 
-from aresnb.sft.answer import attach_lora
 from aresnb.config import AnswerConfig, TrainConfig
 from aresnb.model.distributed import make_accelerator
 from aresnb.model.generation import generate_texts, sample_responses
 from aresnb.rl.ppo import train_ppo
-from aresnb.sft.trainer import train_seq2seq
 from aresnb.rl.value_model import Seq2SeqValueModel
+from aresnb.sft.answer import attach_lora
+from aresnb.sft.trainer import train_seq2seq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_ppo import make_samples, ppo_cfg, tiny_t5  # noqa: E402

@@ -21,18 +21,18 @@ import pytest
 
 from aresnb.pipeline import preflight
 
-from aresnb.pipeline import runner
-from aresnb.stages.checks import check_corrections, check_scored_samples
 from aresnb.config import ConfigError, load_config
 from aresnb.data.schema import DataError
 from aresnb.data.splits import EmptySplitWarning, check_splits
 from aresnb.errors import StageFailed
 from aresnb.io import read_json
 from aresnb.paths import RunPaths
+from aresnb.pipeline import runner
 from aresnb.pipeline.runlock import RunFolderLocked, RunLock
 from aresnb.pipeline.runner import RunError, RunRefused, run_pipeline
 from aresnb.stages import data as data_stage
 from aresnb.stages import teacher_scores
+from aresnb.stages.checks import check_corrections, check_scored_samples
 
 from conftest import ROOT, SMOKE_SECRET, SUBPROCESS_TIMEOUT_S, sample_row, stub_sampling, write_stage_notebooks
 

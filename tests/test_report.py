@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aresnb.present import plots
 from aresnb.evaluation import accuracy, tables, winrate
 from aresnb.io import write_json, write_jsonl
 from aresnb.paper_numbers import ACCURACY_COLUMNS
 from aresnb.paths import RunPaths
+from aresnb.present import plots
 from aresnb.present.report import SECTION_IDS, choose_examples, headline_lines, render_report, write_report
 from aresnb.stages.results import read_run
 

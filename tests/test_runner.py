@@ -7,11 +7,11 @@ import pytest
 
 from aresnb.pipeline import cli
 
-from aresnb.pipeline import runner
 from aresnb.config import load_config
 from aresnb.io import read_json
-from aresnb.pipeline.notebook_html import is_trusted
 from aresnb.paths import STAGES, RunPaths
+from aresnb.pipeline import runner
+from aresnb.pipeline.notebook_html import is_trusted
 from aresnb.pipeline.runner import RunError, build_schedule, parse_stage_selection, run_pipeline
 
 from conftest import write_stage_notebooks

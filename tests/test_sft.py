@@ -12,9 +12,9 @@ import torch
 from aresnb.config import TrainConfig
 from aresnb.model.generation import generate_rationales, generate_texts
 from aresnb.model.multimodal_t5 import MultimodalT5Config, MultimodalT5ForConditionalGeneration, load_rationale_model
-from aresnb.sft.trainer import evaluate_seq2seq, train_seq2seq
-from aresnb.sft.examples import IGNORE_INDEX, Collator, TokenizedExamples, make_examples
 from aresnb.model.tokenizer import train_bpe_tokenizer
+from aresnb.sft.examples import IGNORE_INDEX, Collator, TokenizedExamples, make_examples
+from aresnb.sft.trainer import evaluate_seq2seq, train_seq2seq
 
 P, D, N = 4, 8, 24
 COLOURS = ["red", "blue", "green"]

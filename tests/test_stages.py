@@ -13,12 +13,12 @@ import torch
 from aresnb.config import load_config
 from aresnb.io import read_json, read_jsonl
 from aresnb.model.multimodal_t5 import load_rationale_model
+from aresnb.model.tokenizer import load_tokenizer
 from aresnb.paths import RunPaths
 from aresnb.rl.ppo import METRIC_NAMES
 from aresnb.stages import answer_lora, baseline, correction_sft, data, evaluation, ppo, teacher_scores
 from aresnb.stages.driver import load_problems
 from aresnb.teacher import start_local_server
-from aresnb.model.tokenizer import load_tokenizer
 
 from conftest import BagOfWords
 

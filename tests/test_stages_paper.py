@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from aresnb.config import load_config
-from aresnb.text.paper_sentences import T5Pieces
+from aresnb.model.tokenizer import load_tokenizer
 from aresnb.rl.rollouts import sentence_layout
 from aresnb.teacher import paper_rubric, prompts
-from aresnb.model.tokenizer import load_tokenizer
+from aresnb.text.paper_sentences import T5Pieces
 
 from conftest import run_every_stage, shared_path
 from test_stages import N_TEST, TINY

@@ -10,10 +10,10 @@ import json
 
 import pytest
 
-from aresnb.pipeline import estimate as estimate_module
-from aresnb.pipeline import preflight
 from aresnb.config import ConfigError, JudgeConfig, TeacherConfig, load_config
 from aresnb.paths import RunPaths
+from aresnb.pipeline import estimate as estimate_module
+from aresnb.pipeline import preflight
 from aresnb.teacher import ProblemView, ScoreItem, backends, endpoints, facade, prompts
 from aresnb.teacher.backends import Backend, Busy, FormatUnsupported, ReplyBackend
 from aresnb.teacher.endpoints import JUDGE_INHERITS, Endpoint, endpoint

@@ -9,8 +9,8 @@ from aresnb.config import load_config
 from aresnb.io import read_json
 from aresnb.paths import RunPaths
 from conftest import sample_row, stub_sampling
-from aresnb.stages import teacher_scores as scoring_stage
 from aresnb.present.widgets.score_panel import render_sample_html, score_colour
+from aresnb.stages import teacher_scores as scoring_stage
 
 COLUMNS = ["qid", "sample_index", "rationale", "sentences", "sentence_spans", "scores", "dropped", "drop_reason",
            "raw_reply"]

@@ -13,10 +13,10 @@ from aresnb.data.schema import COLUMNS as PROBLEM_COLUMNS
 from aresnb.data.schema import to_dataset_dict
 from aresnb.io import write_jsonl
 from aresnb.paths import RunPaths
-from aresnb.stages.correction_sft import teacher_callbacks
-from aresnb.stages.results import read_rationales
 from aresnb.present.widgets.rationale_panel import rationale_panel
 from aresnb.present.widgets.score_panel import score_panel
+from aresnb.stages.correction_sft import teacher_callbacks
+from aresnb.stages.results import read_rationales
 
 
 def widgets_of(panel, kind) -> list:

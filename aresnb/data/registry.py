@@ -26,9 +26,12 @@ import pkgutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .schema import DataError
+
+if TYPE_CHECKING:  # config imports this module to check data.source: the type only, never at run time
+    from aresnb.config.sections import DataConfig
 
 BUILTIN_PACKAGE = "aresnb.data.datasets"
 # A relative data.dataset_file is read from notebooks/, as every relative path of the parameters
@@ -139,12 +142,12 @@ def resolve_file(dataset_file: str | Path) -> Path:
     return (path if path.is_absolute() else NOTEBOOKS_DIR / path).resolve()
 
 
-def dataset(data_cfg: Any) -> Dataset:
+def dataset(data_cfg: DataConfig) -> Dataset:
     """The record the data section names (``data.source``, ``data.dataset_file``)."""
     return find(data_cfg.source, data_cfg.dataset_file)
 
 
-def check(data_cfg: Any) -> Dataset:
+def check(data_cfg: DataConfig) -> Dataset:
     """The record, once the section gives what it requires; a DataError says what is missing."""
     record = dataset(data_cfg)
     if record.needs_location and not (data_cfg.path or data_cfg.hub_id):
@@ -152,7 +155,7 @@ def check(data_cfg: Any) -> Dataset:
     return record
 
 
-def file_digest(data_cfg: Any) -> str | None:
+def file_digest(data_cfg: DataConfig) -> str | None:
     """A hash of ``data.dataset_file``'s code (None without one): a changed loader is a changed step."""
     if not data_cfg.dataset_file:
         return None

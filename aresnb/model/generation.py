@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from aresnb.data.prompts import build_source, strip_solution_prefix
-from aresnb.model.distributed import autocast
-from aresnb.progress import Progress
 from aresnb.model.batching import gather_features, pad_ids
+from aresnb.model.distributed import autocast
 from aresnb.model.tensor_ops import pad, selective_log_softmax
+from aresnb.progress import Progress
 
 
 def _tokenized_sources(tokenizer: Any, sources: Sequence[str], max_source_length: int) -> list[list[int]]:

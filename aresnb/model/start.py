@@ -8,12 +8,13 @@ from typing import Any
 
 import torch
 
+from aresnb.config.sections import Config
 from aresnb.model.mmcot import load_mmcot_rationale_model
 from aresnb.model.multimodal_t5 import (MultimodalT5Config, MultimodalT5ForConditionalGeneration, load_rationale_model,
                                         sync_generation_config)
 
 
-def build_rationale_model(cfg: Any, tokenizer: Any, feature_shape: tuple[int, ...]) -> MultimodalT5ForConditionalGeneration:
+def build_rationale_model(cfg: Config, tokenizer: Any, feature_shape: tuple[int, ...]) -> MultimodalT5ForConditionalGeneration:
     """The rationale model a run starts from: ``model.init_from`` (an MM-CoT checkpoint, its
     fusion weights renamed), else ``model.base`` ('tiny': a small T5 from config; else loaded, and
     given fresh fusion layers when it has none)."""

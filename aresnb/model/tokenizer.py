@@ -9,10 +9,12 @@ so the same model code serves it and the real Flan-T5 tokenizer. Both are fast t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from aresnb.config.sections import Config
 
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2 as in T5
 
@@ -58,7 +60,7 @@ def check_tokenizer(tok: PreTrainedTokenizerBase, where: str) -> None:
         raise ValueError(f"{where}: the tokenizer needs pad and eos tokens (T5-style: <pad>=0, </s>=1)")
 
 
-def build_or_load_tokenizer(cfg: Any, texts: Iterable[str] | None, out_dir: str | Path) -> PreTrainedTokenizerBase:
+def build_or_load_tokenizer(cfg: Config, texts: Iterable[str] | None, out_dir: str | Path) -> PreTrainedTokenizerBase:
     """``model.tokenizer == 'train'``: train on ``texts`` and save to ``out_dir``; else load it.
 
     The returned tokenizer is always the one reloaded from disk, so what trains the model is

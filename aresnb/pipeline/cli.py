@@ -12,9 +12,9 @@ import signal
 import sys
 from pathlib import Path
 
-from aresnb.pipeline import preflight
 from aresnb.config import ConfigError, describe, file_values, load_config
 from aresnb.paths import EVALUATION, RunPaths
+from aresnb.pipeline import preflight
 from aresnb.pipeline.runner import NOTEBOOKS_DIR, RunError, RunRefused, parse_stage_selection, run_pipeline
 
 

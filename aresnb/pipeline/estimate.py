@@ -32,15 +32,15 @@ import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from aresnb.config import Config
 from aresnb.data import registry as dataset_registry
 from aresnb.data.registry import Dataset, FallbackLengths, Folders
-from aresnb.text.sentences import sentence_texts
 from aresnb.teacher import prompts
 from aresnb.teacher.endpoints import Endpoint, endpoint
 from aresnb.teacher.limits import approx_tokens, cost_usd, message_tokens
 from aresnb.teacher.problem import ProblemView
+from aresnb.text.sentences import sentence_texts
 
 IMAGE_PLACEHOLDER = "data:image/png;base64,"  # stands for an image: counted at image_tokens
 
@@ -62,7 +62,7 @@ class Row:
 # ---- the data -----------------------------------------------------------------------------
 
 
-def read_rows(cfg: Any, record: Dataset) -> tuple[dict[str, list[dict]], str]:
+def read_rows(cfg: Config, record: Dataset) -> tuple[dict[str, list[dict]], str]:
     """({split: problem rows}, where they came from) of ``record``, the data section's dataset; {}
     when the data is not readable here."""
     d = cfg.data
@@ -145,7 +145,7 @@ def _row(stage: str, round_index: int | None, role: str, t: Endpoint, kind: str,
     return Row(stage, round_index, role, t.model, n, prompt, completion, images, usd, wall)
 
 
-def estimate(cfg: Any) -> dict:
+def estimate(cfg: Config) -> dict:
     """{"data": where the lengths came from, "rows": [Row], "total": Row, "max_cost_usd": ...}."""
     record = dataset_registry.dataset(cfg.data)
     rows_by_split, where = read_rows(cfg, record)

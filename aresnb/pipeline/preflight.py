@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from aresnb.config import Config
 from aresnb.data import registry as dataset_registry
 from aresnb.data.registry import Dataset
 from aresnb.data.schema import DataError
+from aresnb.model.tracking import missing_trackers
 from aresnb.paths import ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, TEACHER_SCORES
 from aresnb.teacher.endpoints import Endpoint, endpoint
 from aresnb.teacher.facade import cache_path
-from aresnb.model.tracking import missing_trackers
 
 TEACHER_STAGES = (TEACHER_SCORES, PPO, CORRECTION_SFT)
 JUDGE_STAGES = (EVALUATION,)
@@ -49,7 +50,7 @@ class Call:
         return f"the {role} at {where} (stage{'s' if len(self.stages) > 1 else ''} {', '.join(s[:2] for s in self.stages)})"
 
 
-def endpoints(cfg: Any, stages: Iterable[str]) -> list[Call]:
+def endpoints(cfg: Config, stages: Iterable[str]) -> list[Call]:
     """The endpoints the selected stages will call, with the key variable each needs."""
     stages = set(stages)
     out = []
@@ -60,7 +61,7 @@ def endpoints(cfg: Any, stages: Iterable[str]) -> list[Call]:
     return out
 
 
-def key_problems(cfg: Any, stages: Iterable[str], environ: os._Environ | dict | None = None) -> list[str]:
+def key_problems(cfg: Config, stages: Iterable[str], environ: os._Environ | dict | None = None) -> list[str]:
     """One line per unset key variable, naming every endpoint that needs it (never a key's value)."""
     environ = os.environ if environ is None else environ
     needing: dict[str, list[Call]] = {}
@@ -90,7 +91,7 @@ def _dataset_or_none(d: Any) -> Dataset | None:
         return None
 
 
-def path_problems(cfg: Any, stages: Iterable[str], base_dir: Path) -> list[str]:
+def path_problems(cfg: Config, stages: Iterable[str], base_dir: Path) -> list[str]:
     """Paths the selected stages read that do not exist. Relative paths are resolved from
     ``base_dir``: the folder the stage notebooks run in."""
     stages = set(stages)
@@ -151,7 +152,7 @@ def process_count(environ: os._Environ | dict | None = None) -> int | None:
 LAUNCHING_STAGES = (BASELINE, TEACHER_SCORES, PPO, CORRECTION_SFT, ANSWER_LORA)
 
 
-def process_problems(cfg: Any, stages: Iterable[str], environ: os._Environ | dict | None = None,
+def process_problems(cfg: Config, stages: Iterable[str], environ: os._Environ | dict | None = None,
                      base_dir: Path | None = None) -> list[str]:
     """The processes the heavy steps run on (``run.num_processes``, or a launcher's WORLD_SIZE).
 
@@ -185,7 +186,7 @@ def _cuda_devices() -> int:
 TRAINING_STAGES = (BASELINE, PPO, CORRECTION_SFT, ANSWER_LORA)
 
 
-def tracker_problems(cfg: Any, stages: Iterable[str]) -> list[str]:
+def tracker_problems(cfg: Config, stages: Iterable[str]) -> list[str]:
     """Every tracker of ``run.log_with`` must be installed when a selected stage trains."""
     if not set(stages) & set(TRAINING_STAGES):
         return []
@@ -193,7 +194,7 @@ def tracker_problems(cfg: Any, stages: Iterable[str]) -> list[str]:
             for name in missing_trackers(cfg.run.log_with)]
 
 
-def problems(cfg: Any, stages: Iterable[str], base_dir: Path, environ: os._Environ | dict | None = None) -> list[str]:
+def problems(cfg: Config, stages: Iterable[str], base_dir: Path, environ: os._Environ | dict | None = None) -> list[str]:
     """Every problem found before work starts; empty when the run may start."""
     stages = list(stages)
     return [*key_problems(cfg, stages, environ), *path_problems(cfg, stages, base_dir),

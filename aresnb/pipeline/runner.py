@@ -35,16 +35,16 @@ from pathlib import Path
 
 import yaml
 
-from aresnb.pipeline import preflight
 from aresnb.config import Config
 from aresnb.errors import CLEAR_ERRORS
 from aresnb.io import read_json, write_json
+from aresnb.paths import STAGE_TITLES, STAGES, RunPaths
+from aresnb.pipeline import preflight
 from aresnb.pipeline.notebook_exec import execute_notebook
 from aresnb.pipeline.notebook_html import export_html, trust_notebook
-from aresnb.paths import STAGE_TITLES, STAGES, RunPaths
 from aresnb.pipeline.runlock import RunFolderLocked, RunLock
 from aresnb.stages.steps import (PROJECT_ROOT, Step, build_schedule, is_done_with_key, run_schedule, step_key,
-                          upstream_of)
+                                 upstream_of)
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"  # tests point this at stand-in notebooks
 OUTPUT_MODES = ("progress", "verbose", "quiet")

@@ -14,9 +14,9 @@ import random
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-from aresnb.text.rationale_metrics import word_edit_distance
-from aresnb.stages.results import RationaleSources
 from aresnb.present.widgets.rationale_panel import Column, comparison_html, image_data_url, page_html, problem_columns
+from aresnb.stages.results import RationaleSources
+from aresnb.text.rationale_metrics import word_edit_distance
 
 
 def pick_examples(sources: RationaleSources, n: int, seed: int = 0) -> list[str]:

@@ -39,17 +39,17 @@ import torch
 from accelerate.utils import gather_object
 from torch import nn
 
-from aresnb.model.checkpoints import Checkpoints
 from aresnb.config import PPOConfig
+from aresnb.io import append_jsonl, read_jsonl
+from aresnb.model.checkpoints import Checkpoints
 from aresnb.model.distributed import make_accelerator
 from aresnb.model.multimodal_t5 import enable_gradient_checkpointing, zero_attention_dropout
 from aresnb.model.optim import weight_decay_groups
-from aresnb.io import append_jsonl, read_jsonl
+from aresnb.model.tensor_ops import disable_dropout_in_model, entropy_from_logits, selective_log_softmax
 from aresnb.rl.ppo_buffer import Buffer, OptimizerStep, PPOSample, plan_steps, split_dropped
 from aresnb.rl.ppo_math import (compute_gae, kl_token_estimates, masked_whiten, policy_token_losses, sentence_rewards,
-                             value_token_losses)
+                                value_token_losses)
 from aresnb.rl.ppo_metrics import METRIC_NAMES, SUMS, kl_by_pass, progress_line, step_metrics  # noqa: F401 (METRIC_NAMES: the public name)
-from aresnb.model.tensor_ops import disable_dropout_in_model, entropy_from_logits, selective_log_softmax
 from aresnb.rl.value_model import Seq2SeqValueModel, decoder_inputs, encode_sources
 
 

@@ -15,8 +15,8 @@ from typing import Any, Callable, Sequence
 
 from aresnb.data.prompts import build_source, solution_start
 from aresnb.io import read_jsonl, write_jsonl
-from aresnb.text.paper_sentences import paper_sentences
 from aresnb.rl.ppo_buffer import PPOSample
+from aresnb.text.paper_sentences import paper_sentences
 from aresnb.text.sentences import sentence_end_tokens, split_sentences
 
 SOURCE_FORMAT = "QCM-E"  # what the rationale model reads: question, context, options -> explanation

@@ -18,6 +18,7 @@ import numpy as np
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from torch import nn
 
+from aresnb.config.sections import AnswerConfig
 from aresnb.data import categories
 from aresnb.data.prompts import extract_answer
 from aresnb.model.generation import generate_texts
@@ -64,7 +65,7 @@ def _peft_without_deprecation_notice() -> Iterator[None]:
         yield
 
 
-def attach_lora(model: nn.Module, answer_cfg: Any) -> Any:
+def attach_lora(model: nn.Module, answer_cfg: AnswerConfig) -> Any:
     """Wrap ``model`` in a peft LoRA model with the configured r, alpha, dropout and targets."""
     config = LoraConfig(
         r=answer_cfg.r,

@@ -20,9 +20,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from aresnb.data.prompts import build_source, build_target
 from aresnb.model.batching import gather_features, pad_ids
 from aresnb.model.checkpoints import fingerprint
-from aresnb.data.prompts import build_source, build_target
 
 IGNORE_INDEX = -100  # label positions the loss skips (padding)
 

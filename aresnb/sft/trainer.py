@@ -28,15 +28,16 @@ import torch
 from accelerate.utils import set_seed
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
+from aresnb.config.sections import TrainConfig
+from aresnb.io import append_jsonl, read_jsonl
 from aresnb.model.checkpoints import Checkpoints, fingerprint
 from aresnb.model.distributed import make_accelerator
-from aresnb.io import append_jsonl, read_jsonl
 from aresnb.model.multimodal_t5 import enable_gradient_checkpointing
 from aresnb.model.optim import weight_decay_groups
+from aresnb.model.tracking import NO_TRACKING, Tracking
 from aresnb.progress import Progress
 from aresnb.sft.examples import (IGNORE_INDEX, Collator, SFTStep, TokenizedExamples, plan_sft_steps, process_rows,
-                             steps_per_epoch)
-from aresnb.model.tracking import NO_TRACKING, Tracking
+                                 steps_per_epoch)
 
 
 # ---- training ----------------------------------------------------------------------------------
@@ -68,7 +69,7 @@ class TrainResult:
         return d
 
 
-def recipe_fingerprint(train_cfg: Any, data: TokenizedExamples, total_steps: int, model: torch.nn.Module,
+def recipe_fingerprint(train_cfg: TrainConfig, data: TokenizedExamples, total_steps: int, model: torch.nn.Module,
                        extra: dict) -> str:
     """What a checkpoint must match to be resumed: the recipe, the examples themselves (new
     Teacher corrections change the targets) and the trainable parameters' shapes."""
@@ -100,7 +101,7 @@ class _LossWindow:
         return row
 
 
-def make_optimizer(model: torch.nn.Module, cfg: Any, total_steps: int) -> tuple[Any, Any]:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:
     """AdamW on the trainable parameters and the configured schedule (linear or constant) after warm-up.
 
     Weight decay spares biases and LayerNorm weights, as Hugging Face's Trainer does (the paper's
@@ -155,7 +156,7 @@ def train_seq2seq(
     tokenizer: Any,
     examples: list[dict] | TokenizedExamples,
     features: np.ndarray | None,
-    train_cfg: Any,
+    train_cfg: TrainConfig,
     out_dir: str | Path,
     *,
     model_dir: str | Path | None = None,

@@ -26,32 +26,32 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from aresnb.sft.answer import attach_lora, load_answer_model, predict_answers, trainable_fraction
-from aresnb.model.checkpoints import dir_signature, fingerprint
+from aresnb.config import Config
 from aresnb.data import registry as dataset_registry
-from aresnb.model.distributed import default_device
 from aresnb.evaluation.accuracy import accuracy_by_category, heads_table
 from aresnb.evaluation.tables import write_table
 from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
+from aresnb.model.checkpoints import dir_signature, fingerprint
+from aresnb.model.distributed import default_device
 from aresnb.model.multimodal_t5 import load_rationale_model
+from aresnb.model.tokenizer import load_tokenizer
 from aresnb.paths import ANSWER_LORA, BASELINE_MODEL, RunPaths
 from aresnb.progress import say
-from aresnb.sft.trainer import train_seq2seq
+from aresnb.sft.answer import attach_lora, load_answer_model, predict_answers, trainable_fraction
 from aresnb.sft.examples import TokenizedExamples, make_examples
+from aresnb.sft.trainer import train_seq2seq
 from aresnb.stages.arms import evaluated_models
 from aresnb.stages.driver import StageRun, drive
-from aresnb.model.tokenizer import load_tokenizer
 
 STAGE = ANSWER_LORA
 NO_IMAGE = "baseline_no_image"  # the ablation's folder under 06_answer_lora/
 
 
-def models_in_run(cfg: Any, paths: RunPaths) -> dict[str, tuple[Path, str]]:
+def models_in_run(cfg: Config, paths: RunPaths) -> dict[str, tuple[Path, str]]:
     """{name: (model dir, rationale-file name)}: every model the run evaluates (:mod:`aresnb.stages.arms`)."""
     return {name: (m.model_dir, m.rationale_name) for name, m in evaluated_models(cfg, paths).items()}
 
@@ -67,7 +67,7 @@ def test_rationales(paths: RunPaths, rationale_name: str, problems: list[dict]) 
     return have
 
 
-def _answer_source_length(cfg: Any, fmt: str) -> int:
+def _answer_source_length(cfg: Config, fmt: str) -> int:
     # QCMG-A carries a rationale in its input: room for one as long as a QCM-E target.
     return cfg.model.max_source_length + (cfg.model.max_target_length if fmt == "QCMG-A" else 0)
 
@@ -87,7 +87,7 @@ class Head:
         return f"{self.name}/{self.fmt}"
 
 
-def plan_heads(cfg: Any, paths: RunPaths) -> list[Head]:
+def plan_heads(cfg: Config, paths: RunPaths) -> list[Head]:
     """Every (model, format) head, then what the image ablation needs (the baseline's QCM-A head
     with the image, if the formats lack it, and the same head without)."""
     heads = [Head(name, model_dir, fmt, True, rationale_name)
@@ -147,7 +147,7 @@ def train_head(run: StageRun, head: Head, train: list[dict], features: np.ndarra
     return trained, result.processes
 
 
-def evaluate_head(cfg: Any, paths: RunPaths, head: Head, data: dict, trained: dict) -> dict:
+def evaluate_head(cfg: Config, paths: RunPaths, head: Head, data: dict, trained: dict) -> dict:
     """Reload the saved adapter (as PeftModel.from_pretrained loads it), answer the test split,
     write ``predictions_test.jsonl`` and ``head_summary.json``; returns the head's summary."""
     t0, cpu0 = time.time(), time.process_time()
@@ -181,7 +181,7 @@ def evaluate_head(cfg: Any, paths: RunPaths, head: Head, data: dict, trained: di
     return summary
 
 
-def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
+def run(cfg: Config, paths: RunPaths, round_index: int | None = None) -> dict:
     """Train every head (the heavy step), evaluate each on test, the image ablation, the accuracy table."""
     return drive(cfg, paths, STAGE, _train_and_answer)
 
@@ -227,7 +227,7 @@ def _train_and_answer(run: StageRun) -> dict:
     }
 
 
-def load(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
+def load(cfg: Config, paths: RunPaths, round_index: int | None = None) -> dict:
     """The finished stage: summary, the accuracy table, each head's training curve."""
     summary = read_json(paths.summary_file(STAGE))
     curves = {f"{m} {f}": read_jsonl(paths.answer_dir(m, f) / "metrics.jsonl")

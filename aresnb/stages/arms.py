@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from aresnb.config import Config
 from aresnb.model.multimodal_t5 import model_dir_has_weights
 from aresnb.paths import (ARES_MODEL, BASELINE_MODEL, CORRECTION_ONLY, EVERY_ROUND, RL_ONLY, RunPaths,
                           round_model)
@@ -41,7 +41,7 @@ class EvaluatedModel:
     description: str
 
 
-def model_names(cfg: Any) -> list[str]:
+def model_names(cfg: Config) -> list[str]:
     """The names of the models the run evaluates, in display order: the baseline, the arms, ARES."""
     names = [BASELINE_MODEL] + [a for a in (RL_ONLY, CORRECTION_ONLY) if a in cfg.ares.arms]
     if EVERY_ROUND in cfg.ares.arms:
@@ -55,7 +55,7 @@ def rationale_name(name: str, rounds: int) -> str:
     return round_model(rounds) if name == ARES_MODEL else name
 
 
-def evaluated_models(cfg: Any, paths: RunPaths) -> dict[str, EvaluatedModel]:
+def evaluated_models(cfg: Config, paths: RunPaths) -> dict[str, EvaluatedModel]:
     """{name: model} in display order (:func:`model_names`). A requested arm whose model is missing
     is an error; ARES missing (its rounds not run yet) is left out with a warning line."""
     rounds = cfg.ares.rounds

@@ -15,17 +15,18 @@ from typing import Any
 
 import numpy as np
 
+from aresnb.config import Config
+from aresnb.io import read_json, read_jsonl, write_jsonl
 from aresnb.model.distributed import default_device
 from aresnb.model.generation import generate_rationales
-from aresnb.io import read_json, read_jsonl, write_jsonl
 from aresnb.model.multimodal_t5 import describe_model, load_rationale_model
 from aresnb.model.start import build_rationale_model
+from aresnb.model.tokenizer import build_or_load_tokenizer, load_tokenizer
 from aresnb.paths import BASELINE, BASELINE_MODEL, RunPaths
 from aresnb.progress import say
-from aresnb.sft.trainer import evaluate_seq2seq, train_seq2seq
 from aresnb.sft.examples import make_examples
+from aresnb.sft.trainer import evaluate_seq2seq, train_seq2seq
 from aresnb.stages.driver import StageRun, drive, stage_run
-from aresnb.model.tokenizer import build_or_load_tokenizer, load_tokenizer
 
 STAGE = BASELINE
 RATIONALE_SPLITS = ("val", "test")
@@ -58,7 +59,7 @@ def heavy_step(run: StageRun) -> dict:
     return {**result.summary(), "examples": len(examples), "trained": True}
 
 
-def save_initial_model(cfg: Any, paths: RunPaths, tokenizer: Any, feature_shape: tuple[int, ...]) -> dict:
+def save_initial_model(cfg: Config, paths: RunPaths, tokenizer: Any, feature_shape: tuple[int, ...]) -> dict:
     """``baseline.train: false``: the initial model saved as the baseline, untrained (in the kernel:
     nothing to launch). Its training summary says so."""
     model = build_rationale_model(cfg, tokenizer, feature_shape)
@@ -68,7 +69,7 @@ def save_initial_model(cfg: Any, paths: RunPaths, tokenizer: Any, feature_shape:
             "first_loss": None, "last_loss": None, "processes": 1, "examples": 0}
 
 
-def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
+def run(cfg: Config, paths: RunPaths, round_index: int | None = None) -> dict:
     """Train the baseline, write its rationales for val and test; returns the summary."""
     return drive(cfg, paths, STAGE, _train_and_generate)
 
@@ -135,7 +136,7 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
-def load(cfg: Any, paths: RunPaths, round_index: int | None = None, n_examples: int = 4) -> dict:
+def load(cfg: Config, paths: RunPaths, round_index: int | None = None, n_examples: int = 4) -> dict:
     """The finished stage: summary, training metrics, the first test problems' gold and greedy rationales."""
     test = stage_run(cfg, paths, STAGE).problems()["test"].to_list()[:n_examples]
     generated = {r["qid"]: r["rationale"] for r in read_jsonl(paths.rationales_file(BASELINE_MODEL, "test"))}

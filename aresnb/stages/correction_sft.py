@@ -25,26 +25,27 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from aresnb.stages.checks import check_corrections
-from aresnb.sft.corrections import correction_row, select_problems, summarize_corrections
+from aresnb.config import Config
+from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.model.distributed import default_device
 from aresnb.model.generation import generate_rationales
-from aresnb.io import read_json, read_jsonl, write_json, write_jsonl
 from aresnb.model.multimodal_t5 import load_rationale_model
+from aresnb.model.tokenizer import load_tokenizer
 from aresnb.paths import BASELINE_MODEL, CORRECTION_ONLY, CORRECTION_SFT, RunPaths, round_model
 from aresnb.progress import Progress, say
-from aresnb.text.rationale_metrics import dedupe_sentences, rationale_quality
-from aresnb.sft.trainer import train_seq2seq
-from aresnb.text.sentences import split_sentences
+from aresnb.sft.corrections import correction_row, select_problems, summarize_corrections
 from aresnb.sft.examples import make_examples
+from aresnb.sft.trainer import train_seq2seq
+from aresnb.stages.checks import check_corrections
 from aresnb.stages.driver import StageRun, drive
 from aresnb.teacher import CorrectionItem, ProblemView, ScoreItem, endpoint, open_teacher, prompt_preview
-from aresnb.model.tokenizer import load_tokenizer
+from aresnb.text.rationale_metrics import dedupe_sentences, rationale_quality
+from aresnb.text.sentences import split_sentences
 
 STAGE = CORRECTION_SFT
 EVAL_SPLITS = ("val", "test")
@@ -93,7 +94,7 @@ def cached_rationales(path: Path, qids: Sequence[str], make: Callable[[], dict[s
 # ---- the stage ---------------------------------------------------------------------------------
 
 
-def _greedy(model, tokenizer, problems: list[dict], features: np.ndarray, cfg: Any) -> dict[str, str]:
+def _greedy(model, tokenizer, problems: list[dict], features: np.ndarray, cfg: Config) -> dict[str, str]:
     rows = generate_rationales(
         model, tokenizer, problems, features, num_samples=1, do_sample=False,
         max_new_tokens=cfg.correction.max_new_tokens, batch_size=cfg.correction.sft.gen_batch_size,
@@ -145,7 +146,7 @@ def heavy_step(run: StageRun) -> dict:
     return trained.summary()
 
 
-def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, arm: str | None = None) -> dict:
+def run(cfg: Config, paths: RunPaths, round_index: int | None = 1, arm: str | None = None) -> dict:
     """Correct the RL policy's train rationales with the Teacher, SFT on them, measure the effect.
     ``arm="correction_only"``: the same on the baseline, without RL (the ablation)."""
     if arm not in (None, CORRECTION_ONLY):
@@ -243,7 +244,7 @@ def _correct_and_train(run: StageRun) -> dict:
     return summary
 
 
-def before_rl_val_rationales(cfg: Any, paths: RunPaths, round_index: int, val: tuple,
+def before_rl_val_rationales(cfg: Config, paths: RunPaths, round_index: int, val: tuple,
                              qids: list[str], arm: str | None = None) -> tuple[dict[str, str], str]:
     """Val rationales of the model entering the round and where they came from: the file its
     stage wrote (baseline or the previous round), else generated here with this stage's settings."""
@@ -264,7 +265,7 @@ def request_preview(style: str = "aresnb") -> str:
     return prompt_preview("correct", style)
 
 
-def load(cfg: Any, paths: RunPaths, round_index: int | None = 1, arm: str | None = None) -> dict:
+def load(cfg: Config, paths: RunPaths, round_index: int | None = 1, arm: str | None = None) -> dict:
     """The finished round (or arm): summary, the corrections (DataFrame), the val rates."""
     return {
         "summary": read_json(paths.summary_file(STAGE, round_index, arm)),
@@ -275,7 +276,7 @@ def load(cfg: Any, paths: RunPaths, round_index: int | None = 1, arm: str | None
 # ---- the notebook's panel: on-demand Teacher calls ---------------------------------------------
 
 
-def teacher_callbacks(cfg: Any, paths: RunPaths, force: bool = False) -> tuple:
+def teacher_callbacks(cfg: Config, paths: RunPaths, force: bool = False) -> tuple:
     """(scorer, corrector, teacher) for the rationale panel and the Figure-3 page when Teacher
     calls are cheap, else Nones: ``scorer(problem, text)`` -> the sentences' scores,
     ``corrector(problem, rl_text)`` -> the correction of the de-duplicated text.

@@ -12,17 +12,17 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import datasets
 import numpy as np
 
+from aresnb.config import Config
 from aresnb.data import registry as dataset_registry
 from aresnb.data.features import open_extractor
 from aresnb.data.mmcot_files import PrecomputedFeatures, apply_captions, read_captions
 from aresnb.data.prompts import build_source, build_target, load_length_tokenizer, token_lengths
-from aresnb.data.schema import SPLITS, category_counts, to_dataset_dict
 from aresnb.data.registry import Folders
+from aresnb.data.schema import SPLITS, category_counts, to_dataset_dict
 from aresnb.data.splits import check_splits
 from aresnb.io import read_json
 from aresnb.paths import DATA, RunPaths
@@ -35,7 +35,7 @@ STAGE = DATA
 # ---- the stage ---------------------------------------------------------------------------------
 
 
-def read_problems(cfg: Any, paths: RunPaths) -> tuple[dict[str, list[dict]], dict, str]:
+def read_problems(cfg: Config, paths: RunPaths) -> tuple[dict[str, list[dict]], dict, str]:
     """Rows per split from the configured dataset's record -> (rows, {"skipped", "zero_filled"}, source description)."""
     folders = Folders(generated=paths.synthetic_raw_dir, downloads=paths.hub_images_dir)
     return dataset_registry.dataset(cfg.data).read(cfg.data, cfg.run.seed, folders)
@@ -61,7 +61,7 @@ def _quiet_progress():
             datasets.enable_progress_bars()
 
 
-def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
+def run(cfg: Config, paths: RunPaths, round_index: int | None = None) -> dict:
     """Write the dataset, the features of every split and ``summary.json``; return the summary."""
     return drive(cfg, paths, STAGE, _write_data)
 
@@ -141,7 +141,7 @@ def pick_examples(dataset: datasets.Dataset, n: int = 4, seed: int = 0) -> list[
     return rng.sample(with_image, k) + rng.sample(without, min(len(without), n - k))
 
 
-def load(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict:
+def load(cfg: Config, paths: RunPaths, round_index: int | None = None) -> dict:
     """The finished stage: summary, dataset, a few examples with their QCM-E prompts, prompt
     lengths (Flan-T5 tokens when ../shared has the tokenizer, else words) and the train features."""
     ds = load_problems(paths)

@@ -34,14 +34,14 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from aresnb.model.checkpoints import dir_signature, fingerprint
 from aresnb.config import Config
 from aresnb.io import read_json, write_json
+from aresnb.model.checkpoints import dir_signature, fingerprint
+from aresnb.model.tracking import Tracking
 from aresnb.paths import ROUND_STAGES, RunPaths
 from aresnb.progress import say
 from aresnb.stages import MODULES, SPECS, StageSpec
 from aresnb.stages.steps import NOT_IN_STEP_KEY, reusable_summary
-from aresnb.model.tracking import Tracking
 
 ENTRY = "aresnb.stages.launch"
 

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from aresnb.config import Config
 from aresnb.data import categories
 from aresnb.data import registry as dataset_registry
 from aresnb.evaluation.accuracy import accuracy_gain, accuracy_table, model_label
@@ -28,15 +29,15 @@ from aresnb.evaluation.claims import claim_shares
 from aresnb.evaluation.tables import write_table
 from aresnb.evaluation.text_metrics import gold_metrics, load_similarity_model, word_count
 from aresnb.evaluation.winrate import (OUTCOME_CODE, bootstrap_interval, judge_both_orders, judge_subset,
-                                      single_order_codes, tally, teacher_judge, win_rate_table, win_statistics)
+                                       single_order_codes, tally, teacher_judge, win_rate_table, win_statistics)
 from aresnb.io import read_json, read_jsonl, write_jsonl
 from aresnb.paper_numbers import ACCURACY_COLUMNS, model_size
 from aresnb.paths import ANSWER_LORA, ARES_MODEL, BASELINE_MODEL, EVALUATION, RunPaths, round_model
 from aresnb.progress import Progress, say
-from aresnb.text.rationale_metrics import rationale_quality
 from aresnb.stages.arms import DESCRIPTIONS, comparison_name, comparisons, model_names, rationale_name
 from aresnb.stages.driver import StageRun, drive
 from aresnb.teacher import endpoint_label, open_teacher, prompt_preview
+from aresnb.text.rationale_metrics import rationale_quality
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ WIN_RATE_DEFINITION = ("win_rate: the paper's protocol, one seeded random order 
 METRIC_COLUMNS = ("bleu1", "bleu4", "rougeL", "similarity", "mean_words", "n")
 
 
-def judge_model(cfg: Any) -> str:
+def judge_model(cfg: Config) -> str:
     """evaluation.judge.model, else the Teacher's model."""
     return cfg.evaluation.judge.model or cfg.teacher.model
 
@@ -85,7 +86,7 @@ def test_rationales(paths: RunPaths, rounds: int, qids: Sequence[str],
     return out
 
 
-def judge_test_set(cfg: Any, paths: RunPaths, problems: list[dict], texts: Mapping[str, Mapping[str, str]],
+def judge_test_set(cfg: Config, paths: RunPaths, problems: list[dict], texts: Mapping[str, Mapping[str, str]],
                    pairs: Sequence[tuple[str, str]]) -> tuple[dict, dict, float]:
     """Ask the judge (its own endpoint, ``evaluation.judge``: the paper has GPT-4o judge what Claude 3
     Haiku taught) about every (subject, reference) pair; ``texts``: {model name: {qid: rationale}}.
@@ -113,7 +114,7 @@ def judge_test_set(cfg: Any, paths: RunPaths, problems: list[dict], texts: Mappi
     return out, usage, time.time() - t0
 
 
-def comparison_summary(cfg: Any, verdicts: list, subject: Mapping[str, str], reference: Mapping[str, str]) -> dict:
+def comparison_summary(cfg: Config, verdicts: list, subject: Mapping[str, str], reference: Mapping[str, str]) -> dict:
     """One comparison's win statistics (:func:`aresnb.evaluation.winrate.win_statistics`), both sides'
     mean length and how many judged pairs were identical texts."""
     qids = [v.qid for v in verdicts]
@@ -139,7 +140,7 @@ def comparisons_table(comps: Mapping[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def win_rate_summary(cfg: Any, verdicts: list, cats: Mapping[str, list[str]], baseline: Mapping[str, str],
+def win_rate_summary(cfg: Config, verdicts: list, cats: Mapping[str, list[str]], baseline: Mapping[str, str],
                      ares: Mapping[str, str]) -> tuple[dict, pd.DataFrame]:
     """The headline win-rate figures (summary keys) and the per-category table."""
     ev, seed = cfg.evaluation, cfg.run.seed
@@ -177,7 +178,7 @@ def win_rate_summary(cfg: Any, verdicts: list, cats: Mapping[str, list[str]], ba
     }, table
 
 
-def accuracy_summary(cfg: Any, paths: RunPaths) -> tuple[dict, pd.DataFrame | None]:
+def accuracy_summary(cfg: Config, paths: RunPaths) -> tuple[dict, pd.DataFrame | None]:
     """Stage 06's accuracies as summary keys and a table (with the paper's rows for ScienceQA)."""
     summary06 = paths.summary_file(ANSWER_LORA)
     if not summary06.exists():
@@ -195,7 +196,7 @@ def accuracy_summary(cfg: Any, paths: RunPaths) -> tuple[dict, pd.DataFrame | No
     }, table
 
 
-def diagnostics(cfg: Any, paths: RunPaths, problems: list[dict], rationales: dict[str, dict[str, str]]) -> dict:
+def diagnostics(cfg: Config, paths: RunPaths, problems: list[dict], rationales: dict[str, dict[str, str]]) -> dict:
     """Why the judge decides as it does, on test, at three points -- the baseline, after RL (the last
     round's PPO policy), after SFT (ARES): what the rationales claim (per family, against the
     synthetic records), their degeneration rates, and whether the baseline beats chance at all."""
@@ -218,7 +219,7 @@ def diagnostics(cfg: Any, paths: RunPaths, problems: list[dict], rationales: dic
     }
 
 
-def arm_figures(cfg: Any, paths: RunPaths, problems: list[dict], texts: Mapping[str, Mapping[str, str]]) -> dict:
+def arm_figures(cfg: Config, paths: RunPaths, problems: list[dict], texts: Mapping[str, Mapping[str, str]]) -> dict:
     """Per evaluated model, on test: what it is, its degeneration rates (sentences per rationale and
     words per sentence among them), what its rationales claim (synthetic data) and stage 06's accuracy."""
     qids = [str(p["qid"]) for p in problems]
@@ -240,7 +241,7 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}"
 
 
-def run(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, Any]:
+def run(cfg: Config, paths: RunPaths, round_index: int | None = None) -> dict[str, Any]:
     """Judge ARES against the baseline, collect accuracies and rationale metrics; write the
     judgments, the tables and ``summary.json``; return the summary."""
     return drive(cfg, paths, STAGE, _judge_and_measure, after=_closing_lines)
@@ -330,7 +331,7 @@ def request_preview() -> str:
     return prompt_preview("judge")
 
 
-def load(cfg: Any, paths: RunPaths, round_index: int | None = None) -> dict[str, Any]:
+def load(cfg: Config, paths: RunPaths, round_index: int | None = None) -> dict[str, Any]:
     """The finished stage: summary, judged records by qid, its tables (DataFrames)."""
     summary = read_json(paths.summary_file(STAGE))
     return {

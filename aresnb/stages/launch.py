@@ -16,8 +16,8 @@ import argparse
 import torch
 
 from aresnb.config import load_config
-from aresnb.model.distributed import process_rank
 from aresnb.io import write_json
+from aresnb.model.distributed import process_rank
 from aresnb.paths import RunPaths
 from aresnb.stages.driver import heavy_step_of, stage_run
 

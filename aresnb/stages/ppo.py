@@ -26,21 +26,22 @@ import numpy as np
 import pandas as pd
 import torch
 
+from aresnb.config import Config
+from aresnb.io import read_json, read_jsonl, write_json
 from aresnb.model.checkpoints import fingerprint
 from aresnb.model.distributed import default_device, make_accelerator
 from aresnb.model.generation import generate_rationales
-from aresnb.io import read_json, read_jsonl, write_json
 from aresnb.model.multimodal_t5 import load_rationale_model
+from aresnb.model.tokenizer import load_tokenizer
 from aresnb.paths import PPO, RunPaths
+from aresnb.progress import say
 from aresnb.rl.ppo import train_ppo
 from aresnb.rl.ppo_buffer import buffer_digest
-from aresnb.progress import say
-from aresnb.text.rationale_metrics import rationale_quality, sentence_texts
 from aresnb.rl.rollouts import build_ppo_samples
+from aresnb.rl.value_model import Seq2SeqValueModel
 from aresnb.stages.driver import StageRun, drive, stage_run
 from aresnb.teacher import ProblemView, ScoreItem, open_teacher
-from aresnb.model.tokenizer import load_tokenizer
-from aresnb.rl.value_model import Seq2SeqValueModel
+from aresnb.text.rationale_metrics import rationale_quality, sentence_texts
 
 STAGE = PPO
 COLLAPSE_WARNING_POINTS = 10.0  # warn when the empty-rationale rate rises by more than this
@@ -58,7 +59,7 @@ def eval_subset(n_val: int, n: int | None, seed: int) -> list[int]:
 
 
 def score_greedy_rationales(model: Any, tokenizer: Any, problems: list[dict], features: np.ndarray,
-                            teacher: Any, cfg: Any) -> dict:
+                            teacher: Any, cfg: Config) -> dict:
     """The Teacher's score of the model's greedy rationales on ``problems``.
 
     A problem's score is the mean of its sentence scores; a rationale without a sentence scores
@@ -153,7 +154,7 @@ def heavy_step(run: StageRun) -> dict:
     return {**figures, "buffer": buffer_stats, "processes": accelerator.num_processes}
 
 
-def run(cfg: Any, paths: RunPaths, round_index: int | None = 1, *, log: Callable[[str], None] = say) -> dict:
+def run(cfg: Config, paths: RunPaths, round_index: int | None = 1, *, log: Callable[[str], None] = say) -> dict:
     """Evaluate the entering policy, PPO on the buffer (the heavy step), evaluate again; returns the summary."""
     return drive(cfg, paths, STAGE, lambda run: _train_and_evaluate(run, log), round_index)
 
@@ -198,7 +199,7 @@ def _score_before(run: StageRun, problems: list[dict], features: np.ndarray, tea
     return before
 
 
-def stage_summary(cfg: Any, paths: RunPaths, round_index: int, before: dict, after: dict, result: dict,
+def stage_summary(cfg: Config, paths: RunPaths, round_index: int, before: dict, after: dict, result: dict,
                   usage: dict, log: Callable[[str], None] = print) -> dict:
     """summary.json of stage 04 (``result``: what the heavy step returned), and the loud warning
     when the policy collapsed."""
@@ -260,7 +261,7 @@ def stage_summary(cfg: Any, paths: RunPaths, round_index: int, before: dict, aft
     }
 
 
-def load(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
+def load(cfg: Config, paths: RunPaths, round_index: int | None = 1) -> dict:
     """The finished round: summary, per-step metrics, greedy val rationales before and after PPO
     (``examples``: one row per problem; ``eval``: the rows as written, with per-sentence scores),
     and the val problems by qid."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from aresnb.config import Config
 from aresnb.data import registry as dataset_registry
 from aresnb.io import read_json
 from aresnb.paths import ANSWER_LORA, BASELINE, CORRECTION_ONLY, CORRECTION_SFT, DATA, EVALUATION, ROUND_STAGES, RunPaths
@@ -62,7 +63,7 @@ def build_schedule(rounds: int, arms: tuple[str, ...] | list[str] = ()) -> list[
     return steps + [Step(ANSWER_LORA), Step(EVALUATION)]
 
 
-def run_schedule(cfg: Any) -> list[Step]:
+def run_schedule(cfg: Config) -> list[Step]:
     """The schedule of the run ``cfg`` describes."""
     return build_schedule(cfg.ares.rounds, cfg.ares.arms)
 
@@ -107,7 +108,7 @@ def notebook_source_hash(path: Path) -> str:
     return sha(*cells)
 
 
-def step_key(cfg: Any, step: Step, stages: Mapping[str, dict], schedule: list[Step], notebook: Path) -> str:
+def step_key(cfg: Config, step: Step, stages: Mapping[str, dict], schedule: list[Step], notebook: Path) -> str:
     """What decides whether a completed step can be skipped: its parameters, code and inputs.
 
     ``stages`` is the manifest's ``stages`` mapping (label -> entry with ``completion_id``).
@@ -133,7 +134,7 @@ def is_done_with_key(entry: Mapping[str, Any], key: str) -> bool:
     return entry.get("status") == "done" and entry.get("key") == key
 
 
-def reusable_summary(cfg: Any, paths: RunPaths, stage: str, round_index: int | None = None,
+def reusable_summary(cfg: Config, paths: RunPaths, stage: str, round_index: int | None = None,
                      notebooks_dir: Path = NOTEBOOKS_DIR, arm: str | None = None) -> dict | None:
     """The stored summary of a step the run's manifest records done with the key it would have now.
 

@@ -34,19 +34,20 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from aresnb.stages.checks import check_scored_samples
+from aresnb.config import Config
+from aresnb.io import append_jsonl, read_json, write_jsonl
 from aresnb.model.distributed import default_device, process_rank, shard
 from aresnb.model.generation import sample_responses
-from aresnb.io import append_jsonl, read_json, write_jsonl
 from aresnb.model.multimodal_t5 import load_rationale_model
+from aresnb.model.tokenizer import load_tokenizer
 from aresnb.paths import TEACHER_SCORES, RunPaths
 from aresnb.progress import Progress, say
-from aresnb.text.paper_sentences import T5Pieces
 from aresnb.rl.rollouts import (ShardTail, complete_batches, merge_rollouts, read_rollouts, rows_per_batch,
-                             sentence_layout)
+                                sentence_layout)
+from aresnb.stages.checks import check_scored_samples
 from aresnb.stages.driver import StageRun, drive, stage_run
-from aresnb.model.tokenizer import load_tokenizer
 from aresnb.teacher import PROMPT_VERSION, ProblemView, ScoreItem, endpoint_label, open_teacher, prompt_preview
+from aresnb.text.paper_sentences import T5Pieces
 
 STAGE = TEACHER_SCORES
 SCORE_BINS = [round(0.1 * i, 1) for i in range(11)]
@@ -222,7 +223,7 @@ def _round_problems(run: StageRun) -> tuple[list[int], list[dict]]:
     return indices, train.select(indices).to_list()
 
 
-def run(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
+def run(cfg: Config, paths: RunPaths, round_index: int | None = 1) -> dict:
     """Sample, split, score; write ``samples.parquet`` and ``summary.json``; return the summary."""
     return drive(cfg, paths, STAGE, _sample_and_score, round_index, after=_check)
 
@@ -274,7 +275,7 @@ def request_preview(style: str = "aresnb") -> str:
     return prompt_preview("score", style)
 
 
-def load(cfg: Any, paths: RunPaths, round_index: int | None = 1) -> dict:
+def load(cfg: Config, paths: RunPaths, round_index: int | None = 1) -> dict:
     """The finished round: summary, the samples (DataFrame), the problems by qid."""
     _, problems = _round_problems(stage_run(cfg, paths, STAGE, round_index))
     return {

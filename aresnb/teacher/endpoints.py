@@ -25,7 +25,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from aresnb.config.sections import JudgeConfig, TeacherConfig
+from aresnb.config.sections import Config, JudgeConfig, TeacherConfig
 
 from .backends import Backend, backend_for
 
@@ -102,7 +102,7 @@ def _record(role: str, values: dict, serve_local: bool, spec: str, seed: int) ->
                     request_model=backend.request_model(values["model"], values["reference_error_rate"], seed))
 
 
-def endpoint(cfg: Any, role: str = "teacher") -> Endpoint:
+def endpoint(cfg: Config, role: str = "teacher") -> Endpoint:
     """The ``role``'s endpoint under the parameters ``cfg`` (``teacher`` or ``judge``)."""
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {ROLES}")

@@ -25,6 +25,7 @@ from .backends import ReplyBackend
 from .client import AsyncTeacher, CorrectionItem, CorrectionResult, JudgeItem, JudgeResult, ScoreItem, ScoreResult
 from .endpoints import Endpoint, endpoint
 from .local import LocalServer, start_local_server
+from aresnb.config.sections import Config
 
 LOCAL_DUMMY_KEY = "aresnb-local"  # the local server accepts any key
 
@@ -124,19 +125,19 @@ class Teacher:
         self.close()
 
 
-def cache_path(cfg: Any) -> Path:
+def cache_path(cfg: Config) -> Path:
     """teacher.cache_path, or <output_dir>/teacher_cache.sqlite (shared by every run)."""
     if cfg.teacher.cache_path:
         return Path(cfg.teacher.cache_path)
     return cfg.run_dir().parent / "teacher_cache.sqlite"
 
 
-def endpoint_label(cfg: Any, role: str = "teacher") -> str:
+def endpoint_label(cfg: Config, role: str = "teacher") -> str:
     """Where the role's requests go, for summaries: ``local:<model>`` or the base URL."""
     return endpoint(cfg, role).label
 
 
-def api_key(cfg: Any, role: str = "teacher") -> str:
+def api_key(cfg: Config, role: str = "teacher") -> str:
     """The key from the environment variable named by the role's api_key_env (never from params)."""
     return _key(endpoint(cfg, role))
 
@@ -152,7 +153,7 @@ def _key(ep: Endpoint) -> str:
                        f"export {ep.api_key_env}=... before running against {ep.base_url}")
 
 
-def open_teacher(cfg: Any, paths: Any, *, dataset_dir: str | Path | None = None, role: str = "teacher") -> Teacher:
+def open_teacher(cfg: Config, paths: Any, *, dataset_dir: str | Path | None = None, role: str = "teacher") -> Teacher:
     """The run's Teacher (or, ``role="judge"``, its judge): starts the local server when the
     endpoint's backend is served locally (opens it here when it is called in process), imports
     teacher.cassette.

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from aresnb.paths import ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, TEACHER_SCORES
 from aresnb.present.plots.results import (accuracy_figure, claims_figure, degeneration_figure, image_ablation_figure,
-                                  win_rate_figure)
+                                          win_rate_figure)
 from aresnb.present.plots.style import save_figure
 from aresnb.present.plots.teacher import teacher_scores_figure
 from aresnb.present.plots.training import ppo_figure, sft_loss_figure

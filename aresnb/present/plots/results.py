@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from aresnb.evaluation.intervals import wilson_interval
 from aresnb.paper_numbers import ACCURACY_COLUMNS
 from aresnb.present.plots.style import (OUTCOME_COLORS, PALETTE, POINT_COLORS, POINT_LABELS, label_bars, legend_below,
-                                legend_right, mark_zero_bars, new_figure, percent_axis)
+                                        legend_right, mark_zero_bars, new_figure, percent_axis)
 
 CLAIM_COLORS = {"true": "#2ca02c", "neutral": "#c7c7c7", "unverifiable": "#9467bd", "false": "#d62728"}
 DEGENERATION_METRICS = {"repeated_sentence_rate": "sentences repeating an earlier one",

@@ -6,8 +6,8 @@ import datetime as dt
 import os
 from pathlib import Path
 
-from aresnb.present import plots
 from aresnb.paths import STAGE_TITLES, STAGES
+from aresnb.present import plots
 from aresnb.present.report.examples import examples_html
 from aresnb.present.report.facts import headline_facts, run_banner
 from aresnb.present.report.parts import CSS, card_html, e

@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from aresnb.present import plots
 from aresnb.paths import ANSWER_LORA, BASELINE, CORRECTION_SFT, DATA, EVALUATION, PPO, STAGE_TITLES, TEACHER_SCORES
+from aresnb.present import plots
 from aresnb.present.report.parts import e, figure_html, frame_html, json_block, pct, table_html
 from aresnb.stages.results import RunResults
 

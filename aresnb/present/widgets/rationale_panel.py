@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-from aresnb.text.sentences import split_sentences
+from aresnb.present.widgets.static import show_panel
 from aresnb.stages.results import RATIONALE_COLUMNS as COLUMNS  # in pipeline order; each diffed against the one before
 from aresnb.stages.results import RationaleSources
-from aresnb.present.widgets.static import show_panel
+from aresnb.text.sentences import split_sentences
 
 NO_SCORE = "\u2014"
 
