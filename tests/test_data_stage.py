@@ -31,15 +31,15 @@ def test_stage_outputs(stage):
         has = np.array(ds[split]["has_image"])
         assert not feats[~has].any() and all(f.any() for f in feats[has])
     summary = read_json(paths.summary_file("01_data"))
-    assert summary == result["summary"]
+    assert summary == result.summary
     assert summary["stage"] == "01_data" and summary["wall_time_s"] > 0
     assert summary["problems"] == {"train": 20, "val": 20, "test": 12}
     assert summary["feature_shape"] == [17, 64]
     assert summary["skipped"] == 0 and summary["zero_filled"] == 0
     assert set(CATEGORY_COLUMNS) <= set(summary["categories"]["train"])
     assert (paths.synthetic_raw_dir / "problems.json").exists()
-    assert len(result["examples"]) == 4 and all(e["source"].endswith("Solution:") for e in result["examples"])
-    assert result["train_features"]["shape"] == [20, 17, 64]
+    assert len(result.examples) == 4 and all(e["source"].endswith("Solution:") for e in result.examples)
+    assert result.train_features["shape"] == [20, 17, 64]
 
 
 def test_rerun_hits_feature_cache_and_is_identical(stage):
@@ -48,7 +48,7 @@ def test_rerun_hits_feature_cache_and_is_identical(stage):
     again = data_stage.run(cfg, paths)
     assert again["feature_cache"]["computed"] == 0
     np.testing.assert_array_equal(load_features(paths, "train"), before)
-    assert load_problems(paths)["train"]["qid"] == first["dataset"]["train"]["qid"]
+    assert load_problems(paths)["train"]["qid"] == first.dataset["train"]["qid"]
 
 
 def test_use_caption_false_drops_captions(tmp_path):

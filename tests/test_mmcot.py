@@ -226,4 +226,4 @@ def test_stage_02_without_training_saves_and_evaluates_the_mmcot_model(tmp_path)
         assert len(read_jsonl(paths.rationales_file("baseline", split))) == 3
     assert 0.0 <= summary["val"]["token_accuracy"] <= 1.0
     assert "not trained here" in baseline_body(summary, paths)
-    assert baseline.load(cfg, paths)["metrics"] == []
+    assert baseline.load(cfg, paths).metrics == []

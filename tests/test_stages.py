@@ -108,7 +108,7 @@ def test_01_data_writes_every_split_with_its_features(run, stage01):
         has = np.array(load_problems(paths)[split]["has_image"])
         assert feats.shape == (n, *s["feature_shape"]) and not feats[~has].any() and all(f.any() for f in feats[has])
     assert s["feature_cache"]["computed"] + s["feature_cache"]["cache_hits"] == sum(s["images"].values())
-    assert data.load(cfg, paths)["summary"] == s
+    assert data.load(cfg, paths).summary == s
 
 
 def test_02_baseline_trains_its_steps_and_writes_a_rationale_per_problem(run, stage02):
@@ -122,7 +122,7 @@ def test_02_baseline_trains_its_steps_and_writes_a_rationale_per_problem(run, st
         assert [r["qid"] for r in rows] == _qids(paths, split)
         assert all(not r["rationale"].startswith("Solution:") for r in rows)
     assert 0.0 <= stage02["val"]["token_accuracy"] <= 1.0 and stage02["val"]["teacher_forced_loss"] > 0
-    assert baseline.load(cfg, paths)["summary"] == stage02
+    assert baseline.load(cfg, paths).summary == stage02
 
 
 def test_03_every_sample_is_scored_or_dropped_with_a_reason(run, stage03):
@@ -156,7 +156,7 @@ def test_04_ppo_trains_every_kept_sample_for_the_planned_passes(run, teacher_cfg
     moved = load_rationale_model(paths.ppo_policy_dir(1)).state_dict()
     entering = load_rationale_model(paths.baseline_model_dir).state_dict()
     assert any(not torch.equal(moved[k], entering[k]) for k in entering)
-    assert ppo.load(teacher_cfg, paths, 1)["examples"].shape[0] == N_VAL
+    assert ppo.load(teacher_cfg, paths, 1).examples.shape[0] == N_VAL
 
 
 def test_05_every_rationale_is_corrected_unchanged_or_kept(run, teacher_cfg, stage05):
@@ -171,7 +171,7 @@ def test_05_every_rationale_is_corrected_unchanged_or_kept(run, teacher_cfg, sta
     for point in ("before_rl", "after_rl", "after_sft"):
         rates = s["val_rates"][point]
         assert all(0.0 <= rates[k] <= 1.0 for k in ("empty_rate", "repeated_sentence_rate"))
-    assert len(correction_sft.load(teacher_cfg, paths, 1)["corrections"]) == CORRECTED
+    assert len(correction_sft.load(teacher_cfg, paths, 1).corrections) == CORRECTED
 
 
 def test_06_every_head_answers_every_test_problem(run, stage06):
@@ -187,7 +187,7 @@ def test_06_every_head_answers_every_test_problem(run, stage06):
     ab = s["image_ablation"]
     assert 0.0 <= ab["accuracy_without_image"] <= 100.0 and ab["accuracy_with_image"] == s["accuracy"]["baseline"]["QCM-A"]["Avg"]
     assert (paths.tables_dir / "accuracy_by_category.csv").exists()
-    assert answer_lora.load(cfg, paths)["summary"] == read_json(paths.summary_file("06_answer_lora"))
+    assert answer_lora.load(cfg, paths).summary == read_json(paths.summary_file("06_answer_lora"))
 
 
 def test_07_every_test_problem_is_judged(run, stage07):

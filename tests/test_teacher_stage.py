@@ -49,12 +49,12 @@ def test_stage_writes_samples_and_summary_and_reruns_from_cache(run):
     empty = df[df["sample_index"] == 1].iloc[0]
     assert empty["dropped"] and empty["drop_reason"] == "empty_rationale" and empty["scores"] is None
     s = read_json(paths.summary_file("03_teacher_scores", 1))
-    assert s == result["summary"]
+    assert s == result.summary
     assert s["stage"] == "03_teacher_scores" and s["round"] == 1 and s["wall_time_s"] > 0
     assert s["samples"] == 12 and s["dropped_by_reason"] == {"empty_rationale": 6} and s["teacher"]["calls"] == 6
     assert s["score_histogram"]["1.0"] == 12 and s["score_histogram"]["0.0"] == 6
     assert abs(s["score_mean"] - 2 / 3) < 1e-9 and s["teacher"]["prompt_version"]
-    assert result["problems"]["q0"]["question"].startswith("Which animal")
+    assert result.problems["q0"]["question"].startswith("Which animal")
     # a re-run pays nothing: every reply comes from the cache
     again = scoring_stage.run(cfg, paths, 1)["teacher"]
     assert again["calls"] == 0 and again["cache_hits"] == 6
@@ -65,7 +65,7 @@ def test_stage_writes_samples_and_summary_and_reruns_from_cache(run):
                                              f"teacher.cassette={cassette}", "teacher.replay_only=true"])
     assert scoring_stage.run(replay_cfg, paths, 1)["teacher"]["calls"] == 0
     replay = scoring_stage.load(replay_cfg, paths, 1)
-    assert replay["samples"]["raw_reply"].tolist() == result["samples"]["raw_reply"].tolist()
+    assert replay.samples["raw_reply"].tolist() == result.samples["raw_reply"].tolist()
     # the key lives only in the environment
     for p in paths.run_dir.parent.rglob("*"):
         if p.is_file():

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from aresnb.config import Config
@@ -183,7 +184,7 @@ def evaluate_head(cfg: Config, paths: RunPaths, head: Head, data: dict, trained:
 
 def run(cfg: Config, paths: RunPaths, round_index: int | None = None) -> dict:
     """Train every head (the heavy step), evaluate each on test, the image ablation, the accuracy table."""
-    return drive(cfg, paths, STAGE, _train_and_answer)
+    return drive(cfg, paths, STAGE, _train_and_answer, heavy=heavy_step)
 
 
 def _train_and_answer(run: StageRun) -> dict:
@@ -227,10 +228,19 @@ def _train_and_answer(run: StageRun) -> dict:
     }
 
 
-def load(cfg: Config, paths: RunPaths, round_index: int | None = None) -> dict:
+@dataclass(frozen=True)
+class AnswerLoRAResult:
+    """Stage 06 finished: what notebook 06 shows."""
+
+    summary: dict
+    table: pd.DataFrame  # accuracy (%) by category, one row per (model, format) head
+    curves: dict[str, list[dict]]  # "<model> <format>": the head's training metrics rows
+
+
+def load(cfg: Config, paths: RunPaths, round_index: int | None = None) -> AnswerLoRAResult:
     """The finished stage: summary, the accuracy table, each head's training curve."""
     summary = read_json(paths.summary_file(STAGE))
     curves = {f"{m} {f}": read_jsonl(paths.answer_dir(m, f) / "metrics.jsonl")
               for m, by_fmt in summary["accuracy"].items() for f in by_fmt}
-    return {"summary": summary, "table": heads_table(summary["accuracy"]).set_index(["model", "format"]),
-            "curves": curves}
+    return AnswerLoRAResult(summary=summary, table=heads_table(summary["accuracy"]).set_index(["model", "format"]),
+                            curves=curves)

@@ -11,6 +11,7 @@ Writes ``02_baseline/model/`` (model + tokenizer, save_pretrained), ``checkpoint
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -71,7 +72,7 @@ def save_initial_model(cfg: Config, paths: RunPaths, tokenizer: Any, feature_sha
 
 def run(cfg: Config, paths: RunPaths, round_index: int | None = None) -> dict:
     """Train the baseline, write its rationales for val and test; returns the summary."""
-    return drive(cfg, paths, STAGE, _train_and_generate)
+    return drive(cfg, paths, STAGE, _train_and_generate, heavy=heavy_step)
 
 
 def _train_and_generate(run: StageRun) -> dict:
@@ -136,16 +137,25 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
-def load(cfg: Config, paths: RunPaths, round_index: int | None = None, n_examples: int = 4) -> dict:
+@dataclass(frozen=True)
+class BaselineResult:
+    """Stage 02 finished: what notebook 02 shows."""
+
+    summary: dict
+    metrics: list[dict]  # the trainer's metrics rows (metrics.jsonl)
+    examples: list[dict]  # the first test problems: qid, question, gold and generated rationale
+
+
+def load(cfg: Config, paths: RunPaths, round_index: int | None = None, n_examples: int = 4) -> BaselineResult:
     """The finished stage: summary, training metrics, the first test problems' gold and greedy rationales."""
     test = stage_run(cfg, paths, STAGE).problems()["test"].to_list()[:n_examples]
     generated = {r["qid"]: r["rationale"] for r in read_jsonl(paths.rationales_file(BASELINE_MODEL, "test"))}
-    return {
-        "summary": read_json(paths.summary_file(STAGE)),
-        "metrics": read_jsonl(paths.metrics_file(STAGE)),
-        "examples": [{"qid": p["qid"], "question": p["question"], "gold": p["solution"],
-                      "generated": generated.get(p["qid"])} for p in test],
-    }
+    return BaselineResult(
+        summary=read_json(paths.summary_file(STAGE)),
+        metrics=read_jsonl(paths.metrics_file(STAGE)),
+        examples=[{"qid": p["qid"], "question": p["question"], "gold": p["solution"],
+                   "generated": generated.get(p["qid"])} for p in test],
+    )
 
 
 def _token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:

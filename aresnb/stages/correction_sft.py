@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -151,7 +152,7 @@ def run(cfg: Config, paths: RunPaths, round_index: int | None = 1, arm: str | No
     ``arm="correction_only"``: the same on the baseline, without RL (the ablation)."""
     if arm not in (None, CORRECTION_ONLY):
         raise ValueError(f"stage 05 runs for the ARES rounds (arm None) or the {CORRECTION_ONLY!r} arm, not {arm!r}")
-    return drive(cfg, paths, STAGE, _correct_and_train, round_index, arm)
+    return drive(cfg, paths, STAGE, _correct_and_train, round_index, arm, heavy=heavy_step)
 
 
 def _correct_and_train(run: StageRun) -> dict:
@@ -265,12 +266,20 @@ def request_preview(style: str = "aresnb") -> str:
     return prompt_preview("correct", style)
 
 
-def load(cfg: Config, paths: RunPaths, round_index: int | None = 1, arm: str | None = None) -> dict:
-    """The finished round (or arm): summary, the corrections (DataFrame), the val rates."""
-    return {
-        "summary": read_json(paths.summary_file(STAGE, round_index, arm)),
-        "corrections": pd.read_parquet(paths.corrections_file(round_index, arm)),
-    }
+@dataclass(frozen=True)
+class CorrectionSFTResult:
+    """Stage 05 finished (one round, or the correction_only arm): what notebook 05 shows."""
+
+    summary: dict  # with the val rates before RL, after RL and after SFT
+    corrections: pd.DataFrame  # corrections.parquet: one row per corrected train rationale
+
+
+def load(cfg: Config, paths: RunPaths, round_index: int | None = 1, arm: str | None = None) -> CorrectionSFTResult:
+    """The finished round (or arm): summary, the corrections (DataFrame)."""
+    return CorrectionSFTResult(
+        summary=read_json(paths.summary_file(STAGE, round_index, arm)),
+        corrections=pd.read_parquet(paths.corrections_file(round_index, arm)),
+    )
 
 
 # ---- the notebook's panel: on-demand Teacher calls ---------------------------------------------

@@ -11,6 +11,7 @@ import contextlib
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -141,7 +142,19 @@ def pick_examples(dataset: datasets.Dataset, n: int = 4, seed: int = 0) -> list[
     return rng.sample(with_image, k) + rng.sample(without, min(len(without), n - k))
 
 
-def load(cfg: Config, paths: RunPaths, round_index: int | None = None) -> dict:
+@dataclass(frozen=True)
+class DataResult:
+    """Stage 01 finished: what notebook 01 shows."""
+
+    summary: dict
+    dataset: datasets.DatasetDict
+    examples: list[dict]  # a few train problems with their QCM-E source and target
+    lengths: dict  # prompt lengths of the train split, in length_unit
+    length_unit: str  # "Flan-T5 tokens" when ../shared has the tokenizer, else "words"
+    train_features: dict  # shape, dtype, rows with image features, all-zero rows
+
+
+def load(cfg: Config, paths: RunPaths, round_index: int | None = None) -> DataResult:
     """The finished stage: summary, dataset, a few examples with their QCM-E prompts, prompt
     lengths (Flan-T5 tokens when ../shared has the tokenizer, else words) and the train features."""
     ds = load_problems(paths)
@@ -150,13 +163,13 @@ def load(cfg: Config, paths: RunPaths, round_index: int | None = None) -> dict:
     features = load_features(paths, "train")
     train = ds["train"]
     has = np.array(train["has_image"], dtype=bool) & ~np.array(train["features_zeroed"], dtype=bool)
-    return {
-        "summary": read_json(paths.summary_file(STAGE)),
-        "dataset": ds,
-        "examples": [{**p, "source": build_source(p, "QCM-E"), "target": build_target(p, "QCM-E")} for p in examples],
-        "lengths": token_lengths(train.to_list(), "QCM-E", tokenizer),
-        "length_unit": "Flan-T5 tokens" if tokenizer else "words",
-        "train_features": {"shape": list(features.shape), "dtype": str(features.dtype),
-                           "rows_with_image_features": int(has.sum()),
-                           "zero_rows": int((~features.any(axis=(1, 2))).sum())},
-    }
+    return DataResult(
+        summary=read_json(paths.summary_file(STAGE)),
+        dataset=ds,
+        examples=[{**p, "source": build_source(p, "QCM-E"), "target": build_target(p, "QCM-E")} for p in examples],
+        lengths=token_lengths(train.to_list(), "QCM-E", tokenizer),
+        length_unit="Flan-T5 tokens" if tokenizer else "words",
+        train_features={"shape": list(features.shape), "dtype": str(features.dtype),
+                        "rows_with_image_features": int(has.sum()),
+                        "zero_rows": int((~features.any(axis=(1, 2))).sum())},
+    )

@@ -1,6 +1,6 @@
 """The stage driver: what every stage does around its own work, written once.
 
-A stage's ``run`` is ``drive(cfg, paths, STAGE, compute, round_index, arm)``. The driver
+A stage's ``run`` is ``drive(cfg, paths, STAGE, compute, round_index, arm, heavy=heavy_step)``. The driver
 
 1. returns the stored summary of a step the manifest records done with the key it would have now
    (:func:`aresnb.stages.steps.reusable_summary`: a notebook opened on a finished run shows its results);
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,6 +66,8 @@ class StageRun:
     paths: RunPaths
     round_index: int | None = None
     arm: str | None = None
+    # the stage's heavy_step, handed over by drive(); None: looked up by the stage's name
+    heavy_step: Callable[["StageRun"], dict] | None = field(default=None, compare=False, repr=False)
 
     @property
     def dir(self) -> Path:
@@ -108,10 +110,9 @@ class StageRun:
         """The stage's heavy step on ``run.num_processes`` processes; what the main process returned."""
         from aresnb.model.distributed import accelerate_command, launched, run_launched
 
-        step = heavy_step_of(self.spec.name)
         n = self.cfg.run.num_processes
         if n == 1 or launched():
-            return step(self)
+            return (self.heavy_step or heavy_step_of(self.spec.name))(self)
         folder = self.paths.launch_dir(self.spec.name, self.round_index, self.arm)
         params, result = folder / "params.yaml", folder / "result.json"
         params.write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
@@ -162,10 +163,10 @@ def heavy_step_of(stage: str) -> Callable[[StageRun], dict]:
 
 
 def stage_run(cfg: Config, paths: RunPaths, stage: str, round_index: int | None = None,
-              arm: str | None = None) -> StageRun:
+              arm: str | None = None, heavy: Callable[[StageRun], dict] | None = None) -> StageRun:
     """The :class:`StageRun` of one step (a round stage's round defaults to 1; others have none)."""
     round_index = (round_index or 1) if stage in ROUND_STAGES else None
-    return StageRun(SPECS[stage], cfg, paths, round_index, arm)
+    return StageRun(SPECS[stage], cfg, paths, round_index, arm, heavy)
 
 
 def stored_summary(run: StageRun) -> dict | None:
@@ -179,10 +180,11 @@ def stored_summary(run: StageRun) -> dict | None:
 
 def drive(cfg: Config, paths: RunPaths, stage: str, compute: Callable[[StageRun], dict],
           round_index: int | None = None, arm: str | None = None,
-          after: Callable[[StageRun, dict], None] | None = None) -> dict:
+          after: Callable[[StageRun, dict], None] | None = None,
+          heavy: Callable[[StageRun], dict] | None = None) -> dict:
     """Run one step of ``stage``: reuse, folder, ``compute(run)``, timing, ``summary.json``, then
     ``after(run, summary)`` (the stage's output check, its closing lines)."""
-    run = stage_run(cfg, paths, stage, round_index, arm)
+    run = stage_run(cfg, paths, stage, round_index, arm, heavy)
     if (stored := stored_summary(run)) is not None:
         return stored
     started = time.perf_counter()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -331,11 +332,20 @@ def request_preview() -> str:
     return prompt_preview("judge")
 
 
-def load(cfg: Config, paths: RunPaths, round_index: int | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Stage 07 finished: what notebook 07 shows."""
+
+    summary: dict
+    judgments: dict[str, dict]  # ARES vs the baseline: the judge's records by qid
+    tables: dict[str, pd.DataFrame]  # win_rate, comparisons, rationale_metrics, accuracy (when run)
+
+
+def load(cfg: Config, paths: RunPaths, round_index: int | None = None) -> EvaluationResult:
     """The finished stage: summary, judged records by qid, its tables (DataFrames)."""
     summary = read_json(paths.summary_file(STAGE))
-    return {
-        "summary": summary,
-        "judgments": {r["qid"]: r for r in read_jsonl(paths.judgments_file)},
-        "tables": {name: pd.read_csv(files["csv"]) for name, files in summary["tables"].items()},
-    }
+    return EvaluationResult(
+        summary=summary,
+        judgments={r["qid"]: r for r in read_jsonl(paths.judgments_file)},
+        tables={name: pd.read_csv(files["csv"]) for name, files in summary["tables"].items()},
+    )

@@ -19,6 +19,7 @@ import math
 import random
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -156,7 +157,7 @@ def heavy_step(run: StageRun) -> dict:
 
 def run(cfg: Config, paths: RunPaths, round_index: int | None = 1, *, log: Callable[[str], None] = say) -> dict:
     """Evaluate the entering policy, PPO on the buffer (the heavy step), evaluate again; returns the summary."""
-    return drive(cfg, paths, STAGE, lambda run: _train_and_evaluate(run, log), round_index)
+    return drive(cfg, paths, STAGE, lambda run: _train_and_evaluate(run, log), round_index, heavy=heavy_step)
 
 
 def _train_and_evaluate(run: StageRun, log: Callable[[str], None]) -> dict:
@@ -261,19 +262,30 @@ def stage_summary(cfg: Config, paths: RunPaths, round_index: int, before: dict, 
     }
 
 
-def load(cfg: Config, paths: RunPaths, round_index: int | None = 1) -> dict:
+@dataclass(frozen=True)
+class PPOResult:
+    """Stage 04 finished (one round): what notebook 04 shows."""
+
+    summary: dict
+    metrics: list[dict]  # one row per optimizer step (the fixed metric names)
+    examples: pd.DataFrame  # greedy val rationales and scores before and after PPO, one row per problem
+    eval: dict[str, list[dict]]  # "before" / "after": the rows as written, with per-sentence scores
+    problems: dict[str, dict]  # the val problems by qid
+
+
+def load(cfg: Config, paths: RunPaths, round_index: int | None = 1) -> PPOResult:
     """The finished round: summary, per-step metrics, greedy val rationales before and after PPO
     (``examples``: one row per problem; ``eval``: the rows as written, with per-sentence scores),
     and the val problems by qid."""
     evals = {when: read_json(paths.ppo_eval_file(round_index, when))["rows"] for when in ("before", "after")}
     rows = {when: pd.DataFrame(r)[["qid", "rationale", "score"]].set_index("qid") for when, r in evals.items()}
-    return {
-        "summary": read_json(paths.summary_file(STAGE, round_index)),
-        "metrics": read_jsonl(paths.metrics_file(STAGE, round_index)),
-        "examples": rows["before"].merge(rows["after"], left_index=True, right_index=True, suffixes=("_before", "_after")),
-        "eval": evals,
-        "problems": {str(p["qid"]): dict(p) for p in stage_run(cfg, paths, STAGE, round_index).problems()["val"]},
-    }
+    return PPOResult(
+        summary=read_json(paths.summary_file(STAGE, round_index)),
+        metrics=read_jsonl(paths.metrics_file(STAGE, round_index)),
+        examples=rows["before"].merge(rows["after"], left_index=True, right_index=True, suffixes=("_before", "_after")),
+        eval=evals,
+        problems={str(p["qid"]): dict(p) for p in stage_run(cfg, paths, STAGE, round_index).problems()["val"]},
+    )
 
 
 def _fmt(x: float | None) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -225,7 +226,7 @@ def _round_problems(run: StageRun) -> tuple[list[int], list[dict]]:
 
 def run(cfg: Config, paths: RunPaths, round_index: int | None = 1) -> dict:
     """Sample, split, score; write ``samples.parquet`` and ``summary.json``; return the summary."""
-    return drive(cfg, paths, STAGE, _sample_and_score, round_index, after=_check)
+    return drive(cfg, paths, STAGE, _sample_and_score, round_index, after=_check, heavy=heavy_step)
 
 
 def _sample_and_score(run: StageRun) -> dict:
@@ -275,11 +276,20 @@ def request_preview(style: str = "aresnb") -> str:
     return prompt_preview("score", style)
 
 
-def load(cfg: Config, paths: RunPaths, round_index: int | None = 1) -> dict:
+@dataclass(frozen=True)
+class TeacherScoresResult:
+    """Stage 03 finished (one round): what notebook 03 shows."""
+
+    summary: dict
+    samples: pd.DataFrame  # samples.parquet: one row per sampled rationale, its sentences and scores
+    problems: dict[str, dict]  # the round's train problems by qid
+
+
+def load(cfg: Config, paths: RunPaths, round_index: int | None = 1) -> TeacherScoresResult:
     """The finished round: summary, the samples (DataFrame), the problems by qid."""
     _, problems = _round_problems(stage_run(cfg, paths, STAGE, round_index))
-    return {
-        "summary": read_json(paths.summary_file(STAGE, round_index)),
-        "samples": pd.read_parquet(paths.samples_file(round_index)),
-        "problems": {p["qid"]: p for p in problems},
-    }
+    return TeacherScoresResult(
+        summary=read_json(paths.summary_file(STAGE, round_index)),
+        samples=pd.read_parquet(paths.samples_file(round_index)),
+        problems={p["qid"]: p for p in problems},
+    )
