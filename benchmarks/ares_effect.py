@@ -35,8 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aresnb.evaluation.intervals import hierarchical_bootstrap  # noqa: E402
-from aresnb.io import read_json, read_jsonl  # noqa: E402
-from aresnb.paths import RunPaths  # noqa: E402
+from aresnb.stages.results import RunResults, read_run_dir  # noqa: E402
 
 POINTS = ("before_rl", "after_rl", "after_sft")
 DEFAULT_RUNS = ROOT / "outputs" / "ares_effect"
@@ -57,15 +56,14 @@ def run_seed(params: str, seed: int, runs_dir: Path, overrides: list[str], name:
     return runs_dir / name
 
 
-def seed_result(run_dir: Path, rounds: int) -> dict:
-    """The figures of one run, read from its files."""
-    paths = RunPaths.from_dir(run_dir)
-    s4, s6, s7 = (read_json(paths.summary_file(st, rounds if st == "04_ppo" else None))
-                  for st in ("04_ppo", "06_answer_lora", "07_evaluation"))
+def seed_result(run: RunResults) -> dict:
+    """The figures of one run (its results, as aresnb.stages.results reads them)."""
+    rounds = run.rounds
+    s4, s6, s7 = (run.summary(st, rounds if st == "04_ppo" else None) for st in ("04_ppo", "06_answer_lora", "07_evaluation"))
     degeneration = s7["degeneration"]
     claims = s7["claims"] or {}
     acc = s6["accuracy"]
-    manifest = read_json(paths.manifest)
+    manifest = run.manifest
     return {
         "teacher_score_before": s4["teacher_score_before"],
         "teacher_score_after": s4["teacher_score_after"],
@@ -84,7 +82,7 @@ def seed_result(run_dir: Path, rounds: int) -> dict:
         "image_ablation": {k: (s6.get("image_ablation") or {}).get(f"accuracy_{k}_image") for k in ("with", "without")},
         "test_problems": s7["test_problems"],
         "stage_time_s": round(sum(v.get("wall_time_s", 0) for v in manifest["stages"].values()), 1),
-        "run_dir": str(run_dir),
+        "run_dir": str(run.outputs.run_dir),
     }
 
 
@@ -101,16 +99,14 @@ def _seed_level_interval(groups: list[np.ndarray]) -> list[float]:
     return list(hierarchical_bootstrap([(g, np.ones_like(g)) for g in groups], 5000, 0))
 
 
-def pooled_result(runs: list[Path], per_seed: list[dict], rounds: int) -> dict:
+def pooled_result(runs: list[RunResults], per_seed: list[dict]) -> dict:
     """Win rate over every judged problem of every seed; held-out score over every val problem;
     both intervals resample seeds, then problems."""
-    picks = [np.array([1.0 if r["sides"][0] == "ares" else 0.0
-                       for r in read_jsonl(RunPaths.from_dir(run).judgments_file)]) for run in runs]
+    picks = [np.array([1.0 if r["sides"][0] == "ares" else 0.0 for r in run.judgments]) for run in runs]
     before, after = [], []
     for run in runs:
-        paths = RunPaths.from_dir(run)
-        b = {r["qid"]: r["score"] for r in read_json(paths.ppo_eval_file(rounds, "before"))["rows"]}
-        a = {r["qid"]: r["score"] for r in read_json(paths.ppo_eval_file(rounds, "after"))["rows"]}
+        b = {r["qid"]: r["score"] for r in run.ppo_eval[(run.rounds, "before")]}
+        a = {r["qid"]: r["score"] for r in run.ppo_eval[(run.rounds, "after")]}
         both = [q for q in b if b[q] is not None and a.get(q) is not None]
         before.append(np.array([b[q] for q in both]))
         after.append(np.array([a[q] for q in both]))
@@ -267,8 +263,9 @@ def main() -> None:
     else:
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # threads only wait on subprocesses
             runs = list(pool.map(one, seeds))
-    per_seed = [{"seed": s, **seed_result(r, rounds)} for s, r in zip(seeds, runs)]
-    pooled = pooled_result(runs, per_seed, rounds)
+    results = [read_run_dir(r, rounds) for r in runs]
+    per_seed = [{"seed": s, **seed_result(r)} for s, r in zip(seeds, results)]
+    pooled = pooled_result(results, per_seed)
     elapsed = recorded.get("wall_time_s", time.time() - started)
     jobs = recorded.get("jobs", args.jobs)
     lines = verdicts(per_seed, pooled, elapsed, jobs)

@@ -18,17 +18,21 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aresnb.stages.results import read_run_dir  # noqa: E402
 PEER, SUBJECT = "round_1/04_ppo", "06_answer_lora"
 
 
 def stage_cost(run_dir: Path) -> dict:
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    run = read_run_dir(run_dir)
+    manifest = run.manifest
     stages = {label: {k: entry.get(k) for k in ("wall_time_s", "cpu_time_s", "processes")}
               for label, entry in manifest["stages"].items() if entry.get("status") == "done"}
     missing = [s for s in (PEER, SUBJECT) if s not in stages]
     if missing:
         raise SystemExit(f"{run_dir}: stages {missing} have not completed")
-    heads = json.loads((run_dir / SUBJECT / "summary.json").read_text())["head_time_s"]
+    heads = run.summary(SUBJECT)["head_time_s"]
     params = manifest["params"]
 
     def ratio(key: str) -> float | None:
