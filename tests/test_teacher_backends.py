@@ -7,6 +7,7 @@ cache, validation and fallbacks of any other endpoint. No server, no network.
 
 import dataclasses
 import json
+import threading
 
 import pytest
 
@@ -52,6 +53,7 @@ def fake(monkeypatch):
 
     def open_(spec, dataset_dir, error_rate, error_seed):
         opened.append((spec, error_rate, error_seed))
+        api.opened_on = threading.current_thread().name
         return api
 
     backends.register(Backend("fake_api", "a fake non-OpenAI API", local=True, open=open_, in_process=True))
@@ -110,6 +112,39 @@ def test_a_backends_own_error_drops_the_item_as_an_api_error(tmp_path, fake):
     with facade.open_teacher(cfg, RunPaths(cfg)) as teacher:
         [result] = teacher.score_sentences([ScoreItem(PROBLEM, SENTS)])
     assert result.dropped and result.drop_reason == "api_error" and "ConnectionError" in result.detail
+
+
+def test_a_hung_backend_times_out_is_retried_and_the_backend_is_opened_on_the_loop_and_closed(tmp_path, fake):
+    """teacher.timeout_s bounds an in-process reply as it bounds an HTTP request; the backend is
+    made on the Teacher's event loop (where it will be awaited) and its aclose() runs on close."""
+    import asyncio
+
+    api, _ = fake
+    hung, loops, closed = [1], [], []
+    answer = api.areply
+
+    async def slow_once(messages, max_tokens=None, response_format=None):
+        loops.append(threading.current_thread().name)
+        if hung and hung.pop():
+            await asyncio.sleep(30)  # past the time-out below
+        return await answer(messages, max_tokens, response_format)
+
+    async def aclose():
+        closed.append(True)
+
+    api.areply, api.aclose = slow_once, aclose
+    cfg = _cfg(tmp_path, "teacher.local_backend=fake_api", "teacher.timeout_s=0.2")
+    with facade.open_teacher(cfg, RunPaths(cfg)) as teacher:
+        [result] = teacher.score_sentences([ScoreItem(PROBLEM, SENTS)])
+        usage = teacher.usage()
+    assert result.scores == [0.7, 0.7] and usage["retries"] == 1 and usage["errors"] == {"TimeoutError": 1}
+    assert api.opened_on == "aresnb-teacher" and set(loops) == {"aresnb-teacher"} and closed == [True]
+
+
+def test_a_backend_that_errs_on_purpose_must_name_its_errors_in_its_cache_keys():
+    with pytest.raises(ValueError, match="request_model"):
+        backends.register(Backend("erring", "errs", local=True, open=lambda *a: None, errs_on_purpose=True))
+    assert "erring" not in backends.names()
 
 
 def test_the_registry_answers_what_the_four_places_asked_of_a_string():

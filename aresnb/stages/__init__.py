@@ -9,8 +9,9 @@
     07_evaluation      aresnb.stages.evaluation
 
 Each has the same face: ``run(cfg, paths, round_index=None) -> dict`` does the stage's work and
-returns its summary (also written to ``summary.json``); ``load(cfg, paths, round_index=None) ->
-dict`` reads a finished stage back from disk (summary and artefacts) without recomputing. These
+returns its summary (also written to ``summary.json``); ``load(cfg, paths, round_index=None)``
+reads a finished stage back from disk without recomputing, as a frozen ``<Stage>Result`` (its
+summary and the artefacts its notebook shows). These
 modules are the only code that knows the run folder (through :class:`aresnb.paths.RunPaths`) and
 the order of the stages; the algorithm modules below them take plain arguments.
 
@@ -60,7 +61,7 @@ SPECS: dict[str, StageSpec] = {s.name: s for s in (
     StageSpec(_paths.PPO, "ppo", ("ppo", "teacher"), ("dataset", "features", "policy", "samples"),
               ("policy/", "value/", "checkpoints/", "metrics.jsonl", "eval_{before,after}.json"),
               heavy="PPO on the round's buffer", per_round=True),
-    StageSpec(_paths.CORRECTION_SFT, "correction_sft", ("correction", "teacher"), ("dataset", "features", "policy"),
+    StageSpec(_paths.CORRECTION_SFT, "correction_sft", ("correction", "teacher"), ("dataset", "features", "corrected"),
               ("corrections.parquet", "rl_rationales_*.jsonl", "model/", "checkpoints/", "metrics.jsonl"),
               heavy="SFT on the Teacher's corrections", per_round=True),
     StageSpec(_paths.ANSWER_LORA, "answer_lora", ("answer", "ares"), ("dataset", "features", "models"),

@@ -49,12 +49,14 @@ ENTRY = "aresnb.stages.launch"
 ARTEFACTS: dict[str, Callable[[RunPaths, int | None, str | None], Path]] = {
     "dataset": lambda paths, r, arm: paths.dataset_dir,
     "features": lambda paths, r, arm: paths.features_file("train").parent,
-    # the model a round stage starts from: 03 samples it, 04 trains it, 05 corrects it (the
-    # round's PPO policy; the baseline for the correction_only arm)
-    "policy": lambda paths, r, arm: (paths.model_to_correct(r, arm) if arm is not None
-                                     else paths.policy_entering_round(r)),
-    "samples": lambda paths, r, arm: paths.samples_file(r),
+    "policy": lambda paths, r, arm: paths.policy_entering_round(r),  # what 03 samples and 04 trains
+    "samples": lambda paths, r, arm: paths.samples_file(r),  # 03's scored buffer, what 04 trains on
+    # what 05 corrects and fine-tunes: the round's PPO policy (the baseline for correction_only)
+    "corrected": lambda paths, r, arm: paths.model_to_correct(r, arm),
 }
+# Declared reads that no single file or folder holds (06 and 07 read every evaluated model, which
+# ares.arms decides): documentation only, never signed (neither stage resumes inside its step).
+UNSIGNED = {"models"}
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,8 @@ class StageRun:
 
     def inputs_key(self, *parts: Any, sections: tuple[str, ...] | None = None) -> str:
         """The one key of this step's inputs: its declared parameter sections (or ``sections``,
-        for work that reads fewer), the seed, the step, the signatures (names, sizes, mtimes) of
-        the upstream artefacts it declares, and ``parts``. Work resumed inside a step is kept only
+        for work that reads fewer), the seed and the precision, the step, the signatures (names,
+        sizes, mtimes) of the upstream artefacts it declares, and ``parts``. Work resumed inside a step is kept only
         while this key holds."""
         values = self.cfg.to_dict()
         for section, keys in NOT_IN_STEP_KEY.items():  # what never changes a result, as in the step key
@@ -103,8 +105,10 @@ class StageRun:
                 values[section].pop(k, None)
         chosen = self.spec.sections if sections is None else sections
         signed = [(name, str(where := ARTEFACTS[name](self.paths, self.round_index, self.arm)), _signature(where))
-                  for name in self.spec.reads if name in ARTEFACTS]
-        return fingerprint(self.label, self.cfg.run.seed, {s: values[s] for s in chosen}, signed, *parts)
+                  for name in self.spec.reads if name not in UNSIGNED]
+        # of the run section, the seed and the precision change what a step computes
+        return fingerprint(self.label, self.cfg.run.seed, self.cfg.run.mixed_precision,
+                           {s: values[s] for s in chosen}, signed, *parts)
 
     def heavy(self, log: Callable[[str], None] = say) -> dict:
         """The stage's heavy step on ``run.num_processes`` processes; what the main process returned."""

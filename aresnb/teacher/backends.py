@@ -49,7 +49,9 @@ from .reference import ReferenceTeacher, versioned_name
 class ReplyBackend(Protocol):
     """A Teacher backend: the reply text to one chat request (OpenAI-style ``messages``; an image is
     a ``data:`` URL part). ``response_format`` is the OpenAI-style dict (``json_schema`` with its
-    schema, ``json_object``) or None; ``max_tokens`` bounds the reply."""
+    schema, ``json_object``) or None; ``max_tokens`` bounds the reply. The client opens it on the
+    Teacher's event loop, bounds each reply by ``teacher.timeout_s`` (a time-out is retried) and,
+    when the Teacher closes, awaits its ``aclose()`` if it has one."""
 
     name: str
 
@@ -136,6 +138,9 @@ def register(backend: Backend) -> Backend:
         raise ValueError(f"backend {backend.name!r}: a registered backend is local and has an open()")
     if backend.name in _LOCAL or backend.name in (LOCAL_LLM.name, REMOTE.name):
         raise ValueError(f"a backend named {backend.name!r} is already registered")
+    if backend.errs_on_purpose and backend.request_model is _same_name:
+        raise ValueError(f"backend {backend.name!r} errs on purpose: give it a request_model that names the error "
+                         "rate and seed, or its wrong replies would share cache keys with right ones")
     _LOCAL[backend.name] = backend
     return backend
 

@@ -99,7 +99,7 @@ class AsyncTeacher:
     ``clock`` and ``sleep`` drive the rate limiters (tests inject a fake clock)."""
 
     RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError,
-                 Busy)
+                 Busy, TimeoutError)  # TimeoutError: an in-process backend's reply past teacher.timeout_s
 
     def __init__(self, settings: Endpoint, cache: ReplyCache, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, backend: ReplyBackend | None = None):
@@ -259,9 +259,9 @@ class AsyncTeacher:
         """One request on the wire (or to the in-process backend): the reply text and its tokens."""
         s = self.s
         if self.backend is not None:
-            try:
-                out = await self.backend.areply(messages, s.max_tokens, response_format)
-            except (Busy, FormatUnsupported):
+            try:  # teacher.timeout_s bounds a reply as it bounds an HTTP request; a time-out is retried
+                out = await asyncio.wait_for(self.backend.areply(messages, s.max_tokens, response_format), s.timeout_s)
+            except (Busy, FormatUnsupported, TimeoutError):
                 raise
             except Exception as e:  # noqa: BLE001 - whatever the API raises drops the item, named
                 self._count_error(type(e).__name__)
@@ -395,6 +395,8 @@ class AsyncTeacher:
     async def aclose(self) -> None:
         if self.client is not None:
             await self.client.close()
+        if self.backend is not None and hasattr(self.backend, "aclose"):
+            await self.backend.aclose()  # an in-process backend's sessions, if it keeps any
 
     def usage(self) -> dict:
         """requests (incl. repairs), cache_hits, calls (HTTP attempts), ok_calls, retries, errors by

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import functools
 import os
 import threading
 from pathlib import Path
@@ -49,12 +50,15 @@ class Teacher:
     """Sync facade: ``score_sentences`` / ``correct`` / ``judge`` take lists and keep their order."""
 
     def __init__(self, settings: Endpoint, cache: ReplyCache, server: LocalServer | None = None,
-                 cassette_out: str | Path | None = None, backend: ReplyBackend | None = None):
+                 cassette_out: str | Path | None = None, open_backend: Callable[[], ReplyBackend] | None = None):
         self.settings, self.cache, self.server, self.cassette_out = settings, cache, server, cassette_out
         self._loop = _LoopThread()
 
         async def make() -> AsyncTeacher:
-            return AsyncTeacher(settings, cache, backend=backend)  # created on the loop it will run on
+            # the client and an in-process backend are made on the loop they will run on (a backend
+            # may bind a session to it)
+            backend = open_backend() if open_backend is not None else None
+            return AsyncTeacher(settings, cache, backend=backend)
 
         self._client: AsyncTeacher = self._loop.run(make())
         self._closed = False
@@ -165,10 +169,11 @@ def open_teacher(cfg: Config, paths: Any, *, dataset_dir: str | Path | None = No
     cache = ReplyCache(cache_path(cfg))
     if ep.cassette:
         cache.import_(ep.cassette)
-    server, backend, base_url = None, None, ep.base_url
+    server, open_backend, base_url = None, None, ep.base_url
     dataset_dir = dataset_dir or paths.dataset_dir
     if ep.backend.in_process and not ep.replay_only:
-        backend = ep.backend.open(ep.local_backend, str(dataset_dir), ep.reference_error_rate, ep.seed)
+        open_backend = functools.partial(ep.backend.open, ep.local_backend, str(dataset_dir), ep.reference_error_rate,
+                                         ep.seed)
         base_url = f"in-process:{ep.backend.name}"
     elif ep.backend.local and not ep.replay_only:
         errs = ["--error-rate", str(ep.reference_error_rate), "--error-seed", str(ep.seed)] \
@@ -177,4 +182,4 @@ def open_teacher(cfg: Config, paths: Any, *, dataset_dir: str | Path | None = No
                                     log_path=paths.teacher_dir / "server.log", extra_args=errs)
         base_url = server.base_url
     settings = ep.connect(base_url or "http://127.0.0.1:9/v1", _key(ep), spend_scope=str(Path(paths.run_dir).resolve()))
-    return Teacher(settings, cache, server, cassette_out=paths.teacher_dir / "cassette.jsonl", backend=backend)
+    return Teacher(settings, cache, server, cassette_out=paths.teacher_dir / "cassette.jsonl", open_backend=open_backend)

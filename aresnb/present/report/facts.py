@@ -134,9 +134,9 @@ def run_banner(run: RunResults, params: dict) -> tuple[str, str]:
     record = _dataset_record(data)
     what_data = record.title if record is not None else source
     model_name = "a tiny multimodal T5 built from config" if model.get("base") == "tiny" else model.get("base", "?")
-    # a rule-based Teacher (the local reference one) makes a smoke check, whatever the data
+    # the rule-based reference Teacher makes a smoke check, whatever the data
     local_ref = teacher_backends.backend_for(bool(teacher.get("serve_local")),
-                                             teacher.get("local_backend", "reference")).deterministic
+                                             teacher.get("local_backend", "reference")) is teacher_backends.REFERENCE
     teacher_name = ("the local reference Teacher (deterministic rules, no LLM)" if local_ref
                     else f"Teacher {teacher.get('model', '?')}")
     text = (f"{what_data} ({sizes} train / val / test problems) · {model_name} "
