@@ -5,8 +5,9 @@
 It reports
 - file names present in one run only (trackers' timestamped event files and the feature cache,
   whose folder is keyed by the vision model's path, are left out: they differ between any two runs);
-- every ``summary.json`` whose values differ once timings, Teacher-cache counts and the run folder's
-  own path are set aside (the keys are compared too);
+- every ``summary.json`` whose values differ once timings, the run folder's own path and what the
+  shared Teacher cache decides (hits, and the calls and tokens paid instead) are set aside (the
+  keys, and each usage block's requests, are compared too);
 - every file under ``tables/`` and ``figures/`` whose bytes differ (a PDF compared without its
   ``/CreationDate``, the one thing matplotlib writes that changes between runs).
 
@@ -23,13 +24,18 @@ from pathlib import Path
 
 VARIES = ("tracking/", "01_data/feature_cache/")
 UNSTABLE_KEYS = {"cached", "replies_from_cache", "cache_hits", "fingerprint", "throughput"}
+# A Teacher usage block (it has "cache_hits"): what was paid for depends on what the shared reply
+# cache already held, not on the run; its requests, model and formats must still agree.
+CALL_COUNTS = {"calls", "ok_calls", "retries", "errors", "repairs", "invalid_replies", "prompt_tokens",
+               "completion_tokens", "cost_usd", "run_spend_usd"}
 
 
 def _stable(value, key: str = ""):
-    """The value without what differs between two identical runs (timings, cache hits)."""
+    """The value without what differs between two identical runs (timings, cache hits, calls paid)."""
     if isinstance(value, dict):
+        skip = UNSTABLE_KEYS | (CALL_COUNTS if "cache_hits" in value else set())
         return {k: _stable(v, k) for k, v in value.items()
-                if not (k.endswith("_s") or "time" in k or k in UNSTABLE_KEYS)}
+                if not (k.endswith("_s") or "time" in k or k in skip)}
     if isinstance(value, list):
         return [_stable(v) for v in value]
     return value
