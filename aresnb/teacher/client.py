@@ -30,7 +30,6 @@ import dataclasses
 import logging
 import random
 import time
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
 import openai
@@ -38,41 +37,12 @@ import openai
 from . import prompts
 from .cache import ReplyCache, cache_key, request_record
 from .limits import Budget, Limits, RateLimiter, cost_usd, message_tokens
-from .items import (CacheMiss, CorrectionItem, CorrectionResult, JudgeItem, JudgeResult, ScoreItem, ScoreResult,
-                    TeacherAPIError, TeacherUnreachable)
+from .items import (CacheMiss, CorrectionItem, CorrectionResult, FormatRejected, JudgeItem, JudgeResult, ModeLowered,
+                    Reply, ScoreItem, ScoreResult, TeacherAPIError, TeacherUnreachable)
 from .problem import ProblemView
 from .backends import Busy, Completion, FormatUnsupported, ReplyBackend, completion_of
 from .endpoints import Endpoint
 from .validation import InvalidReply, parse_correction, parse_judgement, parse_scores
-
-
-class FormatRejected(Exception):
-    """The endpoint answered HTTP 400 to a request with a response_format (try the next mode)."""
-
-    def __init__(self, mode: str, message: str):
-        super().__init__(message)
-        self.mode = mode
-
-
-class ModeLowered(Exception):
-    """A fallback lowered the client's mode while this request waited: look it up again in the new mode."""
-
-
-@dataclass
-class Reply:
-    """One reply text and where it came from: ``cache`` (a validated answer), ``pending`` (paid by a
-    killed run, never checked), ``call`` (just received) or ``shared`` (an identical request in flight)."""
-    text: str
-    key: str
-    record: dict
-    kind: str
-    source: str
-    usage: dict
-    attempt_id: int | None = None
-
-    @property
-    def cached(self) -> bool:
-        return self.source != "call"
 
 
 log = logging.getLogger("aresnb.teacher")

@@ -1,4 +1,5 @@
-"""What is asked of the Teacher and what comes back: the request items, the results, the errors.
+"""What is asked of the Teacher and what comes back: the request items, the results, the errors,
+and the client's record of one reply (:class:`Reply`).
 
 Plain dataclasses with no I/O, shared by the async client, the facade and the stages.
 """
@@ -67,3 +68,32 @@ class TeacherUnreachable(TeacherAPIError):
 
 class CacheMiss(RuntimeError):
     """teacher.replay_only is set and a request is not in the cache."""
+
+
+class FormatRejected(Exception):
+    """The endpoint answered HTTP 400 to a request with a response_format (try the next mode)."""
+
+    def __init__(self, mode: str, message: str):
+        super().__init__(message)
+        self.mode = mode
+
+
+class ModeLowered(Exception):
+    """A fallback lowered the client's mode while this request waited: look it up again in the new mode."""
+
+
+@dataclass
+class Reply:
+    """One reply text and where it came from: ``cache`` (a validated answer), ``pending`` (paid by a
+    killed run, never checked), ``call`` (just received) or ``shared`` (an identical request in flight)."""
+    text: str
+    key: str
+    record: dict
+    kind: str
+    source: str
+    usage: dict
+    attempt_id: int | None = None
+
+    @property
+    def cached(self) -> bool:
+        return self.source != "call"
