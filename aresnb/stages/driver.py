@@ -41,7 +41,7 @@ from aresnb.model.tracking import Tracking
 from aresnb.paths import ROUND_STAGES, RunPaths
 from aresnb.progress import say
 from aresnb.stages import MODULES, SPECS, StageSpec
-from aresnb.stages.steps import NOT_IN_STEP_KEY, reusable_summary
+from aresnb.stages.steps import keyed_values, reusable_summary
 
 ENTRY = "aresnb.stages.launch"
 
@@ -96,13 +96,10 @@ class StageRun:
 
     def inputs_key(self, *parts: Any, sections: tuple[str, ...] | None = None) -> str:
         """The one key of this step's inputs: its declared parameter sections (or ``sections``,
-        for work that reads fewer), the seed and the precision, the step, the signatures (names,
-        sizes, mtimes) of the upstream artefacts it declares, and ``parts``. Work resumed inside a step is kept only
-        while this key holds."""
-        values = self.cfg.to_dict()
-        for section, keys in NOT_IN_STEP_KEY.items():  # what never changes a result, as in the step key
-            for k in keys:
-                values[section].pop(k, None)
+        for work that reads fewer; as the step key sees them), the seed and the precision, the
+        step, the signatures (names, sizes, mtimes) of the upstream artefacts it declares, and
+        ``parts``. Work resumed inside a step is kept only while this key holds."""
+        values = keyed_values(self.cfg)
         chosen = self.spec.sections if sections is None else sections
         signed = [(name, str(where := ARTEFACTS[name](self.paths, self.round_index, self.arm)), _signature(where))
                   for name in self.spec.reads if name not in UNSIGNED]

@@ -108,15 +108,22 @@ def notebook_source_hash(path: Path) -> str:
     return sha(*cells)
 
 
+def keyed_values(cfg: Config) -> dict:
+    """The parameters as keys see them: every section without the fields that never change a
+    result (:data:`NOT_IN_STEP_KEY`). The step key and the driver's inputs key both start here."""
+    values = cfg.to_dict()
+    for section, keys in NOT_IN_STEP_KEY.items():
+        for k in keys:
+            values[section].pop(k, None)
+    return values
+
+
 def step_key(cfg: Config, step: Step, stages: Mapping[str, dict], schedule: list[Step], notebook: Path) -> str:
     """What decides whether a completed step can be skipped: its parameters, code and inputs.
 
     ``stages`` is the manifest's ``stages`` mapping (label -> entry with ``completion_id``).
     """
-    values = cfg.to_dict()
-    for section, keys in NOT_IN_STEP_KEY.items():
-        for k in keys:
-            values[section].pop(k, None)
+    values = keyed_values(cfg)
     relevant = {s: values[s] for s in STAGE_SECTIONS[step.stage]}
     relevant["seed"] = cfg.run.seed
     if "data" in relevant:
