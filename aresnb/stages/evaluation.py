@@ -16,7 +16,6 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -37,6 +36,7 @@ from aresnb.paths import ANSWER_LORA, ARES_MODEL, BASELINE_MODEL, EVALUATION, Ru
 from aresnb.progress import Progress, say
 from aresnb.stages.arms import DESCRIPTIONS, comparison_name, comparisons, model_names, rationale_name
 from aresnb.stages.driver import StageRun, drive
+from aresnb.stages.results import rationale_file
 from aresnb.teacher import endpoint_label, open_teacher, prompt_preview
 from aresnb.text.rationale_metrics import rationale_quality
 
@@ -55,18 +55,6 @@ def judge_model(cfg: Config) -> str:
     return cfg.evaluation.judge.model or cfg.teacher.model
 
 
-def read_rationales(path: Path) -> dict[str, str]:
-    """{qid: rationale} of a rationales JSONL file; names the file and line on bad input."""
-    if not path.exists():
-        raise FileNotFoundError(f"rationales file not found: {path} (has the stage that writes it run?)")
-    out = {}
-    for i, row in enumerate(read_jsonl(path), 1):
-        if "qid" not in row or "rationale" not in row:
-            raise ValueError(f"{path}: line {i} lacks 'qid' or 'rationale': {str(row)[:120]}")
-        out[str(row["qid"])] = str(row["rationale"] or "")
-    return out
-
-
 def test_rationales(paths: RunPaths, rounds: int, qids: Sequence[str],
                     arms: Sequence[str] = ()) -> dict[str, dict[str, str]]:
     """{model name: {qid: rationale}} for the baseline, every round that has them (the last must)
@@ -80,7 +68,7 @@ def test_rationales(paths: RunPaths, rounds: int, qids: Sequence[str],
     for name, f in files.items():
         if not (f.exists() or name in required):
             continue
-        out[name] = read_rationales(f)
+        out[name] = rationale_file(f)
         missing = [q for q in qids if q not in out[name]]
         if missing:
             raise ValueError(f"{f}: no rationale for {len(missing)} test problem(s), e.g. qid {missing[:5]}")
@@ -205,7 +193,7 @@ def diagnostics(cfg: Config, paths: RunPaths, problems: list[dict], rationales: 
     after_rl_file = paths.rl_rationales_file(rounds, "test")
     points = {"baseline": rationales[BASELINE_MODEL], "after_sft": rationales[round_model(rounds)]}
     if after_rl_file.exists():
-        points = {"baseline": points["baseline"], "after_rl": read_rationales(after_rl_file),
+        points = {"baseline": points["baseline"], "after_rl": rationale_file(after_rl_file),
                   "after_sft": points["after_sft"]}
     qids = [str(p["qid"]) for p in problems]
     claims = {k: claim_shares(r, problems) for k, r in points.items()}

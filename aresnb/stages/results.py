@@ -157,8 +157,21 @@ class RationaleSources:
         return [q for q in self.problems if q in have] or list(self.problems)
 
 
+def rationale_file(path: Path) -> dict[str, str]:
+    """{qid: rationale} of a rationales JSONL file (stages 02, 05); names the file and line on bad input."""
+    if not path.exists():
+        raise FileNotFoundError(f"rationales file not found: {path} (has the stage that writes it run?)")
+    out = {}
+    for i, row in enumerate(read_jsonl(path), 1):
+        if "qid" not in row or "rationale" not in row:
+            raise ValueError(f"{path}: line {i} lacks 'qid' or 'rationale': {str(row)[:120]}")
+        out[str(row["qid"])] = str(row["rationale"] or "")
+    return out
+
+
 def _rationale_map(path: Path) -> dict[str, str]:
-    return {str(r["qid"]): r["rationale"] for r in read_jsonl(path)} if path.exists() else {}
+    """A column's rationales: none yet when its stage has not written them."""
+    return rationale_file(path) if path.exists() else {}
 
 
 def _latest_sft_round(paths: RunPaths, split: str) -> int | None:
