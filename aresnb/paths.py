@@ -265,6 +265,15 @@ class RunPaths:
         """One LoRA answer head's folder: adapter/, metrics, checkpoints and its predictions."""
         return _mk(self.stage_path(ANSWER_LORA) / model_name / fmt)
 
+    def predictions_file(self, model_name: str, fmt: str) -> Path:
+        """One answer head's test predictions (JSONL, one row per test problem, ``correct`` among them)."""
+        return self.stage_path(ANSWER_LORA) / model_name / fmt / "predictions_test.jsonl"
+
+    def predictions_files(self) -> dict[tuple[str, str], Path]:
+        """``{(model_name, format): file}`` of every answer head that has written its predictions."""
+        found = sorted(self.stage_path(ANSWER_LORA).glob("*/*/predictions_test.jsonl"))
+        return {(f.parent.parent.name, f.parent.name): f for f in found}
+
     @property
     def judgments_file(self) -> Path:
         """The judge's verdicts of ARES against the baseline (the headline)."""
@@ -276,6 +285,14 @@ class RunPaths:
         if (subject, reference) == (ARES_MODEL, BASELINE_MODEL):
             return self.judgments_file
         return self.stage_path(EVALUATION) / f"judgments_{subject}_vs_{reference}.jsonl"
+
+    def comparison_judgments_files(self) -> dict[tuple[str, str], Path]:
+        """``{(subject, reference): file}`` of every comparison stage 07 has judged so far."""
+        found = {(ARES_MODEL, BASELINE_MODEL): self.judgments_file} if self.judgments_file.exists() else {}
+        for f in sorted(self.stage_path(EVALUATION).glob("judgments_*_vs_*.jsonl")):
+            subject, _, reference = f.stem[len("judgments_"):].partition("_vs_")
+            found[(subject, reference)] = f
+        return found
 
 
 def _mk(path: Path) -> Path:

@@ -34,8 +34,8 @@ import numpy as np
 from aresnb.data.synthetic_grader import FALSE, TRUE
 from aresnb.evaluation.claims import claim_counts
 from aresnb.evaluation.intervals import hierarchical_bootstrap, pooled_ratio
-from aresnb.io import read_json, read_jsonl
-from aresnb.paths import RunPaths
+from aresnb.io import read_json
+from aresnb.stages.results import ProblemOutcomes, read_problem_outcomes_dir
 from aresnb.text.rationale_metrics import count_repeated_sentences, is_unfinished, sentence_texts, words
 
 EXACT = "exact_teacher"
@@ -89,12 +89,11 @@ def share_baseline(src: Path, dst: Path) -> None:
 # ---- per-problem data of one run -------------------------------------------------------------------
 
 
-def _comparison(paths: RunPaths, subject: str, reference: str) -> dict[str, np.ndarray] | None:
+def _comparison(outcomes: ProblemOutcomes, subject: str, reference: str) -> dict[str, np.ndarray] | None:
     """Per judged problem: win / tie / loss over both orders and the forced-choice pick of the subject."""
-    f = paths.comparison_judgments_file(subject, reference)
-    if not f.exists():
+    rows = outcomes.judgments.get((subject, reference))
+    if rows is None:
         return None
-    rows = read_jsonl(f)
     outcome = np.array([r["outcome"] for r in rows])
     first_pick = [r["sides"][0] for r in rows]
     return {"win": (outcome == "win").astype(float), "loss": (outcome == "loss").astype(float),
@@ -102,9 +101,9 @@ def _comparison(paths: RunPaths, subject: str, reference: str) -> dict[str, np.n
             "forced": np.array([p == subject for p in first_pick], dtype=float)}
 
 
-def _correct(paths: RunPaths, model: str, fmt: str) -> np.ndarray | None:
-    f = paths.stage_path("06_answer_lora") / model / fmt / "predictions_test.jsonl"
-    return np.array([bool(r["correct"]) for r in read_jsonl(f)], dtype=float) if f.exists() else None
+def _correct(outcomes: ProblemOutcomes, model: str, fmt: str) -> np.ndarray | None:
+    found = outcomes.correct.get((model, fmt))
+    return None if found is None else np.array(found, dtype=float)
 
 
 def _text_counts(texts: list[str], records: list[str]) -> dict[str, np.ndarray]:
@@ -128,20 +127,18 @@ def _text_counts(texts: list[str], records: list[str]) -> dict[str, np.ndarray]:
 
 def run_data(run_dir: Path, setting: str) -> dict[str, dict]:
     """{arm: per-problem arrays} of one run (one seed of one setting)."""
-    import datasets  # deferred: only this reader needs the dataset
-
-    paths = RunPaths.from_dir(run_dir)
-    test = datasets.load_from_disk(str(paths.dataset_dir))["test"]
-    qids, records = [str(q) for q in test["qid"]], list(test["image_record"])
-    rounds = read_json(paths.manifest)["rounds"]
+    outcomes = read_problem_outcomes_dir(run_dir)
+    test = outcomes.problems["test"]
+    qids, records = [str(r["qid"]) for r in test], [r["image_record"] for r in test]
     out = {}
     for arm, model in arm_models(setting).items():
-        name = f"round_{rounds}" if model == "ares" else model
-        by_qid = {str(r["qid"]): r["rationale"] or "" for r in read_jsonl(paths.rationales_file(name, "test"))}
+        if model not in outcomes.rationales:
+            raise FileNotFoundError(f"{run_dir}: no test rationales of {model!r} (arm {arm}): has the run finished?")
+        by_qid = outcomes.rationales[model]
         out[arm] = {
-            "vs_baseline": None if arm == "baseline" else _comparison(paths, model, "baseline"),
-            "vs_correction_only": _comparison(paths, model, "correction_only") if arm in ARES_ARMS else None,
-            "qcm_a": _correct(paths, model, "QCM-A"), "qcmg_a": _correct(paths, model, "QCMG-A"),
+            "vs_baseline": None if arm == "baseline" else _comparison(outcomes, model, "baseline"),
+            "vs_correction_only": _comparison(outcomes, model, "correction_only") if arm in ARES_ARMS else None,
+            "qcm_a": _correct(outcomes, model, "QCM-A"), "qcmg_a": _correct(outcomes, model, "QCMG-A"),
             **_text_counts([by_qid.get(q, "") for q in qids], records),
         }
     return out

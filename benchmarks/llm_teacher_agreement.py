@@ -27,7 +27,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from aresnb.io import read_json, write_json  # noqa: E402
+from aresnb.data.schema import SPLITS  # noqa: E402
+from aresnb.io import write_json  # noqa: E402
+from aresnb.stages.results import RunResults, read_problem_outcomes_dir, read_run_dir  # noqa: E402
+from aresnb.teacher import ProblemView  # noqa: E402
 from aresnb.teacher.reference import ReferenceTeacher  # noqa: E402
 
 USAGE_KEYS = {"03_teacher_scores": "teacher", "04_ppo": "teacher_usage", "05_correction_sft": "teacher",
@@ -42,8 +45,11 @@ def _corr(a: np.ndarray, b: np.ndarray, method: str) -> float | None:
 
 
 def agreement(run: Path) -> dict:
-    samples = pd.read_parquet(run / "round_1" / "03_teacher_scores" / "samples.parquet")
-    reference = ReferenceTeacher.from_dataset_dir(run / "01_data" / "dataset")
+    outcomes = read_problem_outcomes_dir(run, splits=SPLITS)
+    if 1 not in outcomes.samples:
+        raise FileNotFoundError(f"{run}: round 1 has no stage 03 samples (samples.parquet): has stage 03 run?")
+    samples = outcomes.samples[1]
+    reference = ReferenceTeacher([ProblemView.from_row(row) for split in SPLITS for row in outcomes.problems[split]])
     problems = {p.qid: p for ps in reference.index.values() for p in ps}
     ours, ref = [], []
     for row in samples[~samples["dropped"]].itertuples():
@@ -64,11 +70,12 @@ def agreement(run: Path) -> dict:
     }
 
 
-def teacher_usage(run: Path, stage_names: list[str]) -> dict:
-    """Each Teacher-calling stage's usage (its summary.json, per round) and their sum."""
+def teacher_usage(results: RunResults) -> dict:
+    """Each Teacher-calling stage's usage (its summary.json, per round, as the manifest lists the steps)
+    and their sum."""
     per_stage, total = {}, {"requests": 0, "calls": 0, "invalid_replies": 0, "repairs": 0}
-    for name in stage_names:
-        s = read_json(run / name / "summary.json")
+    for name, step in (results.manifest or {}).get("stages", {}).items():
+        s = results.summary(step["stage"], step.get("round"))
         usage = s.get(USAGE_KEYS.get(s.get("stage"), ""))
         if not usage:
             continue
@@ -89,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "llm_teacher_agreement.json"))
     args = ap.parse_args(argv)
     run = Path(args.run)
-    manifest = read_json(run / "manifest.json")
+    results = read_run_dir(run)
+    if results.manifest is None:
+        raise SystemExit(f"{run}: no manifest.json: is it a run folder (aresnb run ...)?")
+    manifest = results.manifest
     stages = {name: {"status": st["status"], "wall_time_s": st.get("wall_time_s")}
               for name, st in manifest["stages"].items()}
     result = {
@@ -98,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "local_backend": manifest["params"]["teacher"]["local_backend"],
         "stages": stages, "all_stages_done": all(s["status"] == "done" for s in stages.values()),
         "stage_wall_time_s": round(sum(s["wall_time_s"] or 0 for s in stages.values()), 1),
-        "teacher_usage": teacher_usage(run, list(stages)), "agreement_with_reference_stage03": agreement(run),
+        "teacher_usage": teacher_usage(results), "agreement_with_reference_stage03": agreement(run),
     }
     write_json(args.out, result)
     u, ag = result["teacher_usage"]["total"], result["agreement_with_reference_stage03"]

@@ -6,6 +6,9 @@ stage 06 answers with every model (the last round's is ARES); stage 07 judges ev
 reports win statistics that say what they are. The schedule's order and reuse rules are checked too.
 """
 
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -17,6 +20,7 @@ from aresnb.paths import CORRECTION_ONLY, RunPaths
 from aresnb.pipeline.runner import mirror_round_summary
 from aresnb.present.report.page import render_report
 from aresnb.stages import MODULES, answer_lora, evaluation
+from aresnb.stages.results import rationale_file, read_problem_outcomes
 from aresnb.stages.steps import Step, build_schedule, run_schedule, upstream_of
 from aresnb.teacher import start_local_server
 
@@ -163,3 +167,31 @@ def test_the_report_shows_each_round_and_every_comparison(arms_run):
     evaluation = html[html.index('id="stage-07"'):]
     assert "Every comparison" in evaluation and "ares vs correction_only" in evaluation
     assert "The models compared" in evaluation and "correction SFT only" in evaluation
+
+
+
+def test_the_ablation_benchmark_reads_what_stages_06_and_07_summarised(arms_run):
+    """benchmarks/ablation.py's per-problem arrays, read through stages.results.read_problem_outcomes
+    (no run paths of its own), add up to the accuracies and win counts the stages wrote."""
+    cfg, paths, s = arms_run
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import ablation
+
+    data = ablation.run_data(paths.run_dir, ablation.EXACT)
+    s6 = read_json(paths.summary_file("06_answer_lora"))  # read again: an earlier test re-ran stage 06
+    s7 = s["07_evaluation"]["comparisons"]
+    for arm, model in ablation.arm_models(ablation.EXACT).items():
+        d = data[arm]
+        assert 100 * d["qcm_a"].mean() == pytest.approx(s6["accuracy"][model]["QCM-A"]["Avg"])
+        assert 100 * d["qcmg_a"].mean() == pytest.approx(s6["accuracy"][model]["QCMG-A"]["Avg"])
+        assert len(d["sentences"]) == s["07_evaluation"]["test_problems"]
+        for key, reference in (("vs_baseline", "baseline"), ("vs_correction_only", "correction_only")):
+            c = s7.get(f"{model}_vs_{reference}")
+            if d[key] is None:
+                assert arm == "baseline" or (key == "vs_correction_only" and arm not in ablation.ARES_ARMS)
+                continue
+            assert (d[key]["win"].sum(), d[key]["tie"].sum(), d[key]["loss"].sum()) == (c["wins"], c["ties"], c["losses"])
+            assert d[key]["forced"].mean() == pytest.approx(c["win_rate"])
+    outcomes = read_problem_outcomes(paths)
+    assert set(outcomes.correct) >= {(m, f) for m in MODELS for f in ("QCM-A", "QCMG-A")}
+    assert outcomes.rationales["ares"] == rationale_file(paths.rationales_file("round_2", "test"))  # the last round's

@@ -273,3 +273,20 @@ def test_evaluation_reports_win_rate_with_interval_and_both_accuracies(smoke_run
     assert abs(sum(claims[f"{g}_share"] for g in ("true", "false", "neutral", "unverifiable")) - 1) < 1e-9
     assert set(s["degeneration"]) == {"baseline", "after_rl", "after_sft"}
     assert {"baseline/QCM-A", "ares/QCM-A"} <= set(s["accuracy"])
+
+
+def test_the_teacher_agreement_benchmark_reads_the_run_through_the_one_reader(smoke_run, tmp_path):
+    """benchmarks/llm_teacher_agreement.py on the smoke run, whose Teacher is the reference one: it
+    agrees with itself on every sentence, and its usage rows are the stage summaries' own."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import llm_teacher_agreement
+
+    out = tmp_path / "agreement.json"
+    assert llm_teacher_agreement.main(["--run", str(smoke_run.run_dir), "--out", str(out)]) == 0
+    result = read_json(out)
+    assert result["all_stages_done"]
+    ag = result["agreement_with_reference_stage03"]
+    assert ag["sentences"] > 0 and ag["mean_abs_difference"] == 0.0 and ag["reward_sign_agreement"] == 1.0
+    scored = read_json(smoke_run.summary_file("03_teacher_scores", 1))["teacher"]
+    assert result["teacher_usage"]["per_stage"]["round_1/03_teacher_scores"]["requests"] == scored["requests"]
+    assert set(result["teacher_usage"]["per_stage"]) >= {"round_1/03_teacher_scores", "round_1/05_correction_sft"}

@@ -1,6 +1,6 @@
 """Who knows run folders: ``aresnb.paths.RunPaths`` is imported only by the stage floor (its
 driver and steps among it), the runner and the CLI.
-The figures and the report are functions of ``aresnb.stages.results.RunResults``; a new import
+The figures, the report and the benchmarks are functions of what ``aresnb.stages.results`` reads; a new import
 of RunPaths anywhere else fails here. The panels (widgets/) and the Figure-3 page are functions of
 what ``aresnb.stages.results`` read: they import no path helper, no stage and no Teacher."""
 
@@ -8,6 +8,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "aresnb"
+BENCHMARKS = PACKAGE.parent / "benchmarks"
 ALLOWED = {"paths.py", "pipeline/cli.py", "pipeline/runner.py", "stages/*"}
 
 
@@ -28,6 +29,14 @@ def test_only_the_stages_the_driver_and_the_listed_readers_import_run_paths():
     assert users, "the scan finds no importer at all: it is broken"
     assert {u for u in users if not _allowed(u)} == set()
     assert not any(u.startswith("present/") for u in users)  # they take RunResults
+
+
+def test_the_benchmarks_read_runs_through_stages_results_and_import_no_run_paths():
+    """Every benchmark that reads a finished run does it through ``read_run_dir`` or
+    ``read_problem_outcomes_dir``: none imports RunPaths or a path helper of its own."""
+    readers = {f.name for f in BENCHMARKS.glob("*.py") if "aresnb.stages.results" in _imported_modules(f)}
+    assert {"ablation.py", "ares_effect.py", "llm_teacher_agreement.py", "stage_cost.py"} <= readers
+    assert sorted(f.name for f in BENCHMARKS.glob("*.py") if _imports_run_paths(f)) == []
 
 
 VIEWS = sorted([*(PACKAGE / "present" / "widgets").glob("*.py"), PACKAGE / "present" / "figure3.py"])

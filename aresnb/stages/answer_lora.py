@@ -163,7 +163,7 @@ def evaluate_head(cfg: Config, paths: RunPaths, head: Head, data: dict, trained:
         batch_size=cfg.baseline.gen_batch_size, max_source_length=_answer_source_length(cfg, head.fmt),
         seed=cfg.run.seed, mixed_precision=cfg.run.mixed_precision,
     )
-    write_jsonl(out_dir / "predictions_test.jsonl", rows)
+    write_jsonl(paths.predictions_file(head.name, head.fmt), rows)
     eval_s = time.time() - t0
     summary = {
         "model": head.name, "format": head.fmt, "use_image": head.use_image,

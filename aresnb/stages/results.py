@@ -2,7 +2,9 @@
 frozen :class:`RunResults`; the figures (:mod:`aresnb.present.plots`) and the report (:mod:`aresnb.present.report`)
 are functions of it and know no run folder. The rationales of a round, bigger and wanted only by
 stage 05's panel and the Figure-3 page (:mod:`aresnb.present.widgets.rationale_panel`, :mod:`aresnb.present.figure3`),
-are read apart, on demand, by :func:`read_rationales` into frozen :class:`RationaleSources`.
+are read apart, on demand, by :func:`read_rationales` into frozen :class:`RationaleSources`; what
+each model did on each problem (the benchmarks' per-problem figures) by :func:`read_problem_outcomes`
+into frozen :class:`ProblemOutcomes`.
 
 What is not there yet (a stage that has not run) is simply absent: ``summary`` gives ``{}``, the
 mappings lack the key, and a figure or a table without data is left out. A JSON file that cannot
@@ -20,8 +22,8 @@ from typing import Any, Mapping
 import pandas as pd
 
 from aresnb.io import read_json, read_jsonl
-from aresnb.paths import (BASELINE, BASELINE_MODEL, CORRECTION_SFT, EVALUATION, PPO, ROUND_STAGES, STAGES, RunPaths,
-                          round_model)
+from aresnb.paths import (ARES_MODEL, BASELINE, BASELINE_MODEL, CORRECTION_SFT, EVALUATION, PPO, ROUND_STAGES,
+                          STAGES, RunPaths, round_model)
 from aresnb.text.rationale_metrics import normalize_sentence
 from aresnb.text.sentences import split_sentences
 
@@ -227,3 +229,50 @@ def read_rationales(paths: RunPaths, round_index: int, splits: tuple[str, ...] =
             MappingProxyType({c: _frozen(texts[c], rows) for c in RATIONALE_COLUMNS}), MappingProxyType(notes),
             frozen_scores)
     return MappingProxyType(out)
+
+
+# ---- per problem: what each model did on each test problem (the ablation and agreement benchmarks) --
+
+
+@dataclass(frozen=True)
+class ProblemOutcomes:
+    """Per problem, what a run's stages made of each model, as stage 06 and 07 name the models
+    (``baseline``, ``round_<i>``, ``ares``, the arms): its test rationales, each answer head's
+    right-or-wrong per test prediction, each judged comparison's verdict rows, and stage 03's samples
+    with every column. What the run has not written is absent."""
+
+    rounds: int
+    problems: Mapping[str, tuple[Mapping[str, Any], ...]]  # split -> stage 01's rows, in split order
+    rationales: Mapping[str, Mapping[str, str]]  # model -> qid -> its test rationale
+    correct: Mapping[tuple[str, str], tuple[bool, ...]]  # (model, answer format) -> per test prediction
+    judgments: Mapping[tuple[str, str], tuple[Mapping[str, Any], ...]]  # (subject, reference) -> verdicts
+    samples: Mapping[int, pd.DataFrame]  # round -> stage 03's samples.parquet
+
+
+def read_problem_outcomes(paths: RunPaths, splits: tuple[str, ...] = ("test",)) -> ProblemOutcomes:
+    """The run's :class:`ProblemOutcomes`, read now; ``splits``: the dataset splits whose rows to read."""
+    from aresnb.stages.driver import load_problems  # deferred: datasets, only when per-problem rows are asked
+
+    rounds = _rounds(paths, _json_or_none(paths.manifest))
+    dataset = load_problems(paths)
+    correct = {head: tuple(bool(r["correct"]) for r in read_jsonl(f)) for head, f in paths.predictions_files().items()}
+    judgments = {pair: tuple(MappingProxyType(r) for r in read_jsonl(f))
+                 for pair, f in paths.comparison_judgments_files().items()}
+    models = dict.fromkeys([BASELINE_MODEL, *(m for m, _ in correct), *(m for pair in judgments for m in pair)])
+    rationales = {}
+    for model in models:  # ARES's rationales are its last round's model's
+        file = paths.rationales_file(round_model(rounds) if model == ARES_MODEL else model, "test")
+        if file.exists():
+            rationales[model] = MappingProxyType(rationale_file(file))
+    return ProblemOutcomes(
+        rounds=rounds,
+        problems=MappingProxyType({s: tuple(MappingProxyType(dict(r)) for r in dataset[s]) for s in splits}),
+        rationales=MappingProxyType(rationales), correct=MappingProxyType(correct),
+        judgments=MappingProxyType(judgments),
+        samples=MappingProxyType({i: pd.read_parquet(paths.samples_file(i)) for i in range(1, rounds + 1)
+                                  if paths.samples_file(i).exists()}))
+
+
+def read_problem_outcomes_dir(run_dir: str | Path, splits: tuple[str, ...] = ("test",)) -> ProblemOutcomes:
+    """:func:`read_problem_outcomes` of the run folder ``run_dir`` (the benchmarks' way in)."""
+    return read_problem_outcomes(RunPaths.from_dir(run_dir), splits)
