@@ -5,7 +5,9 @@ where the first imports the second anywhere in its source -- at the top, inside 
 under ``TYPE_CHECKING`` -- counted once however many names or lines. ``from aresnb.x import y``
 points at ``aresnb.x.y`` when that is a module, else at ``aresnb.x``; relative imports are
 resolved. Also counted: modules, lines, and the arrows between *rooms* (a subpackage of
-``aresnb`` is one room, a top-level module is one), the coarser drawing the architecture doc uses.
+``aresnb`` is one room, a top-level module is one), the coarser drawing the architecture doc uses;
+and, for a commit, the arrows between *today's* rooms over that commit's code (each module put in
+the room its code is in today), which tells a moved wall from a removed import.
 
     .venv/bin/python benchmarks/import_graph.py                   # the working tree
     .venv/bin/python benchmarks/import_graph.py --at 476fed7 HEAD  # commits, from git
@@ -69,6 +71,34 @@ def room(module: str) -> str:
     return ".".join(parts[:2])
 
 
+def moved_to(commit: str, today: str | None = None) -> dict[str, str]:
+    """{module at ``commit``: the module its code is in ``today`` (None: the working tree)}, from
+    git's rename detection (a file that kept 30% of its lines is the same file); modules that are
+    still where they were, or are gone, are left out."""
+    cmd = ["git", "-C", str(ROOT), "diff", "-M30%", "--name-status", commit, *([today] if today else []), "--",
+           "aresnb"]
+    out = {}
+    for line in subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines():
+        status, *names = line.split("\t")
+        if status.startswith("R") and all(n.endswith(".py") for n in names):
+            out[module_name(names[0])] = module_name(names[1])
+    return out
+
+
+def arrows_between_todays_rooms(commit: str, today: str | None = None) -> int:
+    """The arrows between *today's* rooms drawn over the code as it was at ``commit``: every module
+    then is put in the room its code is in today. With the rooms held fixed, a fall is code that no
+    longer imports across a room's wall, not a wall that moved."""
+    where = moved_to(commit, today)
+    now = {room(module_name(p)) for p in sources_at(today)}
+    place = lambda m: room(where.get(m, m))
+    edges = {(place(a), place(b)) for a, b in arrows(sources_at(commit))}
+    unplaced = sorted({r for pair in edges for r in pair} - now)
+    if unplaced:
+        print(f"{commit}: modules with no room today (counted as rooms of their own): {unplaced}", file=sys.stderr)
+    return len({(a, b) for a, b in edges if a != b})
+
+
 def counts(commit: str | None) -> dict:
     sources = sources_at(commit)
     edges = arrows(sources)
@@ -89,9 +119,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", default=None, help="write the counts to this file")
     args = ap.parse_args(argv)
     rows = [counts(c) for c in args.at]
+    for c, r in zip(args.at, rows):
+        if c is not None:  # the working tree's rooms are today's by definition
+            r["arrows_between_todays_rooms"] = arrows_between_todays_rooms(c)
     for r in rows:
         print(f"{r['commit']}: {r['modules']} modules, {r['lines']} lines, {r['arrows']} arrows between files; "
-              f"{r['rooms']} rooms, {r['room_arrows']} arrows between rooms")
+              f"{r['rooms']} rooms, {r['room_arrows']} arrows between rooms"
+              + (f"; {r['arrows_between_todays_rooms']} between today's rooms" if "arrows_between_todays_rooms" in r
+                 else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({"definition": __doc__.split("\n\n")[1], "counts": rows}, indent=2) + "\n")
 
