@@ -57,6 +57,7 @@ RL_ONLY = "rl_only"  # the round-1 PPO policy as the final model: RL without the
 CORRECTION_ONLY = "correction_only"  # stage 05 on the baseline: its own rationales corrected, SFT, no RL
 EVERY_ROUND = "every_round"  # ARES after each earlier round as well (``round_<i>``)
 ARMS = (RL_ONLY, CORRECTION_ONLY, EVERY_ROUND)
+ARM_STEPS = ((CORRECTION_SFT, CORRECTION_ONLY),)  # (stage, arm): the one step an arm runs itself, round 1's
 
 
 def round_model(round_index: int) -> str:
@@ -136,7 +137,7 @@ class RunPaths:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
         if arm is not None:
-            if (stage, arm) != (CORRECTION_SFT, CORRECTION_ONLY):
+            if (stage, arm) not in ARM_STEPS:
                 raise ValueError(f"only stage {CORRECTION_SFT} runs for an arm ({CORRECTION_ONLY}), not {stage} for {arm!r}")
             return self.run_dir / arm / stage
         if stage in ROUND_STAGES:

@@ -75,7 +75,7 @@ def teacher_usage(results: RunResults) -> dict:
     and their sum."""
     per_stage, total = {}, {"requests": 0, "calls": 0, "invalid_replies": 0, "repairs": 0}
     for name, step in (results.manifest or {}).get("stages", {}).items():
-        s = results.summary(step["stage"], step.get("round"))
+        s = results.summary(step["stage"], step.get("round"), step.get("arm"))
         usage = s.get(USAGE_KEYS.get(s.get("stage"), ""))
         if not usage:
             continue

@@ -6,6 +6,7 @@ stage 06 answers with every model (the last round's is ARES); stage 07 judges ev
 reports win statistics that say what they are. The schedule's order and reuse rules are checked too.
 """
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from aresnb.paths import CORRECTION_ONLY, RunPaths
 from aresnb.pipeline.runner import mirror_round_summary
 from aresnb.present.report.page import render_report
 from aresnb.stages import MODULES, answer_lora, evaluation
-from aresnb.stages.results import rationale_file, read_problem_outcomes
+from aresnb.stages.results import rationale_file, read_problem_outcomes, read_run
 from aresnb.stages.steps import Step, build_schedule, run_schedule, upstream_of
 from aresnb.teacher import start_local_server
 
@@ -195,3 +196,23 @@ def test_the_ablation_benchmark_reads_what_stages_06_and_07_summarised(arms_run)
     outcomes = read_problem_outcomes(paths)
     assert set(outcomes.correct) >= {(m, f) for m in MODELS for f in ("QCM-A", "QCMG-A")}
     assert outcomes.rationales["ares"] == rationale_file(paths.rationales_file("round_2", "test"))  # the last round's
+
+
+def test_the_one_reader_keeps_an_arms_own_step_apart_from_the_round_it_copies(arms_run):
+    """RunResults.summary(stage, arm=...) is the arm's own summary, not round 1's; the Teacher-usage
+    benchmark, walking the manifest's steps, reads each step's own."""
+    cfg, paths, s = arms_run
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import llm_teacher_agreement
+
+    schedule = build_schedule(2, ARMS)
+    manifest = {"rounds": 2, "stages": {st.label: {"stage": st.stage, "round": st.round_index,
+                                                   **({"arm": st.arm} if st.arm else {})} for st in schedule}}
+    results = read_run(RunPaths.from_dir(paths.run_dir), rounds=2)
+    results = dataclasses.replace(results, manifest=manifest)
+    assert results.summary("05_correction_sft", arm=CORRECTION_ONLY) == s["correction_only/05_correction_sft"]
+    assert results.summary("05_correction_sft", 1) == s["round_1/05_correction_sft"]
+    usage = llm_teacher_agreement.teacher_usage(results)["per_stage"]
+    for label in ("correction_only/05_correction_sft", "round_1/05_correction_sft", "round_2/05_correction_sft"):
+        assert usage[label]["requests"] == s[label]["teacher"]["requests"]
+        assert usage[label]["cache_hits"] == s[label]["teacher"]["cache_hits"]

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from aresnb.io import read_json, read_jsonl
-from aresnb.paths import (ARES_MODEL, BASELINE, BASELINE_MODEL, CORRECTION_SFT, EVALUATION, PPO, ROUND_STAGES,
+from aresnb.paths import (ARES_MODEL, ARM_STEPS, BASELINE, BASELINE_MODEL, CORRECTION_SFT, EVALUATION, PPO, ROUND_STAGES,
                           STAGES, RunPaths, round_model)
 from aresnb.text.rationale_metrics import normalize_sentence
 from aresnb.text.sentences import split_sentences
@@ -46,6 +46,7 @@ class RunResults:
     outputs: RunOutputs
     manifest: Mapping[str, Any] | None  # None: no (readable) manifest.json
     summaries: Mapping[StepKey, Mapping[str, Any]]
+    arm_summaries: Mapping[tuple[str, str], Mapping[str, Any]]  # (stage, arm) -> an arm's own step's summary
     tables: Mapping[str, pd.DataFrame]  # stage 07's tables by name (its summary's "tables")
     table_files: Mapping[str, str]  # the same names -> their CSV's file name under tables/
     metrics: Mapping[StepKey, tuple[Mapping[str, Any], ...]]  # the trainers' rows, one per optimizer step
@@ -56,8 +57,11 @@ class RunResults:
     figure3_file: Path | None  # the Figure-3 page (HTML), once stage 07 wrote it
     notebook_pages: Mapping[str, str]  # executed notebook's file name -> its HTML export's file name
 
-    def summary(self, stage: str, round_index: int | None = None) -> Mapping[str, Any]:
-        """A stage's summary ({} when it has not run); a round stage without a round: the latest round's."""
+    def summary(self, stage: str, round_index: int | None = None, arm: str | None = None) -> Mapping[str, Any]:
+        """A stage's summary ({} when it has not run); a round stage without a round: the latest round's;
+        with ``arm``: the ablation arm's own run of the stage (``paths.ARM_STEPS``)."""
+        if arm is not None:
+            return self.arm_summaries.get((stage, arm), {})
         return self.summaries.get((stage, round_index), {})
 
 
@@ -92,6 +96,8 @@ def read_run(paths: RunPaths, rounds: int | None = None) -> RunResults:
         for i in [None, *range(1, rounds + 1)] if stage in ROUND_STAGES else [None]:
             if (found := _json_or_none(paths.summary_file(stage, i))) is not None:
                 summaries[(stage, i)] = MappingProxyType(found)
+    arm_summaries = {(stage, arm): MappingProxyType(found) for stage, arm in ARM_STEPS
+                     if (found := _json_or_none(paths.summary_file(stage, 1, arm))) is not None}
     metrics: dict[StepKey, tuple] = {}
     for key in [(BASELINE, None), *[(s, i) for s in (PPO, CORRECTION_SFT) for i in range(1, rounds + 1)]]:
         if (file := paths.metrics_file(*key)).exists():
@@ -106,7 +112,7 @@ def read_run(paths: RunPaths, rounds: int | None = None) -> RunResults:
     return RunResults(
         rounds=rounds, outputs=RunOutputs(paths.run_dir, paths.figures_dir, paths.report_file),
         manifest=None if manifest is None else MappingProxyType(manifest),
-        summaries=MappingProxyType(summaries),
+        summaries=MappingProxyType(summaries), arm_summaries=MappingProxyType(arm_summaries),
         tables=MappingProxyType({name: pd.read_csv(csv) for name, csv in csvs.items()}),
         table_files=MappingProxyType({name: csv.name for name, csv in csvs.items()}),
         metrics=MappingProxyType(metrics), ppo_eval=MappingProxyType(ppo_eval), samples=MappingProxyType(samples),
