@@ -71,12 +71,11 @@ def room(module: str) -> str:
     return ".".join(parts[:2])
 
 
-def moved_to(commit: str, today: str | None = None) -> dict[str, str]:
-    """{module at ``commit``: the module its code is in ``today`` (None: the working tree)}, from
-    git's rename detection (a file that kept 30% of its lines is the same file); modules that are
-    still where they were, or are gone, are left out."""
-    cmd = ["git", "-C", str(ROOT), "diff", "-M30%", "--name-status", commit, *([today] if today else []), "--",
-           "aresnb"]
+def moved_to(commit: str) -> dict[str, str]:
+    """{module at ``commit``: the module its code is in now (the working tree)}, from git's rename
+    detection (a file that kept 30% of its lines is the same file); modules that are still where
+    they were, or are gone, are left out."""
+    cmd = ["git", "-C", str(ROOT), "diff", "-M30%", "--name-status", commit, "--", "aresnb"]
     out = {}
     for line in subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines():
         status, *names = line.split("\t")
@@ -85,32 +84,34 @@ def moved_to(commit: str, today: str | None = None) -> dict[str, str]:
     return out
 
 
-def arrows_between_todays_rooms(commit: str, today: str | None = None) -> int:
-    """The arrows between *today's* rooms drawn over the code as it was at ``commit``: every module
-    then is put in the room its code is in today. With the rooms held fixed, a fall is code that no
-    longer imports across a room's wall, not a wall that moved."""
-    where = moved_to(commit, today)
-    now = {room(module_name(p)) for p in sources_at(today)}
+def arrows_between_todays_rooms(commit: str, edges: set[tuple[str, str]], today_rooms: set[str]) -> int:
+    """The arrows between *today's* rooms (``today_rooms``, the working tree's) drawn over the code as
+    it was at ``commit`` (its arrows between files, ``edges``): every module then is put in the room
+    its code is in today. With the rooms held fixed, a fall is code that no longer imports across a
+    room's wall, not a wall that moved."""
+    where = moved_to(commit)
     place = lambda m: room(where.get(m, m))
-    edges = {(place(a), place(b)) for a, b in arrows(sources_at(commit))}
-    unplaced = sorted({r for pair in edges for r in pair} - now)
+    placed = {(place(a), place(b)) for a, b in edges}
+    unplaced = sorted({r for pair in placed for r in pair} - today_rooms)
     if unplaced:
         print(f"{commit}: modules with no room today (counted as rooms of their own): {unplaced}", file=sys.stderr)
-    return len({(a, b) for a, b in edges if a != b})
+    return len({(a, b) for a, b in placed if a != b})
 
 
-def counts(commit: str | None) -> dict:
+def counts(commit: str | None, today_rooms: set[str]) -> dict:
     sources = sources_at(commit)
     edges = arrows(sources)
     rooms = {(room(a), room(b)) for a, b in edges if room(a) != room(b)}
     fan_out = collections.Counter(a for a, _ in edges)
+    fixed = {}
     if commit is not None:  # a hash, not a name that moves (HEAD, a branch)
+        fixed = {"arrows_between_todays_rooms": arrows_between_todays_rooms(commit, edges, today_rooms)}
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", commit], capture_output=True,
                                 text=True, check=True).stdout.strip()
     return {"commit": commit or "working tree", "modules": len(sources),
             "lines": sum(s.count("\n") for s in sources.values()), "arrows": len(edges),
             "rooms": len({room(module_name(p)) for p in sources}), "room_arrows": len(rooms),
-            "most_arrows_out": fan_out.most_common(8)}
+            "most_arrows_out": fan_out.most_common(8), **fixed}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,10 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--at", nargs="*", default=[None], help="commits (default: the working tree)")
     ap.add_argument("--json", default=None, help="write the counts to this file")
     args = ap.parse_args(argv)
-    rows = [counts(c) for c in args.at]
-    for c, r in zip(args.at, rows):
-        if c is not None:  # the working tree's rooms are today's by definition
-            r["arrows_between_todays_rooms"] = arrows_between_todays_rooms(c)
+    today_rooms = {room(module_name(p)) for p in sources_at(None)}
+    rows = [counts(c, today_rooms) for c in args.at]
     for r in rows:
         print(f"{r['commit']}: {r['modules']} modules, {r['lines']} lines, {r['arrows']} arrows between files; "
               f"{r['rooms']} rooms, {r['room_arrows']} arrows between rooms"
